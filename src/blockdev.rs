@@ -1,0 +1,255 @@
+//! Kernel facts about block devices, shared by discovery and wiping:
+//! device numbers, exact sizes (`BLKGETSIZE64`), logical block sizes, and
+//! whether a device is in use (mounted, held by another device, or split
+//! into partitions), read from `/proc/self/mountinfo` and `/sys/dev/block`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
+nix::ioctl_read_bad!(ioctl_blksszget, 0x1268, libc_int);
+
+#[allow(non_camel_case_types)]
+type libc_int = std::ffi::c_int;
+
+/// A block device's `major:minor` number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeviceNumber {
+    /// Major number (driver).
+    pub major: u32,
+    /// Minor number (instance).
+    pub minor: u32,
+}
+
+impl DeviceNumber {
+    /// Splits a raw `dev_t`.
+    pub fn from_raw(raw: u64) -> Self {
+        DeviceNumber {
+            major: nix::sys::stat::major(raw) as u32,
+            minor: nix::sys::stat::minor(raw) as u32,
+        }
+    }
+
+    /// The device's directory in sysfs.
+    pub fn sysfs_dir(self) -> PathBuf {
+        PathBuf::from(format!("/sys/dev/block/{}:{}", self.major, self.minor))
+    }
+}
+
+impl fmt::Display for DeviceNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
+impl FromStr for DeviceNumber {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (major, minor) = text
+            .split_once(':')
+            .ok_or_else(|| format!("{text:?} is not major:minor"))?;
+        Ok(DeviceNumber {
+            major: major.parse().map_err(|_| format!("{text:?} is not major:minor"))?,
+            minor: minor.parse().map_err(|_| format!("{text:?} is not major:minor"))?,
+        })
+    }
+}
+
+/// The device number of `metadata` when it describes a block device.
+pub fn block_device_number(metadata: &fs::Metadata) -> Option<DeviceNumber> {
+    metadata
+        .file_type()
+        .is_block_device()
+        .then(|| DeviceNumber::from_raw(metadata.rdev()))
+}
+
+/// Opens a device read-only without side effects (no exclusive claim, no
+/// waiting for removable media).
+pub fn open_read_only(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Exact size in bytes, from the `BLKGETSIZE64` ioctl (never `fstat`, which
+/// reports 0 for block devices).
+pub fn size_in_bytes(device: &File) -> io::Result<u64> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
+    unsafe { ioctl_blkgetsize64(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+    Ok(size)
+}
+
+/// Logical block size in bytes (`BLKSSZGET`): the alignment `O_DIRECT` needs.
+pub fn logical_block_size(device: &File) -> io::Result<u64> {
+    let mut size: libc_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which is valid.
+    unsafe { ioctl_blksszget(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+    u64::try_from(size)
+        .ok()
+        .filter(|size| *size > 0)
+        .ok_or_else(|| io::Error::other(format!("kernel reported logical block size {size}")))
+}
+
+/// The mounts visible to this process, by device number.
+#[derive(Debug, Clone, Default)]
+pub struct MountTable {
+    mount_points: HashMap<DeviceNumber, String>,
+}
+
+impl MountTable {
+    /// Reads `/proc/self/mountinfo`. In a container this is the container's
+    /// mount namespace: mounts made only on the host are not listed, which
+    /// is why the wipe also opens the device with `O_EXCL`.
+    pub fn read() -> io::Result<Self> {
+        Ok(Self::parse(&fs::read_to_string("/proc/self/mountinfo")?))
+    }
+
+    /// Parses mountinfo text (field 3 is `major:minor`, field 5 the mount point).
+    pub fn parse(text: &str) -> Self {
+        let mount_points = text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let device = fields.nth(2)?.parse().ok()?;
+                let mount_point = fields.nth(1)?.to_string();
+                Some((device, mount_point))
+            })
+            .collect();
+        MountTable { mount_points }
+    }
+
+    /// Where the device is mounted, if it is.
+    pub fn mount_point(&self, device: DeviceNumber) -> Option<&str> {
+        self.mount_points.get(&device).map(String::as_str)
+    }
+}
+
+/// Whether a device's partitions count as use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitions {
+    /// A partitioned disk is busy: discovery never hands one out.
+    CountAsUse,
+    /// Partitions are fine unless one is mounted or held: the wipe erases a
+    /// partition table that a pod wrote.
+    AllowUnused,
+}
+
+/// Why a device is busy — mounted, held by another device (LVM, device
+/// mapper, md), or partitioned when `partitions` says so — judged from the
+/// mount table and sysfs; `None` when it looks free.
+pub fn in_use_reason(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -> Option<String> {
+    let sysfs = device.sysfs_dir();
+    if let Some(reason) = mounted_or_held(device, &sysfs, mounts) {
+        return Some(reason);
+    }
+    let children: Vec<String> = directory_names(&sysfs)
+        .into_iter()
+        .filter(|child| sysfs.join(child).join("partition").exists())
+        .collect();
+    for child in &children {
+        let child_dir = sysfs.join(child);
+        let child_number = fs::read_to_string(child_dir.join("dev"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        if let Some(number) = child_number {
+            if let Some(reason) = mounted_or_held(number, &child_dir, mounts) {
+                return Some(format!("partition {child} is {reason}"));
+            }
+        }
+    }
+    if partitions == Partitions::CountAsUse && !children.is_empty() {
+        return Some(format!("has partitions {}", children.join(", ")));
+    }
+    None
+}
+
+fn mounted_or_held(device: DeviceNumber, sysfs: &Path, mounts: &MountTable) -> Option<String> {
+    if let Some(mount_point) = mounts.mount_point(device) {
+        return Some(format!("mounted at {mount_point}"));
+    }
+    let holders = directory_names(&sysfs.join("holders"));
+    (!holders.is_empty()).then(|| format!("held by {}", holders.join(", ")))
+}
+
+/// A stable identity of the device from sysfs, where the kernel exposes
+/// one: the WWID or serial of a disk, the UUID of a device-mapper or md
+/// device, the backing file of a loop device. Partitions carry their
+/// disk's identity plus the partition number.
+pub fn stable_id(device: DeviceNumber) -> Option<String> {
+    let sysfs = device.sysfs_dir();
+    let read = |relative: &str| {
+        fs::read_to_string(sysfs.join(relative))
+            .ok()
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+    };
+    if let Some(partition) = read("partition") {
+        let disk = fs::canonicalize(&sysfs).ok()?.parent()?.join("dev");
+        let disk_number: DeviceNumber = fs::read_to_string(disk).ok()?.trim().parse().ok()?;
+        return stable_id(disk_number).map(|id| format!("{id} part{partition}"));
+    }
+    let sources = [
+        ("wwid", "wwid"),
+        ("device/wwid", "wwid"),
+        ("serial", "serial"),
+        ("device/serial", "serial"),
+        ("dm/uuid", "dm-uuid"),
+        ("md/uuid", "md-uuid"),
+    ];
+    for (relative, kind) in sources {
+        if let Some(value) = read(relative) {
+            return Some(format!("{kind}:{value}"));
+        }
+    }
+    let backing_file = read("loop/backing_file")?;
+    let offset = read("loop/offset").unwrap_or_else(|| "0".to_string());
+    Some(format!("loop:{backing_file}@{offset}"))
+}
+
+fn directory_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_numbers_round_trip() {
+        let number: DeviceNumber = "259:12".parse().unwrap();
+        assert_eq!(number, DeviceNumber { major: 259, minor: 12 });
+        assert_eq!(number.to_string(), "259:12");
+        assert!("259".parse::<DeviceNumber>().is_err());
+        assert!("a:b".parse::<DeviceNumber>().is_err());
+    }
+
+    #[test]
+    fn mountinfo_lines_parse() {
+        let table = MountTable::parse(
+            "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n\
+             40 22 7:3 / /mnt/data rw - xfs /dev/loop3 rw\n\
+             garbage\n",
+        );
+        assert_eq!(table.mount_point(DeviceNumber { major: 7, minor: 3 }), Some("/mnt/data"));
+        assert_eq!(table.mount_point(DeviceNumber { major: 253, minor: 1 }), Some("/"));
+        assert_eq!(table.mount_point(DeviceNumber { major: 7, minor: 4 }), None);
+    }
+}

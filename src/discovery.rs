@@ -1,0 +1,162 @@
+//! Device discovery: the entries directly inside `deviceDir` whose names
+//! match the filter, resolved to block devices with their exact size.
+//! Matching entries that cannot be used become [`DeviceProblem`]s with a
+//! reason; nothing here writes to a device.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use regex::Regex;
+use thiserror::Error;
+
+use crate::blockdev::{self, DeviceNumber, MountTable, Partitions};
+
+/// A usable block device found under `deviceDir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// The entry's file name in `deviceDir`.
+    pub name: String,
+    /// The entry's path under `deviceDir` (what the PV records).
+    pub path: PathBuf,
+    /// Where the entry resolves to, e.g. `/dev/sdb`.
+    pub resolved: PathBuf,
+    /// The device's `major:minor`.
+    pub number: DeviceNumber,
+    /// Exact size in bytes.
+    pub size_bytes: u64,
+    /// Why the device is busy (mounted, held, partitioned), if it is. A busy
+    /// device keeps an existing PV but never gets a new one.
+    pub in_use: Option<String>,
+    /// A stable identity from sysfs (WWID, serial, loop backing file), if any.
+    pub stable_id: Option<String>,
+}
+
+/// A matching entry that cannot become a PV, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceProblem {
+    /// The entry's file name (lossily decoded when not UTF-8).
+    pub name: String,
+    /// The entry's path.
+    pub path: PathBuf,
+    /// Human-readable reason.
+    pub reason: String,
+}
+
+/// The result of one scan of `deviceDir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Usable devices, sorted by entry name.
+    pub devices: Vec<Device>,
+    /// Unusable matching entries, sorted by entry name.
+    pub problems: Vec<DeviceProblem>,
+}
+
+/// Why the directory itself could not be scanned.
+#[derive(Debug, Error)]
+#[error("cannot read deviceDir {dir}: {source}")]
+pub struct DiscoveryError {
+    /// The directory.
+    pub dir: PathBuf,
+    /// The underlying error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Scans `dir` (first level only) for entries whose name matches `filter`
+/// anywhere (unanchored, like upstream).
+///
+/// Symlinks are resolved; only block devices count. Entries that resolve to
+/// a device another entry already resolved to are reported as aliases: the
+/// first name in sorted order is the usable one, so one disk never gets two
+/// PVs.
+pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> {
+    let entries = fs::read_dir(dir).map_err(|source| DiscoveryError {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mounts = MountTable::read().unwrap_or_default();
+    let mut scan = Scan::default();
+    let mut names: Vec<(String, Result<(), String>)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| DiscoveryError {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let raw_name = entry.file_name();
+        match raw_name.to_str() {
+            Some(name) if filter.is_match(name) => names.push((name.to_string(), Ok(()))),
+            Some(_) => {}
+            None => {
+                let lossy = raw_name.to_string_lossy().into_owned();
+                if filter.is_match(&lossy) {
+                    names.push((lossy, Err("the entry name is not valid UTF-8".to_string())));
+                }
+            }
+        }
+    }
+    names.sort();
+    let mut first_name_of: BTreeMap<DeviceNumber, String> = BTreeMap::new();
+    for (name, name_check) in names {
+        let path = dir.join(&name);
+        let outcome = name_check.and_then(|()| inspect(&path, &name, &mounts));
+        match outcome {
+            Ok(device) => {
+                if let Some(first) = first_name_of.get(&device.number) {
+                    scan.problems.push(DeviceProblem {
+                        reason: format!("same device {} as entry {first:?}", device.number),
+                        name,
+                        path,
+                    });
+                } else {
+                    first_name_of.insert(device.number, name);
+                    scan.devices.push(device);
+                }
+            }
+            Err(reason) => scan.problems.push(DeviceProblem { name, path, reason }),
+        }
+    }
+    Ok(scan)
+}
+
+/// Inspects one entry; `Err` holds the reason it is unusable.
+fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, String> {
+    let resolved = fs::canonicalize(path).map_err(|error| match error.kind() {
+        io::ErrorKind::NotFound => "dangling symlink".to_string(),
+        _ => format!("cannot resolve: {error}"),
+    })?;
+    let metadata = fs::metadata(&resolved).map_err(|error| format!("cannot stat {}: {error}", resolved.display()))?;
+    let number = blockdev::block_device_number(&metadata).ok_or_else(|| {
+        let kind = if metadata.is_dir() {
+            "a directory"
+        } else if metadata.is_file() {
+            "a regular file"
+        } else {
+            "a character device, socket or pipe"
+        };
+        format!("not a block device ({} is {kind})", resolved.display())
+    })?;
+    let file = blockdev::open_read_only(&resolved)
+        .map_err(|error| format!("cannot open {}: {error}", resolved.display()))?;
+    // A shared lock: it fails only while a wipe (which holds the exclusive
+    // lock) runs on this device, possibly in another provisioner pod.
+    let locked = Flock::lock(file, FlockArg::LockSharedNonblock)
+        .map_err(|_| format!("{} is locked by a wipe in progress", resolved.display()))?;
+    let size_bytes = blockdev::size_in_bytes(&locked)
+        .map_err(|error| format!("cannot read the size of {}: {error}", resolved.display()))?;
+    drop(locked);
+    if size_bytes == 0 {
+        return Err(format!("{} has size 0 (no medium?)", resolved.display()));
+    }
+    Ok(Device {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        resolved,
+        number,
+        size_bytes,
+        in_use: blockdev::in_use_reason(number, mounts, Partitions::CountAsUse),
+        stable_id: blockdev::stable_id(number),
+    })
+}

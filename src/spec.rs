@@ -1,0 +1,396 @@
+//! The PV spec: which Node annotation names it, the ConfigMap keys it is
+//! read from, and their validation. Every error names the key and the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use regex::{Regex, RegexBuilder};
+use thiserror::Error;
+
+/// Node annotation naming the PV spec ConfigMap (same as upstream).
+pub const PV_SPEC_CONFIGMAP_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/pv-spec-configmap";
+
+/// ConfigMap key: directory whose entries are candidate devices.
+pub const KEY_DEVICE_DIR: &str = "deviceDir";
+/// ConfigMap key: regular expression selecting entry names.
+pub const KEY_DEVICE_NAME_FILTER: &str = "deviceNameFilter";
+/// ConfigMap key: `Filesystem` or `Block`.
+pub const KEY_VOLUME_MODE: &str = "volumeMode";
+/// ConfigMap key: filesystem type, with `Filesystem` only.
+pub const KEY_FS_TYPE: &str = "fsType";
+/// ConfigMap key: storage class of the PVs (optional).
+pub const KEY_STORAGE_CLASS_NAME: &str = "storageClassName";
+
+/// Storage class used when the ConfigMap names none (upstream's default).
+pub const DEFAULT_STORAGE_CLASS_NAME: &str = "local-storage";
+
+/// Longest accepted `deviceDir`, the kernel's `PATH_MAX`.
+const MAX_DEVICE_DIR_LEN: usize = 4096;
+/// Largest compiled program accepted for `deviceNameFilter`, so a
+/// pathological pattern is refused instead of eating the pod's memory.
+const MAX_FILTER_PROGRAM_BYTES: usize = 1 << 20;
+/// Longest accepted `deviceNameFilter` source text.
+const MAX_FILTER_LEN: usize = 4096;
+
+/// How the PVs present the device to pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeMode {
+    /// kubelet formats the device with `fsType` and mounts it.
+    Filesystem,
+    /// The raw block device is handed to the pod.
+    Block,
+}
+
+impl VolumeMode {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeMode::Filesystem => "Filesystem",
+            VolumeMode::Block => "Block",
+        }
+    }
+}
+
+/// Filesystems kubelet may format a Filesystem-mode device with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsType {
+    /// ext4.
+    Ext4,
+    /// XFS.
+    Xfs,
+    /// Btrfs.
+    Btrfs,
+}
+
+impl FsType {
+    /// The spelling used in `spec.local.fsType`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+}
+
+/// A validated PV spec.
+#[derive(Debug, Clone)]
+pub struct PvSpec {
+    /// Absolute, normalised directory whose entries are candidate devices.
+    pub device_dir: PathBuf,
+    /// The filter as written in the ConfigMap.
+    pub device_name_filter_source: String,
+    /// The compiled filter; matched unanchored against entry names like upstream.
+    pub device_name_filter: Regex,
+    /// Volume mode of the PVs.
+    pub volume_mode: VolumeMode,
+    /// Filesystem type; present exactly when the mode is Filesystem.
+    pub fs_type: Option<FsType>,
+    /// Storage class of the PVs.
+    pub storage_class_name: String,
+    /// Keys present in the ConfigMap that this version does not know;
+    /// they are reported and ignored so newer upstream keys do not break it.
+    pub unknown_keys: Vec<String>,
+}
+
+impl PartialEq for PvSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.device_dir == other.device_dir
+            && self.device_name_filter_source == other.device_name_filter_source
+            && self.volume_mode == other.volume_mode
+            && self.fs_type == other.fs_type
+            && self.storage_class_name == other.storage_class_name
+            && self.unknown_keys == other.unknown_keys
+    }
+}
+
+/// Why a PV spec ConfigMap was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    /// A required key is absent.
+    #[error("key {key:?} is missing")]
+    MissingKey {
+        /// The key.
+        key: &'static str,
+    },
+    /// A key holds a value that is not accepted.
+    #[error("key {key:?} has invalid value {value}: {reason}")]
+    InvalidValue {
+        /// The key.
+        key: &'static str,
+        /// The offending value, quoted and shortened for logs.
+        value: ShownValue,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A ConfigMap value as shown in an error: quoted and cut to 200 characters
+/// so a huge value cannot flood logs and Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownValue(String);
+
+impl ShownValue {
+    fn new(value: &str) -> Self {
+        const MAX_SHOWN: usize = 200;
+        let shown: String = value.chars().take(MAX_SHOWN).collect();
+        if shown.len() < value.len() {
+            ShownValue(format!("{shown:?}… ({} bytes)", value.len()))
+        } else {
+            ShownValue(format!("{shown:?}"))
+        }
+    }
+}
+
+impl fmt::Display for ShownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::InvalidValue {
+        key,
+        value: ShownValue::new(value),
+        reason: reason.into(),
+    }
+}
+
+const KNOWN_KEYS: [&str; 5] = [
+    KEY_DEVICE_DIR,
+    KEY_DEVICE_NAME_FILTER,
+    KEY_VOLUME_MODE,
+    KEY_FS_TYPE,
+    KEY_STORAGE_CLASS_NAME,
+];
+
+/// Parses and validates the `data` of a PV spec ConfigMap.
+pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecError> {
+    let required = |key: &'static str| {
+        data.get(key)
+            .map(String::as_str)
+            .ok_or(SpecError::MissingKey { key })
+    };
+
+    let device_dir = parse_device_dir(required(KEY_DEVICE_DIR)?)?;
+    let filter_source = required(KEY_DEVICE_NAME_FILTER)?;
+    let device_name_filter = parse_filter(filter_source)?;
+    let volume_mode = match required(KEY_VOLUME_MODE)? {
+        "Filesystem" => VolumeMode::Filesystem,
+        "Block" => VolumeMode::Block,
+        other => return Err(invalid(KEY_VOLUME_MODE, other, "must be \"Filesystem\" or \"Block\"")),
+    };
+    let fs_type = match (volume_mode, data.get(KEY_FS_TYPE).map(String::as_str)) {
+        (VolumeMode::Filesystem, None) => return Err(SpecError::MissingKey { key: KEY_FS_TYPE }),
+        (VolumeMode::Filesystem, Some("ext4")) => Some(FsType::Ext4),
+        (VolumeMode::Filesystem, Some("xfs")) => Some(FsType::Xfs),
+        (VolumeMode::Filesystem, Some("btrfs")) => Some(FsType::Btrfs),
+        (VolumeMode::Filesystem, Some(other)) => {
+            return Err(invalid(KEY_FS_TYPE, other, "must be \"ext4\", \"xfs\" or \"btrfs\""));
+        }
+        (VolumeMode::Block, None) => None,
+        (VolumeMode::Block, Some(other)) => {
+            return Err(invalid(KEY_FS_TYPE, other, "must not be set when volumeMode is \"Block\""));
+        }
+    };
+    let storage_class_name = match data.get(KEY_STORAGE_CLASS_NAME) {
+        None => DEFAULT_STORAGE_CLASS_NAME.to_string(),
+        Some(name) if crate::naming::is_dns1123_subdomain(name) => name.clone(),
+        Some(name) => {
+            return Err(invalid(
+                KEY_STORAGE_CLASS_NAME,
+                name,
+                "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
+            ));
+        }
+    };
+    let unknown_keys = data
+        .keys()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    Ok(PvSpec {
+        device_dir,
+        device_name_filter_source: filter_source.to_string(),
+        device_name_filter,
+        volume_mode,
+        fs_type,
+        storage_class_name,
+        unknown_keys,
+    })
+}
+
+fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
+    if value.is_empty() {
+        return Err(invalid(KEY_DEVICE_DIR, value, "must not be empty"));
+    }
+    if value.len() > MAX_DEVICE_DIR_LEN {
+        return Err(invalid(KEY_DEVICE_DIR, value, "is longer than 4096 bytes"));
+    }
+    if value.contains('\0') {
+        return Err(invalid(KEY_DEVICE_DIR, value, "contains a NUL byte"));
+    }
+    let path = Path::new(value);
+    if !path.is_absolute() {
+        return Err(invalid(KEY_DEVICE_DIR, value, "must be an absolute path"));
+    }
+    let mut normalised = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => normalised.push(part),
+            Component::ParentDir => {
+                return Err(invalid(KEY_DEVICE_DIR, value, "must not contain \"..\""));
+            }
+            Component::Prefix(_) => return Err(invalid(KEY_DEVICE_DIR, value, "is not a Unix path")),
+        }
+    }
+    if normalised == Path::new("/") {
+        return Err(invalid(KEY_DEVICE_DIR, value, "must not be the root directory"));
+    }
+    Ok(normalised)
+}
+
+fn parse_filter(value: &str) -> Result<Regex, SpecError> {
+    if value.len() > MAX_FILTER_LEN {
+        return Err(invalid(KEY_DEVICE_NAME_FILTER, value, "is longer than 4096 bytes"));
+    }
+    RegexBuilder::new(value)
+        .size_limit(MAX_FILTER_PROGRAM_BYTES)
+        .dfa_size_limit(MAX_FILTER_PROGRAM_BYTES)
+        .build()
+        .map_err(|error| {
+            let reason = match error {
+                regex::Error::CompiledTooBig(_) => "is too complex (compiled size over 1 MiB)".to_string(),
+                other => format!("is not a valid regular expression: {}", last_line(&other.to_string())),
+            };
+            invalid(KEY_DEVICE_NAME_FILTER, value, reason)
+        })
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or(text).trim()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn fs_spec() -> BTreeMap<String, String> {
+        data(&[
+            ("deviceDir", "/dev/disk/by-path/"),
+            ("deviceNameFilter", ".*"),
+            ("volumeMode", "Filesystem"),
+            ("fsType", "ext4"),
+        ])
+    }
+
+    #[test]
+    fn upstream_filesystem_example_parses() {
+        let spec = parse_pv_spec(&fs_spec()).unwrap();
+        assert_eq!(spec.device_dir, Path::new("/dev/disk/by-path"));
+        assert_eq!(spec.volume_mode, VolumeMode::Filesystem);
+        assert_eq!(spec.fs_type, Some(FsType::Ext4));
+        assert_eq!(spec.storage_class_name, "local-storage");
+        assert!(spec.unknown_keys.is_empty());
+    }
+
+    #[test]
+    fn block_mode_and_storage_class_parse() {
+        let spec = parse_pv_spec(&data(&[
+            ("deviceDir", "/dev//mapper/./"),
+            ("deviceNameFilter", "^loop[0-9]+$"),
+            ("volumeMode", "Block"),
+            ("storageClassName", "fast-local"),
+            ("comment", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(spec.device_dir, Path::new("/dev/mapper"));
+        assert_eq!(spec.fs_type, None);
+        assert_eq!(spec.storage_class_name, "fast-local");
+        assert_eq!(spec.unknown_keys, vec!["comment".to_string()]);
+    }
+
+    #[test]
+    fn every_fs_type_is_accepted() {
+        for (text, expected) in [("ext4", FsType::Ext4), ("xfs", FsType::Xfs), ("btrfs", FsType::Btrfs)] {
+            let mut map = fs_spec();
+            map.insert("fsType".into(), text.into());
+            assert_eq!(parse_pv_spec(&map).unwrap().fs_type, Some(expected));
+            assert_eq!(expected.as_str(), text);
+        }
+    }
+
+    /// Each bad value is refused with an error naming the key and, for
+    /// invalid values, the value itself.
+    #[test]
+    fn each_bad_value_names_key_and_value() {
+        let cases: Vec<(&str, Option<&str>, &str)> = vec![
+            ("deviceDir", None, "missing"),
+            ("deviceDir", Some(""), "empty"),
+            ("deviceDir", Some("dev/disk"), "absolute"),
+            ("deviceDir", Some("/dev/../etc"), ".."),
+            ("deviceDir", Some("/"), "root"),
+            ("deviceDir", Some("/dev/a\0b"), "NUL"),
+            ("deviceNameFilter", None, "missing"),
+            ("deviceNameFilter", Some("sd[a-"), "regular expression"),
+            ("deviceNameFilter", Some("(a{1000}){1000}"), "too complex"),
+            ("volumeMode", None, "missing"),
+            ("volumeMode", Some("filesystem"), "\"Filesystem\" or \"Block\""),
+            ("fsType", None, "missing"),
+            ("fsType", Some("ntfs"), "\"ext4\""),
+            ("storageClassName", Some("Local_Storage"), "DNS-1123"),
+        ];
+        for (key, value, expected) in cases {
+            let mut map = fs_spec();
+            match value {
+                None => {
+                    map.remove(key);
+                }
+                Some(value) => {
+                    map.insert(key.to_string(), value.to_string());
+                }
+            }
+            let error = parse_pv_spec(&map).expect_err(&format!("{key}={value:?}"));
+            let message = error.to_string();
+            assert!(message.contains(&format!("{key:?}")), "{message}");
+            assert!(message.contains(expected), "{key}: {message}");
+            if let Some(value) = value {
+                let shown = format!("{:?}", value.chars().take(20).collect::<String>());
+                assert!(message.contains(shown.trim_end_matches('"')), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn fs_type_is_forbidden_with_block() {
+        let mut map = fs_spec();
+        map.insert("volumeMode".into(), "Block".into());
+        let error = parse_pv_spec(&map).unwrap_err();
+        assert!(error.to_string().contains("must not be set when volumeMode is \"Block\""));
+    }
+
+    #[test]
+    fn huge_values_are_shortened_in_errors() {
+        let mut map = fs_spec();
+        map.insert("volumeMode".into(), "x".repeat(100_000));
+        let message = parse_pv_spec(&map).unwrap_err().to_string();
+        assert!(message.len() < 500, "{}", message.len());
+        assert!(message.contains("100000 bytes"));
+    }
+
+    #[test]
+    fn filter_is_unanchored_like_upstream() {
+        let mut map = fs_spec();
+        map.insert("deviceNameFilter".into(), "sd[a-z]".into());
+        let spec = parse_pv_spec(&map).unwrap();
+        assert!(spec.device_name_filter.is_match("sda1"));
+        assert!(spec.device_name_filter.is_match("xsdb"));
+        assert!(!spec.device_name_filter.is_match("nvme0n1"));
+    }
+}
