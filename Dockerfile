@@ -13,6 +13,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 RUN rustup target add x86_64-unknown-linux-musl
+ENV CC_x86_64_unknown_linux_musl=musl-gcc
 
 WORKDIR /src
 # The whole crate (minus what .dockerignore drops), so that targets Cargo.toml
@@ -22,6 +23,7 @@ COPY . .
 # The registry and target directories are cache mounts, so they are not in the
 # layer: copy the binary out of the target directory before the RUN ends.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --target x86_64-unknown-linux-musl \
     && install -D -m 0755 target/x86_64-unknown-linux-musl/release/local-pv-provisioner \
@@ -38,7 +40,9 @@ COPY --from=builder /out/local-pv-provisioner /usr/local/bin/local-pv-provisione
 # DaemonSet also makes the container privileged, since the device cgroup of an
 # unprivileged container refuses opening block devices at all. Everything else
 # is locked down in the pod spec (read-only root filesystem, no host network or
-# PID namespace).
+# PID namespace). The :nonroot variant is the same image with uid 65532 as its
+# default; uid 0 is set here explicitly so that the choice is visible rather
+# than implied by a tag.
 # hadolint ignore=DL3002
 USER 0:0
 

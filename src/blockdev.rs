@@ -56,8 +56,12 @@ impl FromStr for DeviceNumber {
             .split_once(':')
             .ok_or_else(|| format!("{text:?} is not major:minor"))?;
         Ok(DeviceNumber {
-            major: major.parse().map_err(|_| format!("{text:?} is not major:minor"))?,
-            minor: minor.parse().map_err(|_| format!("{text:?} is not major:minor"))?,
+            major: major
+                .parse()
+                .map_err(|_| format!("{text:?} is not major:minor"))?,
+            minor: minor
+                .parse()
+                .map_err(|_| format!("{text:?} is not major:minor"))?,
         })
     }
 }
@@ -133,6 +137,42 @@ impl MountTable {
     }
 }
 
+/// Why a block device is busy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Busy {
+    /// The device (or one of its partitions) is mounted.
+    Mounted {
+        /// The device or partition name.
+        what: String,
+        /// Where it is mounted.
+        mount_point: String,
+    },
+    /// Another block device (LVM, device mapper, md, bcache) holds it or one of its partitions.
+    Held {
+        /// The device or partition name.
+        what: String,
+        /// The holders' names.
+        holders: Vec<String>,
+    },
+    /// The disk is split into partitions.
+    Partitioned {
+        /// The partitions' names.
+        partitions: Vec<String>,
+    },
+}
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Busy::Mounted { what, mount_point } => write!(f, "{what} is mounted at {mount_point}"),
+            Busy::Held { what, holders } => write!(f, "{what} is held by {}", holders.join(", ")),
+            Busy::Partitioned { partitions } => {
+                write!(f, "has partitions {}", partitions.join(", "))
+            }
+        }
+    }
+}
+
 /// Whether a device's partitions count as use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Partitions {
@@ -143,13 +183,13 @@ pub enum Partitions {
     AllowUnused,
 }
 
-/// Why a device is busy — mounted, held by another device (LVM, device
-/// mapper, md), or partitioned when `partitions` says so — judged from the
-/// mount table and sysfs; `None` when it looks free.
-pub fn in_use_reason(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -> Option<String> {
+/// Whether a device is busy — mounted, held by another device, or
+/// partitioned when `partitions` says so — judged from the mount table and
+/// sysfs; `None` when it looks free.
+pub fn busy(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -> Option<Busy> {
     let sysfs = device.sysfs_dir();
-    if let Some(reason) = mounted_or_held(device, &sysfs, mounts) {
-        return Some(reason);
+    if let Some(busy) = mounted_or_held("the device", device, &sysfs, mounts) {
+        return Some(busy);
     }
     let children: Vec<String> = directory_names(&sysfs)
         .into_iter()
@@ -161,23 +201,38 @@ pub fn in_use_reason(device: DeviceNumber, mounts: &MountTable, partitions: Part
             .ok()
             .and_then(|text| text.trim().parse().ok());
         if let Some(number) = child_number {
-            if let Some(reason) = mounted_or_held(number, &child_dir, mounts) {
-                return Some(format!("partition {child} is {reason}"));
+            if let Some(busy) =
+                mounted_or_held(&format!("partition {child}"), number, &child_dir, mounts)
+            {
+                return Some(busy);
             }
         }
     }
     if partitions == Partitions::CountAsUse && !children.is_empty() {
-        return Some(format!("has partitions {}", children.join(", ")));
+        return Some(Busy::Partitioned {
+            partitions: children,
+        });
     }
     None
 }
 
-fn mounted_or_held(device: DeviceNumber, sysfs: &Path, mounts: &MountTable) -> Option<String> {
+fn mounted_or_held(
+    what: &str,
+    device: DeviceNumber,
+    sysfs: &Path,
+    mounts: &MountTable,
+) -> Option<Busy> {
     if let Some(mount_point) = mounts.mount_point(device) {
-        return Some(format!("mounted at {mount_point}"));
+        return Some(Busy::Mounted {
+            what: what.to_string(),
+            mount_point: mount_point.to_string(),
+        });
     }
     let holders = directory_names(&sysfs.join("holders"));
-    (!holders.is_empty()).then(|| format!("held by {}", holders.join(", ")))
+    (!holders.is_empty()).then(|| Busy::Held {
+        what: what.to_string(),
+        holders,
+    })
 }
 
 /// A stable identity of the device from sysfs, where the kernel exposes
@@ -235,7 +290,13 @@ mod tests {
     #[test]
     fn device_numbers_round_trip() {
         let number: DeviceNumber = "259:12".parse().unwrap();
-        assert_eq!(number, DeviceNumber { major: 259, minor: 12 });
+        assert_eq!(
+            number,
+            DeviceNumber {
+                major: 259,
+                minor: 12
+            }
+        );
         assert_eq!(number.to_string(), "259:12");
         assert!("259".parse::<DeviceNumber>().is_err());
         assert!("a:b".parse::<DeviceNumber>().is_err());
@@ -248,8 +309,17 @@ mod tests {
              40 22 7:3 / /mnt/data rw - xfs /dev/loop3 rw\n\
              garbage\n",
         );
-        assert_eq!(table.mount_point(DeviceNumber { major: 7, minor: 3 }), Some("/mnt/data"));
-        assert_eq!(table.mount_point(DeviceNumber { major: 253, minor: 1 }), Some("/"));
+        assert_eq!(
+            table.mount_point(DeviceNumber { major: 7, minor: 3 }),
+            Some("/mnt/data")
+        );
+        assert_eq!(
+            table.mount_point(DeviceNumber {
+                major: 253,
+                minor: 1
+            }),
+            Some("/")
+        );
         assert_eq!(table.mount_point(DeviceNumber { major: 7, minor: 4 }), None);
     }
 }

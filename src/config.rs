@@ -139,7 +139,9 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_interval(text: &str) -> Result<Duration, String> {
     let duration = parse_go_duration(text)?;
     if duration.is_zero() {
-        return Err(format!("invalid interval {text:?}: must be greater than zero"));
+        return Err(format!(
+            "invalid interval {text:?}: must be greater than zero"
+        ));
     }
     Ok(duration)
 }
@@ -159,7 +161,9 @@ pub fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
     text.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| format!("invalid listen address {text:?} (expected e.g. :8080 or 127.0.0.1:8080)"))
+        .ok_or_else(|| {
+            format!("invalid listen address {text:?} (expected e.g. :8080 or 127.0.0.1:8080)")
+        })
 }
 
 /// Settings of the controller after validation: every required value present.
@@ -189,7 +193,9 @@ impl ControllerArgs {
     pub fn into_settings(self) -> Result<ControllerSettings, String> {
         let node_name = non_empty(self.node_name, "--node-name / LP_NODE_NAME")?;
         let namespace = non_empty(self.namespace_name, "--namespace-name / LP_NAMESPACE_NAME")?;
-        let default_pv_spec_configmap = self.default_pv_spec_configmap.filter(|name| !name.is_empty());
+        let default_pv_spec_configmap = self
+            .default_pv_spec_configmap
+            .filter(|name| !name.is_empty());
         let instance = self
             .pod_name
             .filter(|name| !name.is_empty())
@@ -241,7 +247,9 @@ mod tests {
 
     #[test]
     fn bad_durations_are_rejected_with_the_input_named() {
-        for text in ["", "5", "m", "5x", "-5s", "1..5s", ".s", "5 m", "abc", "1e3s"] {
+        for text in [
+            "", "5", "m", "5x", "-5s", "1..5s", ".s", "5 m", "abc", "1e3s",
+        ] {
             let error = parse_go_duration(text).expect_err(text);
             assert!(error.contains(&format!("{text:?}")), "{error}");
         }
@@ -256,8 +264,14 @@ mod tests {
 
     #[test]
     fn listen_addresses_parse_go_style() {
-        assert_eq!(parse_listen_addr(":8080").unwrap(), "0.0.0.0:8080".parse().unwrap());
-        assert_eq!(parse_listen_addr("127.0.0.1:9"), Ok("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(
+            parse_listen_addr(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:9"),
+            Ok("127.0.0.1:9".parse().unwrap())
+        );
         assert_eq!(parse_listen_addr("[::1]:9"), Ok("[::1]:9".parse().unwrap()));
         assert!(parse_listen_addr(":http").is_err());
         assert!(parse_listen_addr("8080").is_err());
@@ -290,7 +304,8 @@ mod tests {
 
     #[test]
     fn scan_needs_no_controller_flags() {
-        let cli = Cli::try_parse_from(["local-pv-provisioner", "scan", "--device-dir=/dev"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["local-pv-provisioner", "scan", "--device-dir=/dev"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Scan(_))));
     }
 }

@@ -127,7 +127,8 @@ fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Strin
         io::ErrorKind::NotFound => "dangling symlink".to_string(),
         _ => format!("cannot resolve: {error}"),
     })?;
-    let metadata = fs::metadata(&resolved).map_err(|error| format!("cannot stat {}: {error}", resolved.display()))?;
+    let metadata = fs::metadata(&resolved)
+        .map_err(|error| format!("cannot stat {}: {error}", resolved.display()))?;
     let number = blockdev::block_device_number(&metadata).ok_or_else(|| {
         let kind = if metadata.is_dir() {
             "a directory"
@@ -156,7 +157,7 @@ fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Strin
         resolved,
         number,
         size_bytes,
-        in_use: blockdev::in_use_reason(number, mounts, Partitions::CountAsUse),
+        in_use: blockdev::busy(number, mounts, Partitions::CountAsUse).map(|busy| busy.to_string()),
         stable_id: blockdev::stable_id(number),
     })
 }

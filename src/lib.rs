@@ -8,3 +8,4 @@ pub mod discovery;
 pub mod naming;
 pub mod pv;
 pub mod spec;
+pub mod wipe;

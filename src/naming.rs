@@ -35,7 +35,9 @@ pub fn is_dns1123_subdomain(name: &str) -> bool {
         && name.split('.').all(|part| {
             let bytes = part.as_bytes();
             !bytes.is_empty()
-                && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-'
         })
@@ -60,7 +62,13 @@ pub fn is_label_value(value: &str) -> bool {
 pub fn upstream_pv_name(node: &str, device: &str) -> String {
     format!("local-{node}-{device}")
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -201,7 +209,10 @@ mod tests {
             plain_pv_name("node1", "pci-0000:3b:00.0-ata-1").as_deref(),
             Some("local-node1-pci-0000-3b-00.0-ata-1")
         );
-        assert_eq!(plain_pv_name("minikube-worker", "loop0").as_deref(), Some("local-minikube-worker-loop0"));
+        assert_eq!(
+            plain_pv_name("minikube-worker", "loop0").as_deref(),
+            Some("local-minikube-worker-loop0")
+        );
     }
 
     #[test]
@@ -216,7 +227,10 @@ mod tests {
 
     #[test]
     fn uppercase_is_lowercased() {
-        assert_eq!(plain_pv_name("Node1", "SDA").as_deref(), Some("local-node1-sda"));
+        assert_eq!(
+            plain_pv_name("Node1", "SDA").as_deref(),
+            Some("local-node1-sda")
+        );
     }
 
     #[test]
@@ -243,7 +257,10 @@ mod tests {
         let kept = assign_pv_names("n", devices, &held);
         assert_eq!(kept.names["a-b"], "local-n-a-b");
         assert_ne!(kept.names["A_B"], "local-n-a-b");
-        assert_eq!(kept.names["A_B"], fresh.names["A_B"], "hashed names are stable");
+        assert_eq!(
+            kept.names["A_B"], fresh.names["A_B"],
+            "hashed names are stable"
+        );
     }
 
     #[test]
@@ -253,7 +270,10 @@ mod tests {
         let value = node_label_value(&long);
         assert!(is_label_value(&value), "{value}");
         assert_eq!(value.len(), 63);
-        assert_ne!(value, node_label_value(&format!("{}.example.org", "a".repeat(60))));
+        assert_ne!(
+            value,
+            node_label_value(&format!("{}.example.org", "a".repeat(60)))
+        );
         assert!(is_label_value(&node_label_value(&"-".repeat(100))));
     }
 

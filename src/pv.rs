@@ -51,14 +51,26 @@ pub struct NodeFacts {
 /// Builds the PV for `device` named `name`.
 pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) -> PersistentVolume {
     let mut annotations = BTreeMap::from([
-        (DEVICE_DIR_ANNOTATION.to_string(), spec.device_dir.display().to_string()),
+        (
+            DEVICE_DIR_ANNOTATION.to_string(),
+            spec.device_dir.display().to_string(),
+        ),
         (
             DEVICE_NAME_FILTER_ANNOTATION.to_string(),
             spec.device_name_filter_source.clone(),
         ),
-        (VOLUME_MODE_ANNOTATION.to_string(), spec.volume_mode.as_str().to_string()),
-        (DEVICE_NUMBER_ANNOTATION.to_string(), device.number.to_string()),
-        (DEVICE_SIZE_ANNOTATION.to_string(), device.size_bytes.to_string()),
+        (
+            VOLUME_MODE_ANNOTATION.to_string(),
+            spec.volume_mode.as_str().to_string(),
+        ),
+        (
+            DEVICE_NUMBER_ANNOTATION.to_string(),
+            device.number.to_string(),
+        ),
+        (
+            DEVICE_SIZE_ANNOTATION.to_string(),
+            device.size_bytes.to_string(),
+        ),
         (NODE_NAME_ANNOTATION.to_string(), node.name.clone()),
     ]);
     if let Some(stable_id) = &device.stable_id {
@@ -70,7 +82,10 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(NODE_LABEL.to_string(), node.label_value.clone())])),
+            labels: Some(BTreeMap::from([(
+                NODE_LABEL.to_string(),
+                node.label_value.clone(),
+            )])),
             annotations: Some(annotations),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".to_string(),
@@ -121,7 +136,13 @@ mod tests {
     use std::path::PathBuf;
 
     fn spec(pairs: &[(&str, &str)]) -> PvSpec {
-        parse_pv_spec(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()).unwrap()
+        parse_pv_spec(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap()
     }
 
     fn device() -> Device {
@@ -129,7 +150,10 @@ mod tests {
             name: "pci-0000:3b:00.0-ata-1".into(),
             path: PathBuf::from("/dev/disk/by-path/pci-0000:3b:00.0-ata-1"),
             resolved: PathBuf::from("/dev/sdb"),
-            number: DeviceNumber { major: 8, minor: 16 },
+            number: DeviceNumber {
+                major: 8,
+                minor: 16,
+            },
             size_bytes: 107_374_182_400,
             in_use: None,
             stable_id: Some("wwid:naa.5000c500a1b2c3d4".into()),
@@ -152,7 +176,12 @@ mod tests {
             ("deviceNameFilter", ".*"),
             ("volumeMode", "Block"),
         ]);
-        let pv = build_pv(&node(), &spec, &device(), "local-node1-pci-0000-3b-00.0-ata-1");
+        let pv = build_pv(
+            &node(),
+            &spec,
+            &device(),
+            "local-node1-pci-0000-3b-00.0-ata-1",
+        );
         let expected = serde_json::json!({
             "apiVersion": "v1",
             "kind": "PersistentVolume",

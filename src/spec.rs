@@ -179,7 +179,13 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
     let volume_mode = match required(KEY_VOLUME_MODE)? {
         "Filesystem" => VolumeMode::Filesystem,
         "Block" => VolumeMode::Block,
-        other => return Err(invalid(KEY_VOLUME_MODE, other, "must be \"Filesystem\" or \"Block\"")),
+        other => {
+            return Err(invalid(
+                KEY_VOLUME_MODE,
+                other,
+                "must be \"Filesystem\" or \"Block\"",
+            ));
+        }
     };
     let fs_type = match (volume_mode, data.get(KEY_FS_TYPE).map(String::as_str)) {
         (VolumeMode::Filesystem, None) => return Err(SpecError::MissingKey { key: KEY_FS_TYPE }),
@@ -187,11 +193,19 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
         (VolumeMode::Filesystem, Some("xfs")) => Some(FsType::Xfs),
         (VolumeMode::Filesystem, Some("btrfs")) => Some(FsType::Btrfs),
         (VolumeMode::Filesystem, Some(other)) => {
-            return Err(invalid(KEY_FS_TYPE, other, "must be \"ext4\", \"xfs\" or \"btrfs\""));
+            return Err(invalid(
+                KEY_FS_TYPE,
+                other,
+                "must be \"ext4\", \"xfs\" or \"btrfs\"",
+            ));
         }
         (VolumeMode::Block, None) => None,
         (VolumeMode::Block, Some(other)) => {
-            return Err(invalid(KEY_FS_TYPE, other, "must not be set when volumeMode is \"Block\""));
+            return Err(invalid(
+                KEY_FS_TYPE,
+                other,
+                "must not be set when volumeMode is \"Block\"",
+            ));
         }
     };
     let storage_class_name = match data.get(KEY_STORAGE_CLASS_NAME) {
@@ -243,18 +257,28 @@ fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
             Component::ParentDir => {
                 return Err(invalid(KEY_DEVICE_DIR, value, "must not contain \"..\""));
             }
-            Component::Prefix(_) => return Err(invalid(KEY_DEVICE_DIR, value, "is not a Unix path")),
+            Component::Prefix(_) => {
+                return Err(invalid(KEY_DEVICE_DIR, value, "is not a Unix path"));
+            }
         }
     }
     if normalised == Path::new("/") {
-        return Err(invalid(KEY_DEVICE_DIR, value, "must not be the root directory"));
+        return Err(invalid(
+            KEY_DEVICE_DIR,
+            value,
+            "must not be the root directory",
+        ));
     }
     Ok(normalised)
 }
 
 fn parse_filter(value: &str) -> Result<Regex, SpecError> {
     if value.len() > MAX_FILTER_LEN {
-        return Err(invalid(KEY_DEVICE_NAME_FILTER, value, "is longer than 4096 bytes"));
+        return Err(invalid(
+            KEY_DEVICE_NAME_FILTER,
+            value,
+            "is longer than 4096 bytes",
+        ));
     }
     RegexBuilder::new(value)
         .size_limit(MAX_FILTER_PROGRAM_BYTES)
@@ -262,8 +286,13 @@ fn parse_filter(value: &str) -> Result<Regex, SpecError> {
         .build()
         .map_err(|error| {
             let reason = match error {
-                regex::Error::CompiledTooBig(_) => "is too complex (compiled size over 1 MiB)".to_string(),
-                other => format!("is not a valid regular expression: {}", last_line(&other.to_string())),
+                regex::Error::CompiledTooBig(_) => {
+                    "is too complex (compiled size over 1 MiB)".to_string()
+                }
+                other => format!(
+                    "is not a valid regular expression: {}",
+                    last_line(&other.to_string())
+                ),
             };
             invalid(KEY_DEVICE_NAME_FILTER, value, reason)
         })
@@ -278,7 +307,10 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn fs_spec() -> BTreeMap<String, String> {
@@ -318,7 +350,11 @@ mod tests {
 
     #[test]
     fn every_fs_type_is_accepted() {
-        for (text, expected) in [("ext4", FsType::Ext4), ("xfs", FsType::Xfs), ("btrfs", FsType::Btrfs)] {
+        for (text, expected) in [
+            ("ext4", FsType::Ext4),
+            ("xfs", FsType::Xfs),
+            ("btrfs", FsType::Btrfs),
+        ] {
             let mut map = fs_spec();
             map.insert("fsType".into(), text.into());
             assert_eq!(parse_pv_spec(&map).unwrap().fs_type, Some(expected));
@@ -341,7 +377,11 @@ mod tests {
             ("deviceNameFilter", Some("sd[a-"), "regular expression"),
             ("deviceNameFilter", Some("(a{1000}){1000}"), "too complex"),
             ("volumeMode", None, "missing"),
-            ("volumeMode", Some("filesystem"), "\"Filesystem\" or \"Block\""),
+            (
+                "volumeMode",
+                Some("filesystem"),
+                "\"Filesystem\" or \"Block\"",
+            ),
             ("fsType", None, "missing"),
             ("fsType", Some("ntfs"), "\"ext4\""),
             ("storageClassName", Some("Local_Storage"), "DNS-1123"),
@@ -372,7 +412,11 @@ mod tests {
         let mut map = fs_spec();
         map.insert("volumeMode".into(), "Block".into());
         let error = parse_pv_spec(&map).unwrap_err();
-        assert!(error.to_string().contains("must not be set when volumeMode is \"Block\""));
+        assert!(
+            error
+                .to_string()
+                .contains("must not be set when volumeMode is \"Block\"")
+        );
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! Real block devices for tests: loop devices over files in a temporary
+//! directory, allocated with `losetup -f --show` (never a fixed number) and
+//! always detached on drop, even when the test fails.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use std::sync::Mutex;
+
+use tempfile::TempDir;
+
+/// Serialises attaching within this test process, so a device number that
+/// [`LoopDevice::swap_backing_file`] frees for a moment is not taken by a
+/// concurrent test's `losetup -f`.
+static ATTACH_LOCK: Mutex<()> = Mutex::new(());
+
+/// Byte every test device is filled with before a test, so zeroing shows.
+pub const FILL_BYTE: u8 = 0xA5;
+
+/// A loop device backed by a file of its own.
+pub struct LoopDevice {
+    /// `/dev/loopN`.
+    pub path: PathBuf,
+    /// The backing file.
+    pub backing_file: PathBuf,
+    partitioned: bool,
+    _dir: TempDir,
+}
+
+/// Fails the test with a clear message unless it runs as root, which loop
+/// devices need (CI runs as root).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root to attach loop devices: run it as root (CI does)"
+    );
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+impl LoopDevice {
+    /// A device of `size_bytes` (a multiple of 512) filled with [`FILL_BYTE`].
+    pub fn filled(size_bytes: u64) -> LoopDevice {
+        Self::attach(size_bytes, false)
+    }
+
+    /// A device whose content starts with an MBR holding one partition,
+    /// which is added with `partx -a` (the test kernel may lack MBR
+    /// scanning) and removed with `partx -d` before detaching.
+    pub fn partitioned(size_bytes: u64) -> LoopDevice {
+        Self::attach(size_bytes, true)
+    }
+
+    fn attach(size_bytes: u64, partitioned: bool) -> LoopDevice {
+        require_root();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let backing_file = dir.path().join("backing.img");
+        write_pattern(&backing_file, size_bytes);
+        if partitioned {
+            write_mbr_with_one_partition(&backing_file);
+        }
+        let attached = {
+            let _serialised = ATTACH_LOCK
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            run(Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(&backing_file))
+        };
+        let path = PathBuf::from(attached.trim());
+        let device = LoopDevice {
+            path,
+            backing_file,
+            partitioned,
+            _dir: dir,
+        };
+        if partitioned {
+            run(Command::new("partx").arg("-a").arg(&device.path));
+        }
+        device
+    }
+
+    /// Reads `length` bytes at `offset` of the device's content (through the
+    /// backing file, which the loop driver writes through to).
+    pub fn read(&self, offset: u64, length: usize) -> Vec<u8> {
+        let mut file = File::open(&self.backing_file).expect("open backing file");
+        file.seek(SeekFrom::Start(offset)).expect("seek");
+        let mut buffer = vec![0u8; length];
+        file.read_exact(&mut buffer).expect("read backing file");
+        buffer
+    }
+
+    /// Swaps the backing file for a new one of the same size: same device
+    /// number and size, different device underneath.
+    pub fn swap_backing_file(&mut self) {
+        let size = fs::metadata(&self.backing_file).expect("stat").len();
+        let replacement = self.backing_file.with_file_name("replacement.img");
+        write_pattern(&replacement, size);
+        let _serialised = ATTACH_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        run(Command::new("losetup").arg("-d").arg(&self.path));
+        run(Command::new("losetup").arg(&self.path).arg(&replacement));
+        self.backing_file = replacement;
+    }
+
+    /// The device's `major:minor` as the kernel reports it.
+    pub fn number(&self) -> String {
+        let name = self.path.file_name().unwrap().to_str().unwrap();
+        fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+            .expect("sysfs dev")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        if self.partitioned {
+            let _ = Command::new("partx").arg("-d").arg(&self.path).status();
+        }
+        let status = Command::new("losetup").arg("-d").arg(&self.path).status();
+        if !matches!(status, Ok(status) if status.success()) {
+            eprintln!("warning: could not detach {}", self.path.display());
+        }
+    }
+}
+
+/// Writes an MBR with one Linux partition of 2 MiB at sector 2048.
+fn write_mbr_with_one_partition(backing_file: &Path) {
+    let mut mbr = [0u8; 512];
+    let entry = &mut mbr[446..462];
+    entry[4] = 0x83;
+    entry[8..12].copy_from_slice(&2048u32.to_le_bytes());
+    entry[12..16].copy_from_slice(&4096u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(backing_file)
+        .expect("open");
+    file.write_all_at(&mbr, 0).expect("write MBR");
+}
+
+fn write_pattern(path: &Path, size_bytes: u64) {
+    assert_eq!(size_bytes % 512, 0, "loop devices are whole sectors");
+    let mut file = File::create(path).expect("create backing file");
+    let chunk = vec![FILL_BYTE; 1 << 20];
+    let mut left = size_bytes;
+    while left > 0 {
+        let length = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..length]).expect("fill backing file");
+        left -= length as u64;
+    }
+    file.sync_all().expect("sync backing file");
+}
