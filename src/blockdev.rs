@@ -200,12 +200,11 @@ pub fn busy(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -
         let child_number = fs::read_to_string(child_dir.join("dev"))
             .ok()
             .and_then(|text| text.trim().parse().ok());
-        if let Some(number) = child_number {
-            if let Some(busy) =
+        if let Some(number) = child_number
+            && let Some(busy) =
                 mounted_or_held(&format!("partition {child}"), number, &child_dir, mounts)
-            {
-                return Some(busy);
-            }
+        {
+            return Some(busy);
         }
     }
     if partitions == Partitions::CountAsUse && !children.is_empty() {

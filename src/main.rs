@@ -1,1 +1,132 @@
-fn main() {}
+//! Entry point: parse flags, then run the `scan` dry run or the controller
+//! until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use local_pv_provisioner::config::{Cli, Command, ControllerSettings};
+use local_pv_provisioner::dry_run::run_scan;
+use local_pv_provisioner::metrics::{self, Health, Metrics};
+use local_pv_provisioner::provisioner::Provisioner;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error)
+            if matches!(
+                error.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) =>
+        {
+            error.exit()
+        }
+        Err(error) => {
+            let text = error.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", line.join(" "));
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Some(Command::Scan(args)) => match run_scan(&args) {
+            Ok(output) => {
+                print!("{output}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            let settings = match cli.controller.into_settings() {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(settings.development);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(run_controller(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(development: bool) {
+    let default_level = if development { "debug" } else { "info" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if development {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(|error| format!("cannot find the cluster configuration (in-cluster, KUBECONFIG or ~/.kube/config): {error}"))?;
+    let client = kube::Client::try_from(config)
+        .map_err(|error| format!("cannot build the Kubernetes client: {error}"))?;
+    let metrics = Metrics::new(&settings.node_name);
+    let health = Health::default();
+    let (stop, stopped) = watch::channel(false);
+
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|error| format!("cannot handle SIGTERM: {error}"))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|error| format!("cannot handle SIGINT: {error}"))?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+        let _ = stop.send(true);
+    });
+
+    let server = {
+        let mut stopped = stopped.clone();
+        let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+            .await
+            .map_err(|error| format!("cannot listen on {}: {error}", settings.metrics_addr))?;
+        tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            health.clone(),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
+    tracing::info!(node = %settings.node_name, namespace = %settings.namespace, "starting");
+    Provisioner::new(client, settings, metrics, health)
+        .run(stopped)
+        .await;
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}

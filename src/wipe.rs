@@ -301,6 +301,7 @@ pub fn wipe_device(request: &WipeRequest, cancel: &AtomicBool) -> Result<WipeRep
 /// The byte ranges a wipe zeroes on a device of `size` bytes: the head
 /// (`head_bytes`, at most the device) and the last [`TAIL_BYTES`], merged
 /// when they touch. Ends are rounded to whole logical blocks.
+#[allow(clippy::single_range_in_vec_init)] // a list of byte ranges that may hold just one
 pub fn wipe_regions(size: u64, head_bytes: u64, block: u64) -> Vec<Range<u64>> {
     let round_up = |n: u64| n.div_ceil(block) * block;
     let head_end = round_up(head_bytes).min(size);
@@ -516,6 +517,7 @@ impl AlignedZeros {
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // expected region lists may hold just one range
 mod tests {
     use super::*;
 

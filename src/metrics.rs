@@ -1,0 +1,203 @@
+//! Prometheus metrics and the HTTP endpoints: `/metrics`, `/healthz` and
+//! `/readyz`, served with axum. Gauges are set from each scan's result as a
+//! whole, never from scattered increments, so they always describe the last
+//! scan.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every metric of one provisioner, labelled with its node.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Usable devices found in the last scan (upstream's gauge).
+    pub available_devices: IntGauge,
+    /// Matching but unusable devices in the last scan (upstream's gauge).
+    pub error_devices: IntGauge,
+    /// 1 while the node's PV spec is missing or invalid, else 0.
+    pub spec_errors: IntGauge,
+    /// PersistentVolumes created.
+    pub pvs_created: IntCounter,
+    /// Wipes completed (device zeroed and verified).
+    pub wipes_completed: IntCounter,
+    /// Wipes that failed, by reason: a guard's name, or `io`.
+    pub wipes_failed: IntCounterVec,
+    /// Released PVs of this node waiting for a wipe (in progress or retrying).
+    pub released_pending: IntGauge,
+    /// Failed API requests made by the reconciler, by operation.
+    pub api_errors: IntCounterVec,
+}
+
+const PREFIX: &str = "local_pv_provisioner";
+
+impl Metrics {
+    /// Registers every metric for `node` in a fresh registry.
+    pub fn new(node: &str) -> Self {
+        let registry = Registry::new();
+        let opts = |name: &str, help: &str| {
+            Opts::new(format!("{PREFIX}_{name}"), help).const_label("node", node)
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::with_opts(opts(name, help)).expect("valid gauge");
+            registry
+                .register(Box::new(gauge.clone()))
+                .expect("unique metric");
+            gauge
+        };
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::with_opts(opts(name, help)).expect("valid counter");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
+            counter
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let counter = IntCounterVec::new(opts(name, help), &[label]).expect("valid counter");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("unique metric");
+            counter
+        };
+        Metrics {
+            available_devices: gauge(
+                "available_devices",
+                "Number of usable devices found in the last scan.",
+            ),
+            error_devices: gauge(
+                "error_devices",
+                "Number of devices matching the filter that cannot be used, in the last scan.",
+            ),
+            spec_errors: gauge(
+                "pv_spec_errors",
+                "1 when the node's PV spec ConfigMap is missing or invalid, else 0.",
+            ),
+            pvs_created: counter("pvs_created_total", "PersistentVolumes created."),
+            wipes_completed: counter(
+                "wipes_total",
+                "Devices wiped and verified before their PV was deleted.",
+            ),
+            wipes_failed: counter_vec(
+                "wipe_failures_total",
+                "Wipes that did not complete, by reason (a guard's name, io or cancelled).",
+                "reason",
+            ),
+            released_pending: gauge(
+                "released_pvs",
+                "Released PersistentVolumes of this node waiting to be wiped.",
+            ),
+            api_errors: counter_vec(
+                "api_errors_total",
+                "Failed Kubernetes API requests, by operation.",
+                "operation",
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("exposition is UTF-8")
+    }
+}
+
+/// Liveness and readiness flags shared with the HTTP server.
+#[derive(Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks the process ready (or not) to serve.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether the process is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Metrics,
+    health: Health,
+}
+
+/// The router serving `/metrics`, `/healthz` and `/readyz`.
+pub fn router(metrics: Metrics, health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(serve_readiness))
+        .with_state(ServerState { metrics, health })
+}
+
+async fn serve_metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        state.metrics.render(),
+    )
+}
+
+async fn serve_readiness(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves the router on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    health: Health,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_gauges_carry_the_node_label() {
+        let metrics = Metrics::new("node-a");
+        metrics.available_devices.set(3);
+        metrics.error_devices.set(1);
+        metrics
+            .wipes_failed
+            .with_label_values(&["SameDevice"])
+            .inc();
+        let text = metrics.render();
+        assert!(
+            text.contains("local_pv_provisioner_available_devices{node=\"node-a\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("local_pv_provisioner_error_devices{node=\"node-a\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "local_pv_provisioner_wipe_failures_total{node=\"node-a\",reason=\"SameDevice\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,612 @@
+//! The provisioning loop: one per process. It keeps narrow watches (this
+//! Node by name, this node's PVs by label, the PV spec ConfigMap by name),
+//! and on every change, poll tick, sweep tick, retry deadline or finished
+//! cleanup it reconciles: resolve the PV spec, start cleanups of Released
+//! PVs, scan the devices, plan, create the missing PVs, update metrics.
+//! Bursts of triggers coalesce into one reconcile.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
+use kube::api::PostParams;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::cleanup::{Cleaner, CleanupOutcome, CleanupResult, is_released};
+use crate::config::ControllerSettings;
+use crate::discovery::{Scan, scan_devices};
+use crate::events::{EventPublisher, Severity};
+use crate::metrics::{Health, Metrics};
+use crate::naming::node_label_value;
+use crate::plan::{ExistingPv, plan};
+use crate::pv::{HOSTNAME_LABEL, NODE_LABEL, NodeFacts};
+use crate::spec::{PV_SPEC_CONFIGMAP_ANNOTATION, PvSpec, parse_pv_spec};
+use crate::watch::Watched;
+use crate::wipe::WipeError;
+
+/// Delay before retrying after a failed PV creation.
+const CREATE_RETRY: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight cleanups to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Where the node's PV spec stands; reported once per change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpecState {
+    /// The Node object is not visible.
+    NodeMissing,
+    /// Neither the annotation nor the default flag names a ConfigMap.
+    NotConfigured,
+    /// The named ConfigMap does not exist.
+    ConfigMapMissing(String),
+    /// The ConfigMap is invalid.
+    Invalid(String, String),
+    /// `deviceDir` cannot be read.
+    DeviceDirUnreadable(String, String),
+    /// The spec is valid and in use.
+    Ready(String, String),
+}
+
+impl SpecState {
+    fn is_error(&self) -> bool {
+        !matches!(self, SpecState::Ready(..) | SpecState::NotConfigured)
+    }
+}
+
+impl fmt::Display for SpecState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpecState::NodeMissing => write!(f, "the Node object is not found"),
+            SpecState::NotConfigured => write!(
+                f,
+                "no PV spec ConfigMap: the Node has no {PV_SPEC_CONFIGMAP_ANNOTATION} annotation and no --default-pv-spec-configmap is set; the node is left alone"
+            ),
+            SpecState::ConfigMapMissing(name) => write!(
+                f,
+                "PV spec ConfigMap {name:?} is not found; no PV is created or deleted"
+            ),
+            SpecState::Invalid(name, error) => {
+                write!(
+                    f,
+                    "PV spec ConfigMap {name:?} is invalid: {error}; no PV is created or deleted"
+                )
+            }
+            SpecState::DeviceDirUnreadable(name, error) => {
+                write!(
+                    f,
+                    "PV spec ConfigMap {name:?}: {error}; no PV is created or deleted"
+                )
+            }
+            SpecState::Ready(name, summary) => {
+                write!(f, "using PV spec ConfigMap {name:?}: {summary}")
+            }
+        }
+    }
+}
+
+/// The controller of one node.
+pub struct Provisioner {
+    settings: ControllerSettings,
+    client: Client,
+    metrics: Metrics,
+    health: Health,
+    events: EventPublisher,
+    trigger: Arc<Notify>,
+    label_value: String,
+    nodes: Watched<Node>,
+    pvs: Watched<PersistentVolume>,
+    spec_source: Option<(String, Watched<ConfigMap>)>,
+    cleaner: Cleaner,
+    outcomes: mpsc::Receiver<CleanupOutcome>,
+    cancel: Arc<AtomicBool>,
+    spec_state: Option<SpecState>,
+    reported_problems: BTreeMap<String, String>,
+    create_retry_at: Option<Instant>,
+    api_ok: bool,
+}
+
+impl Provisioner {
+    /// Starts the watches for the node in `settings`.
+    pub fn new(
+        client: Client,
+        settings: ControllerSettings,
+        metrics: Metrics,
+        health: Health,
+    ) -> Self {
+        let trigger = Arc::new(Notify::new());
+        let label_value = node_label_value(&settings.node_name);
+        let nodes = Watched::spawn(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default()
+                .fields(&format!("metadata.name={}", settings.node_name))
+                .any_semantic(),
+            "node",
+            trigger.clone(),
+        );
+        let pvs = Watched::spawn(
+            Api::<PersistentVolume>::all(client.clone()),
+            watcher::Config::default()
+                .labels(&format!("{NODE_LABEL}={label_value}"))
+                .any_semantic(),
+            "persistentvolumes",
+            trigger.clone(),
+        );
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (results, outcomes) = mpsc::channel(64);
+        let cleaner = Cleaner::new(
+            Api::all(client.clone()),
+            settings.node_name.clone(),
+            label_value.clone(),
+            cancel.clone(),
+            results,
+        );
+        let events = EventPublisher::new(client.clone(), &settings.instance, metrics.clone());
+        Provisioner {
+            settings,
+            client,
+            metrics,
+            health,
+            events,
+            trigger,
+            label_value,
+            nodes,
+            pvs,
+            spec_source: None,
+            cleaner,
+            outcomes,
+            cancel,
+            spec_state: None,
+            reported_problems: BTreeMap::new(),
+            create_retry_at: None,
+            api_ok: true,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then stops taking work, cancels
+    /// in-flight wipes between writes (their PVs stay Released for the next
+    /// start) and returns.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut poll = tokio::time::interval(self.settings.polling_interval);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut sweep = tokio::time::interval(self.settings.cleanup_interval);
+        sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let retry_at = [self.cleaner.next_retry(), self.create_retry_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let retry = async move {
+                match retry_at {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                Some(outcome) = self.outcomes.recv() => self.handle_outcome(outcome).await,
+                _ = self.trigger.notified() => {}
+                _ = poll.tick() => {}
+                _ = sweep.tick() => {}
+                _ = retry => {}
+            }
+            self.reconcile().await;
+        }
+        tracing::info!(in_flight = self.cleaner.in_flight(), "shutting down");
+        self.health.set_ready(false);
+        self.cancel.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while self.cleaner.in_flight() > 0 {
+            match tokio::time::timeout_at(deadline, self.outcomes.recv()).await {
+                Ok(Some(outcome)) => self.handle_outcome(outcome).await,
+                _ => break,
+            }
+        }
+    }
+
+    async fn reconcile(&mut self) {
+        let watches_failing = self.nodes.is_failing() || self.pvs.is_failing();
+        if !self.nodes.is_synced() || !self.pvs.is_synced() {
+            self.health.set_ready(false);
+            return;
+        }
+        let Some(node) = self
+            .nodes
+            .store
+            .get(&ObjectRef::new(&self.settings.node_name))
+        else {
+            self.set_spec_state(SpecState::NodeMissing, None).await;
+            self.clear_device_gauges();
+            self.health.set_ready(false);
+            return;
+        };
+        let node_ref = node.object_ref(&());
+        let Some((cm_name, spec)) = self.resolve_spec(&node, &node_ref).await else {
+            self.clear_device_gauges();
+            self.health.set_ready(!watches_failing);
+            return;
+        };
+        let facts = NodeFacts {
+            name: self.settings.node_name.clone(),
+            uid: node.metadata.uid.clone().unwrap_or_default(),
+            hostname: node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(HOSTNAME_LABEL))
+                .cloned()
+                .unwrap_or_else(|| self.settings.node_name.clone()),
+            label_value: self.label_value.clone(),
+        };
+
+        let pvs = self.pvs.store.state();
+        self.cleaner.start(&pvs);
+        self.metrics
+            .released_pending
+            .set(pvs.iter().filter(|pv| is_released(pv)).count() as i64);
+
+        let scan = match self.scan(&spec).await {
+            Ok(scan) => scan,
+            Err(error) => {
+                self.set_spec_state(
+                    SpecState::DeviceDirUnreadable(cm_name, error),
+                    Some(&node_ref),
+                )
+                .await;
+                self.clear_device_gauges();
+                return;
+            }
+        };
+        self.set_spec_state(SpecState::Ready(cm_name, summarize(&spec)), Some(&node_ref))
+            .await;
+        let existing: Vec<ExistingPv> = pvs.iter().map(|pv| ExistingPv::from_pv(pv)).collect();
+        let decided = plan(
+            &facts,
+            &spec,
+            &scan,
+            &existing,
+            &self.cleaner.devices_in_flight(),
+        );
+        for group in &decided.collisions {
+            tracing::warn!(devices = ?group, "device names collide after sanitizing; they get hashed PV names");
+        }
+
+        let mut problems = decided.problems.clone();
+        let mut created_all = true;
+        if self.create_retry_at.is_none_or(|at| at <= Instant::now()) {
+            self.create_retry_at = None;
+            for pv in &decided.create {
+                if let Err(problem) = self.create(pv, &node_ref).await {
+                    if let Some(problem) = problem {
+                        problems.push(problem);
+                    } else {
+                        created_all = false;
+                        break;
+                    }
+                }
+            }
+        }
+        self.report_problems(&problems);
+        self.metrics.available_devices.set(decided.available as i64);
+        self.metrics.error_devices.set(problems.len() as i64);
+        if !created_all {
+            self.create_retry_at = Some(Instant::now() + CREATE_RETRY);
+        }
+        self.api_ok = created_all;
+        self.health.set_ready(self.api_ok && !watches_failing);
+    }
+
+    /// Finds and parses the node's PV spec, reporting every state change
+    /// once; `None` when there is no usable spec.
+    async fn resolve_spec(
+        &mut self,
+        node: &Node,
+        node_ref: &ObjectReference,
+    ) -> Option<(String, PvSpec)> {
+        let annotated = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|annotations| annotations.get(PV_SPEC_CONFIGMAP_ANNOTATION))
+            .filter(|name| !name.is_empty())
+            .cloned();
+        let Some(cm_name) = annotated.or_else(|| self.settings.default_pv_spec_configmap.clone())
+        else {
+            self.spec_source = None;
+            self.set_spec_state(SpecState::NotConfigured, Some(node_ref))
+                .await;
+            return None;
+        };
+        if self
+            .spec_source
+            .as_ref()
+            .is_none_or(|(name, _)| *name != cm_name)
+        {
+            let watched = Watched::spawn(
+                Api::<ConfigMap>::namespaced(self.client.clone(), &self.settings.namespace),
+                watcher::Config::default()
+                    .fields(&format!("metadata.name={cm_name}"))
+                    .any_semantic(),
+                "configmap",
+                self.trigger.clone(),
+            );
+            self.spec_source = Some((cm_name.clone(), watched));
+        }
+        let (_, watched) = self.spec_source.as_ref()?;
+        if !watched.is_synced() {
+            return None;
+        }
+        let key = ObjectRef::new(&cm_name).within(&self.settings.namespace);
+        let Some(configmap) = watched.store.get(&key) else {
+            self.set_spec_state(SpecState::ConfigMapMissing(cm_name), Some(node_ref))
+                .await;
+            return None;
+        };
+        let data = configmap.data.clone().unwrap_or_default();
+        match parse_pv_spec(&data) {
+            Ok(spec) => Some((cm_name, spec)),
+            Err(error) => {
+                self.set_spec_state(
+                    SpecState::Invalid(cm_name, error.to_string()),
+                    Some(node_ref),
+                )
+                .await;
+                None
+            }
+        }
+    }
+
+    async fn scan(&self, spec: &PvSpec) -> Result<Scan, String> {
+        let dir = spec.device_dir.clone();
+        let filter = spec.device_name_filter.clone();
+        let scanned = tokio::task::spawn_blocking(move || scan_devices(&dir, &filter))
+            .await
+            .map_err(|error| format!("device scan failed: {error}"))?;
+        match scanned {
+            Ok(scan) => Ok(scan),
+            Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(dir = %spec.device_dir.display(), "deviceDir does not exist (yet): no devices");
+                Ok(Scan::default())
+            }
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// Creates one PV. `Err(Some(problem))`: the device cannot get this PV
+    /// (reported with the devices); `Err(None)`: a transient failure, retry later.
+    async fn create(
+        &self,
+        pv: &PersistentVolume,
+        node_ref: &ObjectReference,
+    ) -> Result<(), Option<crate::discovery::DeviceProblem>> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let path = pv
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.local.as_ref())
+            .map(|local| local.path.clone())
+            .unwrap_or_default();
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        match api.create(&PostParams::default(), pv).await {
+            Ok(created) => {
+                self.metrics.pvs_created.inc();
+                tracing::info!(pv = %name, device = %path, "created PersistentVolume");
+                self.events
+                    .publish(
+                        &created.object_ref(&()),
+                        Severity::Normal,
+                        "Provisioned",
+                        "Create",
+                        &format!(
+                            "Created for device {path} on node {}",
+                            self.settings.node_name
+                        ),
+                    )
+                    .await;
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let ours = self.pvs.store.get(&ObjectRef::new(&name)).is_some();
+                if ours {
+                    Ok(())
+                } else {
+                    Err(Some(crate::discovery::DeviceProblem {
+                        name: path.rsplit('/').next().unwrap_or_default().to_string(),
+                        path: path.clone().into(),
+                        reason: format!(
+                            "PV name {name} is taken by a PersistentVolume this node does not own"
+                        ),
+                    }))
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+                self.metrics
+                    .api_errors
+                    .with_label_values(&["create_pv"])
+                    .inc();
+                let message = format!(
+                    "the API server refused PV {name} for device {path}: {}",
+                    status.message
+                );
+                tracing::error!(pv = %name, device = %path, "{message}");
+                self.events
+                    .publish(
+                        node_ref,
+                        Severity::Warning,
+                        "InvalidVolume",
+                        "Create",
+                        &message,
+                    )
+                    .await;
+                Err(Some(crate::discovery::DeviceProblem {
+                    name: path.rsplit('/').next().unwrap_or_default().to_string(),
+                    path: path.into(),
+                    reason: message,
+                }))
+            }
+            Err(error) => {
+                self.metrics
+                    .api_errors
+                    .with_label_values(&["create_pv"])
+                    .inc();
+                tracing::warn!(pv = %name, %error, "creating the PersistentVolume failed; retrying");
+                Err(None)
+            }
+        }
+    }
+
+    async fn handle_outcome(&mut self, outcome: CleanupOutcome) {
+        let pv_ref = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolume".into()),
+            name: Some(outcome.pv_name.clone()),
+            uid: Some(outcome.uid.clone()),
+            ..ObjectReference::default()
+        };
+        let retry = self.cleaner.finish(&outcome);
+        let retry_note = retry.map_or(String::new(), |delay| {
+            format!("; retrying in {}s", delay.as_secs())
+        });
+        let pv = outcome.pv_name.as_str();
+        match &outcome.result {
+            CleanupResult::Completed(report) => {
+                self.metrics.wipes_completed.inc();
+                let regions: Vec<String> = report
+                    .regions
+                    .iter()
+                    .map(|r| format!("{}..{}", r.start, r.end))
+                    .collect();
+                tracing::info!(pv, device = %report.device.display(), ?regions, elapsed_ms = report.elapsed.as_millis() as u64, "wiped the device and deleted the released PersistentVolume");
+                self.events
+                    .publish(
+                        &pv_ref,
+                        Severity::Normal,
+                        "VolumeWiped",
+                        "Delete",
+                        &format!(
+                            "Zeroed bytes {} of {} and verified; the PersistentVolume is deleted and the device will be offered again",
+                            regions.join(", "),
+                            report.device.display()
+                        ),
+                    )
+                    .await;
+            }
+            CleanupResult::Skipped(reason) => tracing::debug!(pv, reason, "cleanup skipped"),
+            CleanupResult::WipeFailed(WipeError::Cancelled) => {
+                self.metrics
+                    .wipes_failed
+                    .with_label_values(&["cancelled"])
+                    .inc();
+                tracing::warn!(
+                    pv,
+                    "wipe cancelled by shutdown; the PV stays Released and is wiped on the next start"
+                );
+            }
+            CleanupResult::WipeFailed(error @ WipeError::Refused { guard, .. }) => {
+                self.metrics
+                    .wipes_failed
+                    .with_label_values(&[guard.name()])
+                    .inc();
+                tracing::error!(pv, guard = guard.name(), %error, "wipe refused; the PV is kept");
+                self.events
+                    .publish(
+                        &pv_ref,
+                        Severity::Warning,
+                        "WipeRefused",
+                        "Wipe",
+                        &format!("{error}; the PersistentVolume is kept{retry_note}"),
+                    )
+                    .await;
+            }
+            CleanupResult::WipeFailed(error) => {
+                self.metrics.wipes_failed.with_label_values(&["io"]).inc();
+                tracing::error!(pv, %error, "wipe failed; the PV is kept");
+                self.events
+                    .publish(
+                        &pv_ref,
+                        Severity::Warning,
+                        "WipeFailed",
+                        "Wipe",
+                        &format!("{error}; the PersistentVolume is kept{retry_note}"),
+                    )
+                    .await;
+            }
+            CleanupResult::ApiFailed { operation, error } => {
+                self.metrics
+                    .api_errors
+                    .with_label_values(&[operation])
+                    .inc();
+                tracing::warn!(pv, operation, %error, "cleanup request failed; the PV is kept{retry_note}");
+            }
+        }
+    }
+
+    async fn set_spec_state(&mut self, state: SpecState, node_ref: Option<&ObjectReference>) {
+        self.metrics.spec_errors.set(i64::from(state.is_error()));
+        if self.spec_state.as_ref() == Some(&state) {
+            return;
+        }
+        if state.is_error() {
+            tracing::error!(node = %self.settings.node_name, "{state}");
+        } else {
+            tracing::info!(node = %self.settings.node_name, "{state}");
+        }
+        if let Some(node_ref) = node_ref {
+            let (severity, reason) = match &state {
+                SpecState::Ready(..) => (Severity::Normal, "PVSpecApplied"),
+                SpecState::NotConfigured => (Severity::Normal, "PVSpecNotConfigured"),
+                SpecState::ConfigMapMissing(_) => (Severity::Warning, "PVSpecNotFound"),
+                SpecState::Invalid(..) => (Severity::Warning, "PVSpecInvalid"),
+                SpecState::DeviceDirUnreadable(..) => (Severity::Warning, "DeviceDirUnreadable"),
+                SpecState::NodeMissing => (Severity::Warning, "NodeMissing"),
+            };
+            self.events
+                .publish(node_ref, severity, reason, "Configure", &state.to_string())
+                .await;
+        }
+        self.spec_state = Some(state);
+    }
+
+    fn report_problems(&mut self, problems: &[crate::discovery::DeviceProblem]) {
+        let current: BTreeMap<String, String> = problems
+            .iter()
+            .map(|problem| (problem.path.display().to_string(), problem.reason.clone()))
+            .collect();
+        for (path, reason) in &current {
+            if self.reported_problems.get(path) != Some(reason) {
+                tracing::warn!(device = %path, reason = %reason, "device skipped");
+            }
+        }
+        self.reported_problems = current;
+    }
+
+    fn clear_device_gauges(&self) {
+        self.metrics.available_devices.set(0);
+        self.metrics.error_devices.set(0);
+    }
+}
+
+fn summarize(spec: &PvSpec) -> String {
+    let mut summary = format!(
+        "deviceDir={} deviceNameFilter={:?} volumeMode={} storageClassName={}",
+        spec.device_dir.display(),
+        spec.device_name_filter_source,
+        spec.volume_mode.as_str(),
+        spec.storage_class_name
+    );
+    if let Some(fs_type) = spec.fs_type {
+        summary.push_str(&format!(" fsType={}", fs_type.as_str()));
+    }
+    if !spec.unknown_keys.is_empty() {
+        summary.push_str(&format!(
+            " (ignored unknown keys: {})",
+            spec.unknown_keys.join(", ")
+        ));
+    }
+    summary
+}
