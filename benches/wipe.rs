@@ -50,10 +50,14 @@ fn main() {
     let device = LoopDevice::filled(DEVICE_BYTES);
     let dir = tempfile::tempdir().expect("tempdir");
     symlink(&device.path, dir.path().join("bench0")).expect("link");
-    let data = [("deviceDir", dir.path().to_str().unwrap()), ("deviceNameFilter", "bench"), ("volumeMode", "Block")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let data = [
+        ("deviceDir", dir.path().to_str().unwrap()),
+        ("deviceNameFilter", "bench"),
+        ("volumeMode", "Block"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let spec = parse_pv_spec(&data).expect("spec");
     let scan = scan_devices(dir.path(), &spec.device_name_filter).expect("scan");
     let node = NodeFacts {
@@ -62,7 +66,12 @@ fn main() {
         hostname: "bench".into(),
         label_value: "bench".into(),
     };
-    let pv = build_pv(&node, &spec, &scan.devices[0], &plain_pv_name("bench", "bench0").unwrap());
+    let pv = build_pv(
+        &node,
+        &spec,
+        &scan.devices[0],
+        &plain_pv_name("bench", "bench0").unwrap(),
+    );
     let request = WipeRequest::from_pv(
         &pv,
         &Owner {
@@ -89,12 +98,28 @@ fn main() {
     let rate = |elapsed: Duration| written as f64 / MIB as f64 / elapsed.as_secs_f64();
     let ours = median(ours);
     let reference = median(reference);
-    println!("Wipe of a {} MiB loop device: head {} MiB + tail {} MiB, median of {ROUNDS} rounds", DEVICE_BYTES / MIB, DEFAULT_HEAD_BYTES / MIB, TAIL_BYTES / MIB);
+    println!(
+        "Wipe of a {} MiB loop device: head {} MiB + tail {} MiB, median of {ROUNDS} rounds",
+        DEVICE_BYTES / MIB,
+        DEFAULT_HEAD_BYTES / MIB,
+        TAIL_BYTES / MIB
+    );
     println!();
     println!("| method | median time | throughput |");
     println!("|---|---|---|");
-    println!("| local-pv-provisioner wipe (O_DIRECT, 8 MiB writes, fdatasync, read-back check) | {:.1} ms | {:.0} MiB/s |", ours.as_secs_f64() * 1e3, rate(ours));
-    println!("| dd if=/dev/zero bs=4M oflag=direct conv=fsync (head) + bs=1M (tail) | {:.1} ms | {:.0} MiB/s |", reference.as_secs_f64() * 1e3, rate(reference));
+    println!(
+        "| local-pv-provisioner wipe (O_DIRECT, 8 MiB writes, fdatasync, read-back check) | {:.1} ms | {:.0} MiB/s |",
+        ours.as_secs_f64() * 1e3,
+        rate(ours)
+    );
+    println!(
+        "| dd if=/dev/zero bs=4M oflag=direct conv=fsync (head) + bs=1M (tail) | {:.1} ms | {:.0} MiB/s |",
+        reference.as_secs_f64() * 1e3,
+        rate(reference)
+    );
     println!();
-    println!("ratio (wipe / dd): {:.2}", ours.as_secs_f64() / reference.as_secs_f64());
+    println!(
+        "ratio (wipe / dd): {:.2}",
+        ours.as_secs_f64() / reference.as_secs_f64()
+    );
 }

@@ -67,6 +67,13 @@ fn request_for(dir: &Path, name: &str) -> WipeRequest {
     WipeRequest::from_pv(&pv, &owner()).expect("our own PV is accepted")
 }
 
+/// A directory holding a link `name` to the device.
+fn linked(device: &LoopDevice, name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    symlink(&device.path, dir.path().join(name)).unwrap();
+    dir
+}
+
 fn names(scan: &Scan) -> (Vec<&str>, Vec<(&str, &str)>) {
     (
         scan.devices.iter().map(|d| d.name.as_str()).collect(),
@@ -172,8 +179,7 @@ fn mounted_and_partitioned_devices_are_marked_in_use() {
 fn wipe_zeroes_the_first_100_mib_and_the_last_mib_only() {
     let size = 200 * MIB;
     let device = LoopDevice::filled(size);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
 
     let report = wipe_device(&request, &AtomicBool::new(false)).expect("wipe succeeds");
@@ -193,8 +199,7 @@ fn wipe_zeroes_the_first_100_mib_and_the_last_mib_only() {
 #[test]
 fn a_device_smaller_than_the_head_is_zeroed_whole() {
     let device = LoopDevice::filled(3 * MIB + 512);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     wipe_device(&request_for(dir.path(), "disk0"), &AtomicBool::new(false)).unwrap();
     assert!(
         device
@@ -222,8 +227,7 @@ fn assert_refused(
 #[test]
 fn guard_path_inside_device_dir_refuses_other_paths() {
     let device = LoopDevice::filled(8 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let cancel = AtomicBool::new(false);
 
@@ -266,8 +270,7 @@ fn guard_path_inside_device_dir_refuses_other_paths() {
 #[test]
 fn guard_block_device_refuses_a_regular_file() {
     let device = LoopDevice::filled(8 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     fs::remove_file(dir.path().join("disk0")).unwrap();
     symlink(&device.backing_file, dir.path().join("disk0")).unwrap();
@@ -281,8 +284,7 @@ fn guard_block_device_refuses_a_regular_file() {
 #[test]
 fn guard_same_device_refuses_a_changed_identity() {
     let mut device = LoopDevice::filled(8 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let cancel = AtomicBool::new(false);
 
@@ -318,8 +320,7 @@ fn guard_not_mounted_refuses_a_mounted_device() {
             .unwrap()
             .success()
     );
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let mount_point = tempfile::tempdir().unwrap();
     let mount = Mount::new(&device.path, mount_point.path());
@@ -341,8 +342,7 @@ fn guard_not_mounted_refuses_a_mounted_device() {
 #[test]
 fn guard_exclusive_open_refuses_a_device_claimed_elsewhere() {
     let device = LoopDevice::filled(8 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let _claim = OpenOptions::new()
         .read(true)
@@ -359,8 +359,7 @@ fn guard_exclusive_open_refuses_a_device_claimed_elsewhere() {
 #[test]
 fn guard_device_lock_refuses_while_another_process_holds_the_lock() {
     let device = LoopDevice::filled(8 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let holder = File::open(&device.path).unwrap();
     let _lock =
@@ -386,8 +385,7 @@ fn guard_device_lock_refuses_while_another_process_holds_the_lock() {
 #[test]
 fn cancelled_wipe_stops_before_writing_more() {
     let device = LoopDevice::filled(16 * MIB);
-    let dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, dir.path().join("disk0")).unwrap();
+    let dir = linked(&device, "disk0");
     let result = wipe_device(&request_for(dir.path(), "disk0"), &AtomicBool::new(true));
     assert!(matches!(result, Err(WipeError::Cancelled)), "{result:?}");
     assert!(device.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE));

@@ -35,6 +35,10 @@ impl World {
         support::loop_device::require_root();
         let server = FakeApiServer::start().await;
         let client = server.client().await;
+        server.create_object(
+            "namespaces",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+        );
         World {
             server,
             client,
@@ -53,13 +57,19 @@ impl World {
             node["metadata"]["annotations"] = json!({ ANNOTATION: configmap });
         }
         Api::<Node>::all(self.client.clone())
-            .create(&PostParams::default(), &serde_json::from_value(node).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(node).unwrap(),
+            )
             .await
             .unwrap()
     }
 
     async fn put_configmap(&self, name: &str, data: &[(&str, &str)]) {
-        let data: BTreeMap<String, String> = data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let data: BTreeMap<String, String> = data
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let api = Api::<ConfigMap>::namespaced(self.client.clone(), NAMESPACE);
         let configmap = ConfigMap {
             metadata: kube::api::ObjectMeta {
@@ -71,12 +81,31 @@ impl World {
             ..Default::default()
         };
         if api.get_opt(name).await.unwrap().is_some() {
-            api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"data": data})))
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"data": data})),
+            )
+            .await
+            .unwrap();
+        } else {
+            api.create(&PostParams::default(), &configmap)
                 .await
                 .unwrap();
-        } else {
-            api.create(&PostParams::default(), &configmap).await.unwrap();
         }
+    }
+
+    /// A Block-mode PV spec over this world's device directory.
+    async fn put_block_spec(&self, name: &str, filter: &str) {
+        self.put_configmap(
+            name,
+            &[
+                ("deviceDir", self.dir()),
+                ("deviceNameFilter", filter),
+                ("volumeMode", "Block"),
+            ],
+        )
+        .await;
     }
 
     fn link(&self, name: &str, device: &LoopDevice) {
@@ -106,7 +135,12 @@ impl World {
     }
 
     async fn pv_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.pvs().await.into_iter().filter_map(|pv| pv.metadata.name).collect();
+        let mut names: Vec<String> = self
+            .pvs()
+            .await
+            .into_iter()
+            .filter_map(|pv| pv.metadata.name)
+            .collect();
         names.sort();
         names
     }
@@ -121,7 +155,10 @@ impl World {
 
     async fn wait_for_event(&self, reason: &str) -> Event {
         eventually(&format!("an Event with reason {reason}"), WAIT, || async {
-            self.events().await.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+            self.events()
+                .await
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
         })
         .await
     }
@@ -140,7 +177,10 @@ fn metric(name: &str, node: &str) -> String {
 }
 
 async fn wait_ready(process: &ProvisionerProcess) {
-    eventually("/readyz to answer 200", WAIT, || async { process.is_ready().await.then_some(()) }).await;
+    eventually("/readyz to answer 200", WAIT, || async {
+        process.is_ready().await.then_some(())
+    })
+    .await;
 }
 
 async fn wait_metric(process: &ProvisionerProcess, sample: &str, value: f64) {
@@ -154,7 +194,14 @@ async fn wait_metric(process: &ProvisionerProcess, sample: &str, value: f64) {
 fn decided_fields(pv: &PersistentVolume) -> Value {
     let mut value = serde_json::to_value(pv).unwrap();
     let metadata = value["metadata"].as_object_mut().unwrap();
-    for key in ["uid", "resourceVersion", "creationTimestamp", "generation", "finalizers", "managedFields"] {
+    for key in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "generation",
+        "finalizers",
+        "managedFields",
+    ] {
         metadata.remove(key);
     }
     value.as_object_mut().unwrap().remove("status");
@@ -171,25 +218,43 @@ async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
     std::fs::write(world.device_dir.path().join("disk-not-a-device"), b"x").unwrap();
     std::fs::write(world.device_dir.path().join("ignored"), b"x").unwrap();
     world
-        .put_configmap("pv-spec-fs", &[
-            ("deviceDir", world.dir()),
-            ("deviceNameFilter", "^disk"),
-            ("volumeMode", "Filesystem"),
-            ("fsType", "xfs"),
-        ])
+        .put_configmap(
+            "pv-spec-fs",
+            &[
+                ("deviceDir", world.dir()),
+                ("deviceNameFilter", "^disk"),
+                ("volumeMode", "Filesystem"),
+                ("fsType", "xfs"),
+            ],
+        )
         .await;
     let node = world.add_node("node-a", Some("pv-spec-fs")).await;
     let process = world.start("node-a", vec![]);
 
-    eventually("two PVs", WAIT, || async { (world.pvs().await.len() == 2).then_some(()) }).await;
+    eventually("two PVs", WAIT, || async {
+        (world.pvs().await.len() == 2).then_some(())
+    })
+    .await;
     wait_metric(&process, &metric("available_devices", "node-a"), 2.0).await;
-    assert_eq!(process.metric(&metric("error_devices", "node-a")).await, Some(1.0));
-    assert_eq!(process.metric(&metric("pvs_created_total", "node-a")).await, Some(2.0));
-    assert_eq!(process.metric(&metric("pv_spec_errors", "node-a")).await, Some(0.0));
+    assert_eq!(
+        process.metric(&metric("error_devices", "node-a")).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        process.metric(&metric("pvs_created_total", "node-a")).await,
+        Some(2.0)
+    );
+    assert_eq!(
+        process.metric(&metric("pv_spec_errors", "node-a")).await,
+        Some(0.0)
+    );
     wait_ready(&process).await;
 
     let pvs = world.pvs().await;
-    let pv_a = pvs.iter().find(|pv| pv.metadata.name.as_deref() == Some("local-node-a-disk-a")).expect("PV for disk:a");
+    let pv_a = pvs
+        .iter()
+        .find(|pv| pv.metadata.name.as_deref() == Some("local-node-a-disk-a"))
+        .expect("PV for disk:a");
     let expected = json!({
         "apiVersion": "v1",
         "kind": "PersistentVolume",
@@ -228,7 +293,10 @@ async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
         },
     });
     assert_eq!(decided_fields(pv_a), expected);
-    let pv_b = pvs.iter().find(|pv| pv.metadata.name.as_deref() == Some("local-node-a-disk-b")).expect("PV for disk-b");
+    let pv_b = pvs
+        .iter()
+        .find(|pv| pv.metadata.name.as_deref() == Some("local-node-a-disk-b"))
+        .expect("PV for disk-b");
     assert_eq!(
         pv_b.spec.as_ref().unwrap().capacity.as_ref().unwrap()["storage"].0,
         (24 * MIB + 512).to_string(),
@@ -243,20 +311,24 @@ async fn node_without_annotation_or_default_is_left_alone() {
     let world = World::new().await;
     let disk = LoopDevice::filled(8 * MIB);
     world.link("disk0", &disk);
-    world
-        .put_configmap("unused", &[("deviceDir", world.dir()), ("deviceNameFilter", ".*"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("unused", ".*").await;
     world.add_node("node-b", None).await;
     let process = world.start("node-b", vec![]);
     wait_ready(&process).await;
     world.wait_for_event("PVSpecNotConfigured").await;
-    assert_eq!(process.metric(&metric("available_devices", "node-b")).await, Some(0.0));
+    assert_eq!(
+        process.metric(&metric("available_devices", "node-b")).await,
+        Some(0.0)
+    );
     assert!(world.pvs().await.is_empty());
     assert_eq!(world.pv_creations(), 0);
 
     // The default flag is the fallback.
     drop(process);
-    let process = world.start("node-b", vec![("LP_DEFAULT_PV_SPEC_CONFIGMAP", "unused".into())]);
+    let process = world.start(
+        "node-b",
+        vec![("LP_DEFAULT_PV_SPEC_CONFIGMAP", "unused".into())],
+    );
     eventually("a PV from the default ConfigMap", WAIT, || async {
         (world.pv_names().await == vec!["local-node-b-disk0".to_string()]).then_some(())
     })
@@ -270,13 +342,24 @@ async fn invalid_configmap_creates_nothing_and_raises_an_event() {
     let disk = LoopDevice::filled(8 * MIB);
     world.link("disk0", &disk);
     world
-        .put_configmap("bad", &[("deviceDir", world.dir()), ("deviceNameFilter", ".*"), ("volumeMode", "Block"), ("fsType", "ext4")])
+        .put_configmap(
+            "bad",
+            &[
+                ("deviceDir", world.dir()),
+                ("deviceNameFilter", ".*"),
+                ("volumeMode", "Block"),
+                ("fsType", "ext4"),
+            ],
+        )
         .await;
     world.add_node("node-c", Some("bad")).await;
     let process = world.start("node-c", vec![]);
     let event = world.wait_for_event("PVSpecInvalid").await;
     let note = event.note.unwrap();
-    assert!(note.contains("\"fsType\"") && note.contains("\"ext4\""), "{note}");
+    assert!(
+        note.contains("\"fsType\"") && note.contains("\"ext4\""),
+        "{note}"
+    );
     assert_eq!(event.type_.as_deref(), Some("Warning"));
     wait_metric(&process, &metric("pv_spec_errors", "node-c"), 1.0).await;
     assert!(world.pvs().await.is_empty());
@@ -285,7 +368,11 @@ async fn invalid_configmap_creates_nothing_and_raises_an_event() {
 
     // A missing ConfigMap is reported the same way.
     Api::<Node>::all(world.client.clone())
-        .patch("node-c", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION: "nope"}}})))
+        .patch(
+            "node-c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION: "nope"}}})),
+        )
         .await
         .unwrap();
     world.wait_for_event("PVSpecNotFound").await;
@@ -299,20 +386,21 @@ async fn configmap_edit_is_picked_up_without_waiting_for_the_poll() {
     let second = LoopDevice::filled(8 * MIB);
     world.link("one", &first);
     world.link("two", &second);
-    world
-        .put_configmap("spec", &[("deviceDir", world.dir()), ("deviceNameFilter", "^one$"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("spec", "^one$").await;
     world.add_node("node-d", Some("spec")).await;
     let process = world.start("node-d", vec![("LP_POLLING_INTERVAL", "1h".into())]);
     eventually("the first PV", WAIT, || async {
         (world.pv_names().await == vec!["local-node-d-one".to_string()]).then_some(())
     })
     .await;
-    world
-        .put_configmap("spec", &[("deviceDir", world.dir()), ("deviceNameFilter", "^(one|two)$"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("spec", "^(one|two)$").await;
     eventually("the second PV after the ConfigMap edit", WAIT, || async {
-        (world.pv_names().await == vec!["local-node-d-one".to_string(), "local-node-d-two".to_string()]).then_some(())
+        (world.pv_names().await
+            == vec![
+                "local-node-d-one".to_string(),
+                "local-node-d-two".to_string(),
+            ])
+        .then_some(())
     })
     .await;
     wait_metric(&process, &metric("available_devices", "node-d"), 2.0).await;
@@ -324,15 +412,14 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
     let size = 160 * MIB;
     let disk = LoopDevice::filled(size);
     world.link("disk0", &disk);
-    world
-        .put_configmap("spec", &[("deviceDir", world.dir()), ("deviceNameFilter", ".*"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("spec", ".*").await;
     world.add_node("node-e", Some("spec")).await;
     let process = world.start("node-e", vec![]);
     let first_uid = eventually("an Available PV", WAIT, || async {
         let pvs = world.pvs().await;
         let pv = pvs.first()?;
-        (pv.status.as_ref()?.phase.as_deref() == Some("Available")).then(|| pv.metadata.uid.clone().unwrap())
+        (pv.status.as_ref()?.phase.as_deref() == Some("Available"))
+            .then(|| pv.metadata.uid.clone().unwrap())
     })
     .await;
 
@@ -345,13 +432,30 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
     })
     .await;
     assert_ne!(first_uid, second_uid);
-    assert_eq!(world.pv_names().await, vec!["local-node-e-disk0".to_string()]);
-    assert!(disk.read(0, (100 * MIB) as usize).iter().all(|b| *b == 0), "head zeroed");
-    assert!(disk.read(100 * MIB, MIB as usize).iter().all(|b| *b == FILL_BYTE), "byte 100 MiB onward intact");
-    assert!(disk.read(size - MIB, MIB as usize).iter().all(|b| *b == 0), "tail zeroed");
+    assert_eq!(
+        world.pv_names().await,
+        vec!["local-node-e-disk0".to_string()]
+    );
+    assert!(
+        disk.read(0, (100 * MIB) as usize).iter().all(|b| *b == 0),
+        "head zeroed"
+    );
+    assert!(
+        disk.read(100 * MIB, MIB as usize)
+            .iter()
+            .all(|b| *b == FILL_BYTE),
+        "byte 100 MiB onward intact"
+    );
+    assert!(
+        disk.read(size - MIB, MIB as usize).iter().all(|b| *b == 0),
+        "tail zeroed"
+    );
     wait_metric(&process, &metric("wipes_total", "node-e"), 1.0).await;
     let event = world.wait_for_event("VolumeWiped").await;
-    assert_eq!(event.regarding.unwrap().uid.as_deref(), Some(first_uid.as_str()));
+    assert_eq!(
+        event.regarding.unwrap().uid.as_deref(),
+        Some(first_uid.as_str())
+    );
     let deletes: Vec<_> = world
         .server
         .requests()
@@ -366,12 +470,13 @@ async fn refused_wipe_keeps_the_pv() {
     let world = World::new().await;
     let mut disk = LoopDevice::filled(8 * MIB);
     world.link("disk0", &disk);
-    world
-        .put_configmap("spec", &[("deviceDir", world.dir()), ("deviceNameFilter", ".*"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("spec", ".*").await;
     world.add_node("node-f", Some("spec")).await;
     let process = world.start("node-f", vec![]);
-    let uid = eventually("a PV", WAIT, || async { world.pvs().await.first()?.metadata.uid.clone() }).await;
+    let uid = eventually("a PV", WAIT, || async {
+        world.pvs().await.first()?.metadata.uid.clone()
+    })
+    .await;
 
     // Another disk now sits behind the same loop device number and size.
     disk.swap_backing_file();
@@ -386,9 +491,16 @@ async fn refused_wipe_keeps_the_pv() {
     .await;
     let pvs = world.pvs().await;
     assert_eq!(pvs.len(), 1);
-    assert_eq!(pvs[0].metadata.uid.as_deref(), Some(uid.as_str()), "the PV is kept");
+    assert_eq!(
+        pvs[0].metadata.uid.as_deref(),
+        Some(uid.as_str()),
+        "the PV is kept"
+    );
     assert!(pvs[0].metadata.deletion_timestamp.is_none());
-    assert!(disk.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE), "nothing written");
+    assert!(
+        disk.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE),
+        "nothing written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,23 +510,37 @@ async fn restart_creates_no_duplicates_and_sigterm_exits_zero() {
     for (index, disk) in disks.iter().enumerate() {
         world.link(&format!("disk{index}"), disk);
     }
-    world
-        .put_configmap("spec", &[("deviceDir", world.dir()), ("deviceNameFilter", ".*"), ("volumeMode", "Block")])
-        .await;
+    world.put_block_spec("spec", ".*").await;
     world.add_node("node-g", Some("spec")).await;
     let mut process = world.start("node-g", vec![]);
-    eventually("three PVs", WAIT, || async { (world.pvs().await.len() == 3).then_some(()) }).await;
-    let before: Vec<Option<String>> = world.pvs().await.into_iter().map(|pv| pv.metadata.uid).collect();
+    eventually("three PVs", WAIT, || async {
+        (world.pvs().await.len() == 3).then_some(())
+    })
+    .await;
+    let before: Vec<Option<String>> = world
+        .pvs()
+        .await
+        .into_iter()
+        .map(|pv| pv.metadata.uid)
+        .collect();
     let status = process.stop_with(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
 
     let process = world.start("node-g", vec![]);
     wait_ready(&process).await;
     wait_metric(&process, &metric("available_devices", "node-g"), 3.0).await;
-    let after: Vec<Option<String>> = world.pvs().await.into_iter().map(|pv| pv.metadata.uid).collect();
+    let after: Vec<Option<String>> = world
+        .pvs()
+        .await
+        .into_iter()
+        .map(|pv| pv.metadata.uid)
+        .collect();
     assert_eq!(before, after, "the same PVs, none added");
     assert_eq!(world.pv_creations(), 3);
-    assert_eq!(process.metric(&metric("pvs_created_total", "node-g")).await, Some(0.0));
+    assert_eq!(
+        process.metric(&metric("pvs_created_total", "node-g")).await,
+        Some(0.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,4 +555,3 @@ async fn missing_required_flag_exits_with_one_clear_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--namespace-name"), "{stderr}");
 }
-

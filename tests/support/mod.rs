@@ -1,5 +1,10 @@
-//! Fixtures shared by the integration tests. Each test file compiles this
-//! module on its own and uses only part of it, hence the `dead_code` allowance.
+//! Fixtures shared by the integration tests: a fake Kubernetes API server,
+//! loop devices, and the provisioner binary run as a process.
+
+// Every integration test file compiles this module on its own and uses only
+// part of it, so items unused by one particular test file are expected.
 #![allow(dead_code)]
 
+pub mod fake_api;
 pub mod loop_device;
+pub mod provisioner;

@@ -1,0 +1,151 @@
+//! Fault injection (failing requests, latency) and the log of every request
+//! the server answered.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A rule making matching requests fail with an HTTP status (answered as a
+/// `Status` object with the usual reason for the code, e.g. 500 InternalError,
+/// 503 ServiceUnavailable, 409 Conflict), for a limited number of requests.
+///
+/// ```ignore
+/// server.fail_requests(FaultRule::new(503, 2).method("PUT").path("/persistentvolumes/"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultRule {
+    status: u16,
+    remaining: usize,
+    method: Option<String>,
+    path: String,
+    verb: Option<String>,
+}
+
+impl FaultRule {
+    /// Fails the next `count` requests (matching the filters added with the
+    /// other methods; by default every request) with HTTP `status`.
+    pub fn new(status: u16, count: usize) -> Self {
+        FaultRule {
+            status,
+            remaining: count,
+            method: None,
+            path: String::new(),
+            verb: None,
+        }
+    }
+
+    /// Only requests with this HTTP method (`GET`, `PUT`, ...; case-insensitive).
+    pub fn method(mut self, method: &str) -> Self {
+        self.method = Some(method.to_ascii_uppercase());
+        self
+    }
+
+    /// Only requests whose path contains this substring.
+    pub fn path(mut self, substring: &str) -> Self {
+        self.path = substring.to_string();
+        self
+    }
+
+    /// Only requests of this derived verb (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`, `deletecollection`).
+    pub fn verb(mut self, verb: &str) -> Self {
+        self.verb = Some(verb.to_string());
+        self
+    }
+
+    fn matches(&self, method: &str, path: &str, verb: &str) -> bool {
+        self.remaining > 0
+            && self.method.as_deref().is_none_or(|m| m == method)
+            && path.contains(&self.path)
+            && self.verb.as_deref().is_none_or(|v| v == verb)
+    }
+}
+
+/// One request as the server saw and answered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method (`GET`, `POST`, ...).
+    pub method: String,
+    /// URL path.
+    pub path: String,
+    /// Raw (still percent-encoded) query string, `""` when none.
+    pub query: String,
+    /// HTTP status answered (for watches: the status the stream started with).
+    pub status: u16,
+    /// Kubernetes verb derived like the real server's request info: `get`,
+    /// `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`; for non-resource paths the lowercase HTTP method.
+    pub verb: String,
+    /// API group (`""` for core and non-resource paths).
+    pub group: String,
+    /// Resource plural (`""` for non-resource paths such as `/version`).
+    pub resource: String,
+    /// Subresource (`status`), if any.
+    pub subresource: Option<String>,
+    /// Namespace from the path, if any.
+    pub namespace: Option<String>,
+    /// Object name from the path, if any.
+    pub name: Option<String>,
+    /// `Content-Type` of the request, if any (tells which patch type was sent).
+    pub content_type: Option<String>,
+    /// Request body parsed as JSON, if it was JSON.
+    pub body: Option<serde_json::Value>,
+}
+
+/// Fault rules, latency and the request log, shared by all connections.
+#[derive(Default)]
+pub(super) struct Faults {
+    rules: Mutex<Vec<FaultRule>>,
+    latency: Mutex<Duration>,
+    log: Mutex<Vec<RecordedRequest>>,
+}
+
+impl Faults {
+    /// Adds a rule; rules are tried in the order they were added.
+    pub fn add(&self, rule: FaultRule) {
+        self.rules.lock().expect("fault rules").push(rule);
+    }
+
+    /// Drops every rule and the latency.
+    pub fn clear(&self) {
+        self.rules.lock().expect("fault rules").clear();
+        *self.latency.lock().expect("latency") = Duration::ZERO;
+    }
+
+    /// Uses up one request of the first matching rule and returns its status.
+    pub fn take(&self, method: &str, path: &str, verb: &str) -> Option<u16> {
+        let mut rules = self.rules.lock().expect("fault rules");
+        let pos = rules.iter().position(|r| r.matches(method, path, verb))?;
+        let rule = &mut rules[pos];
+        rule.remaining -= 1;
+        let status = rule.status;
+        if rule.remaining == 0 {
+            rules.remove(pos);
+        }
+        Some(status)
+    }
+
+    /// Sets the delay added before every response.
+    pub fn set_latency(&self, d: Duration) {
+        *self.latency.lock().expect("latency") = d;
+    }
+
+    /// The delay added before every response.
+    pub fn latency(&self) -> Duration {
+        *self.latency.lock().expect("latency")
+    }
+
+    /// Appends to the request log.
+    pub fn record(&self, r: RecordedRequest) {
+        self.log.lock().expect("request log").push(r);
+    }
+
+    /// A copy of the request log.
+    pub fn log(&self) -> Vec<RecordedRequest> {
+        self.log.lock().expect("request log").clone()
+    }
+
+    /// Empties the request log.
+    pub fn clear_log(&self) {
+        self.log.lock().expect("request log").clear();
+    }
+}

@@ -1,0 +1,323 @@
+//! An in-process, stateful fake Kubernetes API server over plain HTTP, for
+//! driving kube-rs's real client in integration tests.
+//!
+//! This module owns the public handle, [`FakeApiServer`]: starting and
+//! restarting the server, building clients for it, switches for the emulated
+//! controller-manager, fault injection, and inspection of objects and
+//! requests. The parts behind it:
+//! - `resources`: the served resource table, `Status` errors, validation;
+//! - `store`: objects, the global resourceVersion, the change history and the
+//!   write semantics (create defaults, optimistic concurrency, status
+//!   subresource, finalizers, graceful deletion);
+//! - `http`: routing, verbs, discovery, watch streams, connection tracking;
+//! - `selectors`: label and field selectors; `patch`: PATCH bodies;
+//! - `faults`: fault rules, latency, request log;
+//! - `controller`: the controller-manager emulation.
+//!
+//! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
+//! `configmaps`, `persistentvolumeclaims`, `events`, and `events.k8s.io/v1`
+//! `events` (namespaced), plus `/version`, `/api`, `/apis`, `/api/v1`,
+//! `/apis/events.k8s.io/v1` and `/healthz`. A fresh server holds the
+//! namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`;
+//! namespaced objects can only be created in an existing namespace.
+//!
+//! Simplifications against a real kube-apiserver: no authentication, JSON
+//! only; `limit`/`continue` are ignored (lists are never paginated) and lists
+//! ignore `resourceVersion`/`resourceVersionMatch`; a strategic merge patch is
+//! applied as a merge patch; server-side apply is refused with 415;
+//! `DeleteOptions` other than preconditions (propagation policy, grace period,
+//! dry run) are ignored; a watch from a resourceVersion newer than the
+//! current one simply waits; only a few immutability and validation rules
+//! (names, PV and PVC basics) are enforced; field selectors support
+//! `metadata.name`, `metadata.namespace` and a few per-resource fields; core
+//! and `events.k8s.io` events are separate collections (the real server
+//! stores them once); the garbage collector only knows owners of kind Node;
+//! there are no Pods, so PVC protection never waits for one.
+
+mod controller;
+mod faults;
+mod http;
+mod patch;
+mod resources;
+mod selectors;
+mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use faults::{FaultRule, RecordedRequest};
+
+use faults::Faults;
+use http::{Connections, TrackedListener};
+use resources::RESOURCES;
+use store::Store;
+
+/// State shared by the HTTP handlers, the controller task and the handle.
+struct Shared {
+    store: Mutex<Store>,
+    faults: Faults,
+    /// Bumped to abort every open watch stream.
+    cut: watch::Sender<u64>,
+    controller_on: AtomicBool,
+    pvc_binding: AtomicBool,
+    gone_as_http: AtomicBool,
+}
+
+/// A running fake API server; dropping it stops the server and its
+/// controller task.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    conns: Arc<Connections>,
+    server: Option<JoinHandle<()>>,
+    controller: JoinHandle<()>,
+}
+
+impl FakeApiServer {
+    /// Starts a server on `127.0.0.1` with a random port, with the
+    /// controller-manager emulation on and PVC binding off.
+    pub async fn start() -> FakeApiServer {
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::new()),
+            faults: Faults::default(),
+            cut: watch::channel(0).0,
+            controller_on: AtomicBool::new(true),
+            pvc_binding: AtomicBool::new(false),
+            gone_as_http: AtomicBool::new(false),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake API server");
+        let addr = listener.local_addr().expect("local address");
+        let conns = Arc::new(Connections::default());
+        let server = Some(serve(listener, conns.clone(), shared.clone()));
+        let controller = tokio::spawn(controller::run(shared.clone()));
+        FakeApiServer {
+            shared,
+            addr,
+            conns,
+            server,
+            controller,
+        }
+    }
+
+    /// Base URL, `http://127.0.0.1:PORT`; stays the same across restarts.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kubeconfig YAML (no credentials) with cluster, user and context `fake`
+    /// pointing at [`Self::url`], default namespace `default`.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             user: fake\n    namespace: default\ncurrent-context: fake\n",
+            self.url()
+        )
+    }
+
+    /// Writes [`Self::kubeconfig_yaml`] to `dir/kubeconfig` and returns the path.
+    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, self.kubeconfig_yaml()).expect("write kubeconfig");
+        path
+    }
+
+    /// A kube client built from [`Self::kubeconfig_yaml`] through
+    /// `kube::Config::from_custom_kubeconfig`, like a program would build it.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml()).expect("parse kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config from kubeconfig");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// Switches the controller-manager emulation (PV phases, protection
+    /// finalizers, garbage collection, namespace cleanup, PVC binding when
+    /// enabled) on or off. On by default.
+    pub fn set_controller_emulation(&self, on: bool) {
+        self.shared.controller_on.store(on, Ordering::SeqCst);
+    }
+
+    /// Switches the emulated PV binder (pending claims bound to fitting
+    /// `Available` volumes; volumes of deleted claims become `Released`) on or
+    /// off. Off by default; needs the controller emulation on.
+    pub fn set_pvc_binding(&self, on: bool) {
+        self.shared.pvc_binding.store(on, Ordering::SeqCst);
+    }
+
+    /// How a watch from a resourceVersion older than the retained history is
+    /// refused: `false` (default, like the real server) answers 200 and sends
+    /// one `ERROR` event with a 410 Expired `Status`, then ends the stream;
+    /// `true` answers HTTP 410 with the `Status` as body. Note that
+    /// kube-runtime's watcher does not relist on an HTTP 410 at watch start:
+    /// it keeps retrying the same resourceVersion, which is what this switch
+    /// lets a test expose.
+    pub fn set_expired_watch_as_http_status(&self, on: bool) {
+        self.shared.gone_as_http.store(on, Ordering::SeqCst);
+    }
+
+    /// Adds a fault rule; requests matching it are answered with its status
+    /// instead of being served (still recorded).
+    pub fn fail_requests(&self, rule: FaultRule) {
+        self.shared.faults.add(rule);
+    }
+
+    /// Removes every fault rule and the latency.
+    pub fn clear_faults(&self) {
+        self.shared.faults.clear();
+    }
+
+    /// Delays every response (including the start of watch streams) by `d`.
+    pub fn set_latency(&self, d: Duration) {
+        self.shared.faults.set_latency(d);
+    }
+
+    /// Aborts every open watch stream mid-stream: the connection is dropped
+    /// without the terminating chunk, as when a load balancer or apiserver
+    /// goes away. Clients see a broken body and have to re-watch.
+    pub fn cut_watches(&self) {
+        self.shared.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Forgets the change history: a watch from any resourceVersion older than
+    /// the current one gets 410 Expired (also open watches that have not yet
+    /// caught up), so clients must relist.
+    pub fn expire_history(&self) {
+        self.store().expire();
+    }
+
+    /// Stops listening, drops every connection (open watches end abruptly,
+    /// pooled keep-alive connections are closed) and listens again on the
+    /// same port.
+    ///
+    /// With `keep_store`, objects and history survive: clients re-watch and
+    /// get the changes they missed. Without, every object is dropped (the
+    /// default namespaces are re-created) and the history is forgotten while
+    /// the resourceVersion counter keeps counting up: a client resuming a
+    /// watch gets 410 Expired, relists and sees the objects gone. Fault
+    /// rules, latency, switches and the request log are kept.
+    pub async fn restart(&mut self, keep_store: bool) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.cut_watches();
+        self.conns.shutdown_all();
+        if !keep_store {
+            self.store().reset();
+        }
+        let mut attempt = 0;
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) if attempt < 100 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind fake API server on {}: {e}", self.addr),
+            }
+        };
+        self.server = Some(serve(listener, self.conns.clone(), self.shared.clone()));
+    }
+
+    /// Every request answered so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.faults.log()
+    }
+
+    /// Empties the request log.
+    pub fn clear_requests(&self) {
+        self.shared.faults.clear_log();
+    }
+
+    /// The stored object, by resource (`persistentvolumes`, `configmaps`,
+    /// `events`, `events.events.k8s.io`, ...), namespace (`None` for
+    /// cluster-scoped resources) and name.
+    pub fn object(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let res = resources::by_name(resource);
+        self.store()
+            .get(res, namespace.unwrap_or(""), name)
+            .cloned()
+    }
+
+    /// Every stored object of a resource, ordered by namespace and name.
+    pub fn objects(&self, resource: &str) -> Vec<serde_json::Value> {
+        let res = resources::by_name(resource);
+        self.store().list(res, None).cloned().collect()
+    }
+
+    /// Creates an object directly in the store, as if POSTed (same defaults
+    /// and validation, a watch event, no request recorded); returns it as
+    /// stored. The namespace comes from `metadata.namespace`. Panics when the
+    /// server would refuse it.
+    pub fn create_object(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
+        let res = resources::by_name(resource);
+        let ns = resources::meta_str(&object, "namespace").to_string();
+        let ns = RESOURCES[res].namespaced.then_some(ns.as_str());
+        self.store()
+            .create(res, ns, object)
+            .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
+    }
+
+    /// Sets `status.phase` of a PersistentVolume (as the PV controller would).
+    /// Panics when the PV does not exist.
+    pub fn set_pv_phase(&self, name: &str, phase: &str) {
+        controller::set_pv_phase(&mut self.store(), name, phase)
+            .unwrap_or_else(|e| panic!("set_pv_phase: {e}"));
+    }
+
+    /// Binds PersistentVolume `pv` to claim `namespace/claim` as the PV
+    /// controller would: `spec.claimRef` + phase `Bound` on the PV and, when
+    /// the claim exists, `spec.volumeName` + phase `Bound` on it. Panics when
+    /// the PV does not exist.
+    pub fn bind_pv(&self, pv: &str, namespace: &str, claim: &str) {
+        controller::bind(&mut self.store(), pv, namespace, claim)
+            .unwrap_or_else(|e| panic!("bind_pv: {e}"));
+    }
+
+    /// The current (latest) resourceVersion of the store.
+    pub fn resource_version(&self) -> u64 {
+        self.store().rv()
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.shared.store.lock().expect("store")
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.controller.abort();
+        self.shared.cut.send_modify(|g| *g += 1);
+        self.conns.shutdown_all();
+    }
+}
+
+fn serve(listener: TcpListener, conns: Arc<Connections>, shared: Arc<Shared>) -> JoinHandle<()> {
+    let listener = TrackedListener::new(listener, conns);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, http::router(shared)).await;
+    })
+}
