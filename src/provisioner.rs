@@ -291,7 +291,7 @@ impl Provisioner {
                 }
             }
         }
-        self.report_problems(&problems);
+        self.report_problems(&problems, &node_ref).await;
         self.metrics.available_devices.set(decided.available as i64);
         self.metrics.error_devices.set(problems.len() as i64);
         if !created_all {
@@ -572,7 +572,13 @@ impl Provisioner {
         self.spec_state = Some(state);
     }
 
-    fn report_problems(&mut self, problems: &[crate::discovery::DeviceProblem]) {
+    /// Logs each skipped device and raises a `DeviceSkipped` Event on the
+    /// Node, once per new device or new reason, not every poll.
+    async fn report_problems(
+        &mut self,
+        problems: &[crate::discovery::DeviceProblem],
+        node_ref: &ObjectReference,
+    ) {
         let current: BTreeMap<String, String> = problems
             .iter()
             .map(|problem| (problem.path.display().to_string(), problem.reason.clone()))
@@ -580,6 +586,15 @@ impl Provisioner {
         for (path, reason) in &current {
             if self.reported_problems.get(path) != Some(reason) {
                 tracing::warn!(device = %path, reason = %reason, "device skipped");
+                self.events
+                    .publish(
+                        node_ref,
+                        Severity::Warning,
+                        "DeviceSkipped",
+                        "Discover",
+                        &format!("{path} gets no PersistentVolume: {reason}"),
+                    )
+                    .await;
             }
         }
         self.reported_problems = current;

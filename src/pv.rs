@@ -30,6 +30,8 @@ pub const DEVICE_NUMBER_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/devic
 pub const DEVICE_SIZE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-size";
 /// Annotation: the device's stable identity from sysfs at creation, when it has one.
 pub const DEVICE_STABLE_ID_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-stable-id";
+/// Annotation: bytes to zero at the head of the device on cleanup.
+pub const WIPE_BYTES_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-bytes";
 /// Annotation: the full node name (the label may hold a hash of it).
 pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name";
 /// Node label the scheduler matches local PVs' affinity against.
@@ -72,6 +74,10 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
             device.size_bytes.to_string(),
         ),
         (NODE_NAME_ANNOTATION.to_string(), node.name.clone()),
+        (
+            WIPE_BYTES_ANNOTATION.to_string(),
+            spec.wipe_bytes.to_string(),
+        ),
     ]);
     if let Some(stable_id) = &device.stable_id {
         annotations.insert(DEVICE_STABLE_ID_ANNOTATION.to_string(), stable_id.clone());
@@ -195,6 +201,7 @@ mod tests {
                     "local-pv-provisioner.cybozu.io/device-number": "8:16",
                     "local-pv-provisioner.cybozu.io/device-size": "107374182400",
                     "local-pv-provisioner.cybozu.io/node-name": "node1",
+                    "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
                     "local-pv-provisioner.cybozu.io/device-stable-id": "wwid:naa.5000c500a1b2c3d4",
                 },
                 "ownerReferences": [{

@@ -21,6 +21,14 @@ pub const KEY_VOLUME_MODE: &str = "volumeMode";
 pub const KEY_FS_TYPE: &str = "fsType";
 /// ConfigMap key: storage class of the PVs (optional).
 pub const KEY_STORAGE_CLASS_NAME: &str = "storageClassName";
+/// ConfigMap key: bytes zeroed at the head of a device before its PV is
+/// deleted (optional; plain bytes or with a `Ki`, `Mi`, `Gi`, `Ti` suffix).
+pub const KEY_WIPE_BYTES: &str = "wipeBytes";
+
+/// Head bytes zeroed when the ConfigMap sets no `wipeBytes`: 100 MiB, as upstream.
+pub const DEFAULT_WIPE_BYTES: u64 = 100 * 1024 * 1024;
+/// `wipeBytes` must be a whole number of these, so `O_DIRECT` writes stay aligned.
+pub const WIPE_BYTES_ALIGNMENT: u64 = 4096;
 
 /// Storage class used when the ConfigMap names none (upstream's default).
 pub const DEFAULT_STORAGE_CLASS_NAME: &str = "local-storage";
@@ -89,6 +97,8 @@ pub struct PvSpec {
     pub fs_type: Option<FsType>,
     /// Storage class of the PVs.
     pub storage_class_name: String,
+    /// Bytes zeroed at the head of the device on cleanup.
+    pub wipe_bytes: u64,
     /// Keys present in the ConfigMap that this version does not know;
     /// they are reported and ignored so newer upstream keys do not break it.
     pub unknown_keys: Vec<String>,
@@ -101,6 +111,7 @@ impl PartialEq for PvSpec {
             && self.volume_mode == other.volume_mode
             && self.fs_type == other.fs_type
             && self.storage_class_name == other.storage_class_name
+            && self.wipe_bytes == other.wipe_bytes
             && self.unknown_keys == other.unknown_keys
     }
 }
@@ -157,7 +168,8 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecErr
     }
 }
 
-const KNOWN_KEYS: [&str; 5] = [
+const KNOWN_KEYS: [&str; 6] = [
+    KEY_WIPE_BYTES,
     KEY_DEVICE_DIR,
     KEY_DEVICE_NAME_FILTER,
     KEY_VOLUME_MODE,
@@ -219,6 +231,10 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
             ));
         }
     };
+    let wipe_bytes = match data.get(KEY_WIPE_BYTES) {
+        None => DEFAULT_WIPE_BYTES,
+        Some(value) => parse_wipe_bytes(value)?,
+    };
     let unknown_keys = data
         .keys()
         .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
@@ -231,8 +247,49 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
         volume_mode,
         fs_type,
         storage_class_name,
+        wipe_bytes,
         unknown_keys,
     })
+}
+
+fn parse_wipe_bytes(value: &str) -> Result<u64, SpecError> {
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => value.split_at(split),
+        None => (value, ""),
+    };
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(invalid(
+                KEY_WIPE_BYTES,
+                value,
+                "must be a whole number of bytes, optionally with a Ki, Mi, Gi or Ti suffix",
+            ));
+        }
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| {
+            invalid(
+                KEY_WIPE_BYTES,
+                value,
+                "is not a number of bytes that fits in 64 bits",
+            )
+        })?;
+    if bytes == 0 || bytes % WIPE_BYTES_ALIGNMENT != 0 {
+        return Err(invalid(
+            KEY_WIPE_BYTES,
+            value,
+            "must be a positive multiple of 4096 bytes",
+        ));
+    }
+    Ok(bytes)
 }
 
 fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
@@ -329,6 +386,7 @@ mod tests {
         assert_eq!(spec.volume_mode, VolumeMode::Filesystem);
         assert_eq!(spec.fs_type, Some(FsType::Ext4));
         assert_eq!(spec.storage_class_name, "local-storage");
+        assert_eq!(spec.wipe_bytes, 100 * 1024 * 1024);
         assert!(spec.unknown_keys.is_empty());
     }
 
@@ -385,6 +443,12 @@ mod tests {
             ("fsType", None, "missing"),
             ("fsType", Some("ntfs"), "\"ext4\""),
             ("storageClassName", Some("Local_Storage"), "DNS-1123"),
+            ("wipeBytes", Some("100MB"), "Ki, Mi, Gi or Ti"),
+            ("wipeBytes", Some("-1"), "whole number"),
+            ("wipeBytes", Some("0"), "positive multiple of 4096"),
+            ("wipeBytes", Some("1000"), "positive multiple of 4096"),
+            ("wipeBytes", Some("99999999999999999999"), "64 bits"),
+            ("wipeBytes", Some("99999999Ti"), "64 bits"),
         ];
         for (key, value, expected) in cases {
             let mut map = fs_spec();
@@ -404,6 +468,21 @@ mod tests {
                 let shown = format!("{:?}", value.chars().take(20).collect::<String>());
                 assert!(message.contains(shown.trim_end_matches('"')), "{message}");
             }
+        }
+    }
+
+    #[test]
+    fn wipe_bytes_accepts_bytes_and_binary_suffixes() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("1Mi", 1 << 20),
+            ("64Ki", 64 << 10),
+            ("2Gi", 2 << 30),
+            ("1Ti", 1 << 40),
+        ] {
+            let mut map = fs_spec();
+            map.insert("wipeBytes".into(), text.into());
+            assert_eq!(parse_pv_spec(&map).unwrap().wipe_bytes, bytes, "{text}");
         }
     }
 

@@ -37,8 +37,8 @@ use thiserror::Error;
 use crate::blockdev::{self, Busy, DeviceNumber, MountTable, Partitions};
 use crate::pv;
 
-/// Bytes zeroed at the head by default: 100 MiB, as upstream.
-pub const DEFAULT_HEAD_BYTES: u64 = 100 * 1024 * 1024;
+/// Bytes zeroed at the head when the PV records no `wipeBytes`: 100 MiB, as upstream.
+pub const DEFAULT_HEAD_BYTES: u64 = crate::spec::DEFAULT_WIPE_BYTES;
 /// Bytes zeroed at the tail.
 pub const TAIL_BYTES: u64 = 1024 * 1024;
 /// Size of one write.
@@ -245,6 +245,19 @@ impl WipeRequest {
                 })
             })
             .ok_or_else(|| missing(pv::DEVICE_NUMBER_ANNOTATION))??;
+        let head_bytes = match annotations.get(pv::WIPE_BYTES_ANNOTATION) {
+            None => DEFAULT_HEAD_BYTES,
+            Some(text) => text
+                .parse::<u64>()
+                .ok()
+                .filter(|bytes| *bytes > 0 && bytes % crate::spec::WIPE_BYTES_ALIGNMENT == 0)
+                .ok_or_else(|| {
+                    refuse(
+                        Guard::RecordedIdentity,
+                        format!("{} is {text:?}", pv::WIPE_BYTES_ANNOTATION),
+                    )
+                })?,
+        };
         Ok(WipeRequest {
             pv_name: name,
             path,
@@ -252,7 +265,7 @@ impl WipeRequest {
             number,
             size_bytes,
             stable_id: annotations.get(pv::DEVICE_STABLE_ID_ANNOTATION).cloned(),
-            head_bytes: DEFAULT_HEAD_BYTES,
+            head_bytes,
         })
     }
 }

@@ -197,6 +197,30 @@ fn wipe_zeroes_the_first_100_mib_and_the_last_mib_only() {
 }
 
 #[test]
+fn wipe_bytes_recorded_on_the_pv_sets_the_head() {
+    let size = 64 * MIB;
+    let device = LoopDevice::filled(size);
+    let dir = linked(&device, "disk0");
+    let mut request = request_for(dir.path(), "disk0");
+    assert_eq!(request.head_bytes, 100 * MIB, "the default");
+    request.head_bytes = 8 * MIB;
+    wipe_device(&request, &AtomicBool::new(false)).unwrap();
+    assert!(device.read(0, (8 * MIB) as usize).iter().all(|b| *b == 0));
+    assert!(
+        device
+            .read(8 * MIB, (size - 9 * MIB) as usize)
+            .iter()
+            .all(|b| *b == FILL_BYTE)
+    );
+    assert!(
+        device
+            .read(size - MIB, MIB as usize)
+            .iter()
+            .all(|b| *b == 0)
+    );
+}
+
+#[test]
 fn a_device_smaller_than_the_head_is_zeroed_whole() {
     let device = LoopDevice::filled(3 * MIB + 512);
     let dir = linked(&device, "disk0");

@@ -270,6 +270,7 @@ async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
                 "local-pv-provisioner.cybozu.io/device-size": (16 * MIB).to_string(),
                 "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk_a.backing_file.display()),
                 "local-pv-provisioner.cybozu.io/node-name": "node-a",
+                "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
             },
             "ownerReferences": [{
                 "apiVersion": "v1",
@@ -304,6 +305,8 @@ async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
     );
     let event = world.wait_for_event("PVSpecApplied").await;
     assert_eq!(event.regarding.unwrap().name.as_deref(), Some("node-a"));
+    let skipped = world.wait_for_event("DeviceSkipped").await;
+    assert!(skipped.note.unwrap().contains("disk-not-a-device"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
