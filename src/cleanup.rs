@@ -1,8 +1,15 @@
 //! Cleanup of Released PersistentVolumes: pick this node's Released PVs,
-//! confirm each against a fresh read, wipe its device through the guarded
+//! confirm each against a fresh read, mark it (annotations: wipe started,
+//! by which pod, when), wipe its device through the guarded
 //! [`wipe`](crate::wipe) path off the async runtime, and only after a
-//! completed wipe delete the PV with UID and resourceVersion preconditions.
-//! A refused or failed wipe keeps the PV and is retried with backoff.
+//! completed, verified wipe delete the PV with UID and resourceVersion
+//! preconditions. A refused or failed wipe keeps the PV and is retried with
+//! backoff.
+//!
+//! The mark makes an interrupted wipe (a crash, SIGKILL, node reboot)
+//! visible and finishable: a marked PV is wiped again at the next start even
+//! if its phase changed meanwhile (unless a claim is bound to it), so a
+//! half-zeroed device is never handed out.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -10,14 +17,20 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::blockdev::DeviceNumber;
 use crate::plan::ExistingPv;
 use crate::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
+
+/// Annotation set before the first write of a wipe: when it started (RFC 3339).
+pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
+/// Annotation set before the first write of a wipe: the pod that started it.
+pub const WIPE_STARTED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
 
 /// Most wipes running at once on one node.
 pub const MAX_CONCURRENT_WIPES: usize = 4;
@@ -70,29 +83,43 @@ pub struct Cleaner {
     api: Api<PersistentVolume>,
     node_name: String,
     label_value: String,
+    instance: String,
     cancel: Arc<AtomicBool>,
     results: mpsc::Sender<CleanupOutcome>,
     in_flight: HashMap<String, Attempt>,
     backoff: HashMap<String, Backoff>,
 }
 
-/// Whether a PV is Released and not already being deleted.
-pub fn is_released(pv: &PersistentVolume) -> bool {
+fn phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+}
+
+/// Whether a PV carries the mark of a wipe that started and has not finished.
+pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|annotations| annotations.contains_key(WIPE_STARTED_AT_ANNOTATION))
+}
+
+/// Whether a PV must be wiped and deleted: Released, or marked by an
+/// interrupted wipe and not bound to a claim; never while being deleted.
+pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
     pv.metadata.deletion_timestamp.is_none()
-        && pv
-            .status
-            .as_ref()
-            .and_then(|status| status.phase.as_deref())
-            == Some("Released")
+        && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
 }
 
 impl Cleaner {
-    /// A cleaner for this node's PVs. Outcomes go to `results`; `cancel`
-    /// stops wipes between writes at shutdown.
+    /// A cleaner for this node's PVs, marking wipes as started by
+    /// `instance`. Outcomes go to `results`; `cancel` stops wipes between
+    /// writes at shutdown.
     pub fn new(
         api: Api<PersistentVolume>,
         node_name: String,
         label_value: String,
+        instance: String,
         cancel: Arc<AtomicBool>,
         results: mpsc::Sender<CleanupOutcome>,
     ) -> Self {
@@ -100,6 +127,7 @@ impl Cleaner {
             api,
             node_name,
             label_value,
+            instance,
             cancel,
             results,
             in_flight: HashMap::new(),
@@ -107,8 +135,8 @@ impl Cleaner {
         }
     }
 
-    /// Starts a cleanup for every Released PV that is not in flight or
-    /// waiting for a retry, up to [`MAX_CONCURRENT_WIPES`].
+    /// Starts a cleanup for every PV that [needs one](needs_cleanup) and is
+    /// not in flight or waiting for a retry, up to [`MAX_CONCURRENT_WIPES`].
     pub fn start(&mut self, pvs: &[Arc<PersistentVolume>]) {
         let now = Instant::now();
         let live: BTreeSet<&str> = pvs
@@ -116,7 +144,7 @@ impl Cleaner {
             .filter_map(|pv| pv.metadata.uid.as_deref())
             .collect();
         self.backoff.retain(|uid, _| live.contains(uid.as_str()));
-        for pv in pvs.iter().filter(|pv| is_released(pv)) {
+        for pv in pvs.iter().filter(|pv| needs_cleanup(pv)) {
             if self.in_flight.len() >= MAX_CONCURRENT_WIPES {
                 break;
             }
@@ -142,6 +170,7 @@ impl Cleaner {
                 api: self.api.clone(),
                 node_name: self.node_name.clone(),
                 label_value: self.label_value.clone(),
+                instance: self.instance.clone(),
                 cancel: self.cancel.clone(),
                 pv_name: name,
                 uid,
@@ -211,6 +240,7 @@ struct CleanupTask {
     api: Api<PersistentVolume>,
     node_name: String,
     label_value: String,
+    instance: String,
     cancel: Arc<AtomicBool>,
     pv_name: String,
     uid: String,
@@ -245,8 +275,8 @@ impl CleanupTask {
                 "the PV was replaced by another with the same name".into(),
             );
         }
-        if !is_released(&fresh) {
-            return CleanupResult::Skipped("the PV is no longer Released".into());
+        if !needs_cleanup(&fresh) {
+            return CleanupResult::Skipped("the PV no longer needs a cleanup".into());
         }
         let owner = Owner {
             node_name: &self.node_name,
@@ -255,6 +285,24 @@ impl CleanupTask {
         let request = match WipeRequest::from_pv(&fresh, &owner) {
             Ok(request) => request,
             Err(error) => return CleanupResult::WipeFailed(error),
+        };
+        if has_wipe_mark(&fresh) {
+            let annotations = fresh.metadata.annotations.clone().unwrap_or_default();
+            tracing::warn!(
+                pv = %self.pv_name,
+                started_at = ?annotations.get(WIPE_STARTED_AT_ANNOTATION),
+                started_by = ?annotations.get(WIPE_STARTED_BY_ANNOTATION),
+                "an earlier wipe of this device did not finish; wiping it again"
+            );
+        }
+        let marked = match self.mark(&fresh).await {
+            Ok(marked) => marked,
+            Err(error) => {
+                return CleanupResult::ApiFailed {
+                    operation: "patch_pv",
+                    error,
+                };
+            }
         };
         let cancel = self.cancel.clone();
         let wiped = tokio::task::spawn_blocking(move || wipe::wipe_device(&request, &cancel)).await;
@@ -271,7 +319,7 @@ impl CleanupTask {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(self.uid.clone()),
-                resource_version: fresh
+                resource_version: marked
                     .metadata
                     .resource_version
                     .clone()
@@ -290,9 +338,65 @@ impl CleanupTask {
     }
 }
 
+impl CleanupTask {
+    /// Records on the PV that a wipe starts now, by this pod; conditional on
+    /// the resourceVersion just read, so a PV changed meanwhile is not wiped.
+    async fn mark(&self, fresh: &PersistentVolume) -> Result<PersistentVolume, kube::Error> {
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": fresh.metadata.resource_version,
+                "annotations": {
+                    WIPE_STARTED_AT_ANNOTATION: Timestamp::now().to_string(),
+                    WIPE_STARTED_BY_ANNOTATION: self.instance,
+                },
+            },
+        });
+        self.api
+            .patch(
+                &self.pv_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pv(phase: &str, marked: bool) -> PersistentVolume {
+        let mut value = serde_json::json!({
+            "metadata": {"name": "pv"},
+            "status": {"phase": phase},
+        });
+        if marked {
+            value["metadata"]["annotations"] =
+                serde_json::json!({WIPE_STARTED_AT_ANNOTATION: "2026-11-22T00:00:00Z"});
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn released_or_interrupted_pvs_need_cleanup_but_never_bound_ones() {
+        assert!(needs_cleanup(&pv("Released", false)));
+        assert!(needs_cleanup(&pv("Released", true)));
+        assert!(
+            needs_cleanup(&pv("Available", true)),
+            "a half-wiped device is never offered"
+        );
+        assert!(!needs_cleanup(&pv("Available", false)));
+        assert!(
+            !needs_cleanup(&pv("Bound", true)),
+            "a claim is bound: never wiped under it"
+        );
+        assert!(!needs_cleanup(&pv("Pending", false)));
+        let mut deleting = pv("Released", false);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        assert!(!needs_cleanup(&deleting));
+    }
 
     #[test]
     fn retry_delay_doubles_up_to_ten_minutes() {

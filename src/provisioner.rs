@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::cleanup::{Cleaner, CleanupOutcome, CleanupResult, is_released};
+use crate::cleanup::{Cleaner, CleanupOutcome, CleanupResult, needs_cleanup};
 use crate::config::ControllerSettings;
 use crate::discovery::{Scan, scan_devices};
 use crate::events::{EventPublisher, Severity};
@@ -143,6 +143,7 @@ impl Provisioner {
             Api::all(client.clone()),
             settings.node_name.clone(),
             label_value.clone(),
+            settings.instance.clone(),
             cancel.clone(),
             results,
         );
@@ -248,7 +249,7 @@ impl Provisioner {
         self.cleaner.start(&pvs);
         self.metrics
             .released_pending
-            .set(pvs.iter().filter(|pv| is_released(pv)).count() as i64);
+            .set(pvs.iter().filter(|pv| needs_cleanup(pv)).count() as i64);
 
         let scan = match self.scan(&spec).await {
             Ok(scan) => scan,

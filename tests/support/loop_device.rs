@@ -54,21 +54,33 @@ fn run(command: &mut Command) -> String {
 impl LoopDevice {
     /// A device of `size_bytes` (a multiple of 512) filled with [`FILL_BYTE`].
     pub fn filled(size_bytes: u64) -> LoopDevice {
-        Self::attach(size_bytes, false)
+        Self::attach(size_bytes, false, true)
+    }
+
+    /// A device of `size_bytes` backed by a sparse file: zeros, nothing
+    /// written, so large devices cost no time; mark regions with [`Self::write_at`].
+    pub fn sparse(size_bytes: u64) -> LoopDevice {
+        Self::attach(size_bytes, false, false)
     }
 
     /// A device whose content starts with an MBR holding one partition,
     /// which is added with `partx -a` (the test kernel may lack MBR
     /// scanning) and removed with `partx -d` before detaching.
     pub fn partitioned(size_bytes: u64) -> LoopDevice {
-        Self::attach(size_bytes, true)
+        Self::attach(size_bytes, true, true)
     }
 
-    fn attach(size_bytes: u64, partitioned: bool) -> LoopDevice {
+    fn attach(size_bytes: u64, partitioned: bool, filled: bool) -> LoopDevice {
         require_root();
         let dir = tempfile::tempdir().expect("temporary directory");
         let backing_file = dir.path().join("backing.img");
-        write_pattern(&backing_file, size_bytes);
+        if filled {
+            write_pattern(&backing_file, size_bytes);
+        } else {
+            File::create(&backing_file)
+                .and_then(|file| file.set_len(size_bytes))
+                .expect("sparse backing file");
+        }
         if partitioned {
             write_mbr_with_one_partition(&backing_file);
         }
@@ -115,6 +127,17 @@ impl LoopDevice {
         run(Command::new("losetup").arg("-d").arg(&self.path));
         run(Command::new("losetup").arg(&self.path).arg(&replacement));
         self.backing_file = replacement;
+    }
+
+    /// Writes `bytes` at `offset` of the device's content (through the backing file).
+    pub fn write_at(&self, offset: u64, bytes: &[u8]) {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.backing_file)
+            .expect("open backing file");
+        file.write_all_at(bytes, offset)
+            .expect("write backing file");
+        file.sync_all().expect("sync backing file");
     }
 
     /// The device's `major:minor` as the kernel reports it.
