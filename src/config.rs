@@ -51,6 +51,10 @@ pub struct ControllerArgs {
     /// How often Released PersistentVolumes are swept for wiping besides their watch events.
     #[arg(long, env = "LP_CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_interval)]
     pub cleanup_interval: Duration,
+    /// How long a PV's device must stay missing before it counts as lost (an
+    /// Available PV is then deleted; others are reported).
+    #[arg(long, env = "LP_DEVICE_LOSS_GRACE", default_value = "30s", value_parser = parse_go_duration)]
+    pub device_loss_grace: Duration,
     /// Human-readable logs at debug level instead of JSON at info level.
     #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub development: bool,
@@ -179,6 +183,8 @@ pub struct ControllerSettings {
     pub polling_interval: Duration,
     /// Released-PV sweep interval.
     pub cleanup_interval: Duration,
+    /// How long a device must be missing before it counts as lost.
+    pub device_loss_grace: Duration,
     /// Development logging.
     pub development: bool,
     /// Fallback PV spec ConfigMap name.
@@ -206,6 +212,7 @@ impl ControllerArgs {
             namespace,
             polling_interval: self.polling_interval,
             cleanup_interval: self.cleanup_interval,
+            device_loss_grace: self.device_loss_grace,
             development: self.development,
             default_pv_spec_configmap,
             instance,

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub wipes_failed: IntCounterVec,
     /// Released PVs of this node waiting for a wipe (in progress or retrying).
     pub released_pending: IntGauge,
+    /// PVs kept although their device is missing (Bound, Released, reserved).
+    pub missing_devices: IntGauge,
     /// Failed API requests made by the reconciler, by operation.
     pub api_errors: IntCounterVec,
 }
@@ -91,6 +93,10 @@ impl Metrics {
             released_pending: gauge(
                 "released_pvs",
                 "Released PersistentVolumes of this node waiting to be wiped.",
+            ),
+            missing_devices: gauge(
+                "missing_devices",
+                "PersistentVolumes of this node kept although their device is missing.",
             ),
             api_errors: counter_vec(
                 "api_errors_total",

@@ -24,6 +24,12 @@ pub struct ExistingPv {
     pub path: Option<PathBuf>,
     /// The device number recorded on it, if any.
     pub number: Option<DeviceNumber>,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// Whether `spec.claimRef` is set (bound, or reserved for a claim).
+    pub claimed: bool,
+    /// Whether the PV is being deleted.
+    pub deleting: bool,
 }
 
 impl ExistingPv {
@@ -42,8 +48,40 @@ impl ExistingPv {
                 .as_ref()
                 .and_then(|annotations| annotations.get(pv::DEVICE_NUMBER_ANNOTATION))
                 .and_then(|text| text.parse().ok()),
+            phase: pv.status.as_ref().and_then(|status| status.phase.clone()),
+            claimed: pv
+                .spec
+                .as_ref()
+                .is_some_and(|spec| spec.claim_ref.is_some()),
+            deleting: pv.metadata.deletion_timestamp.is_some(),
         }
     }
+}
+
+/// What to do about a PV whose device has been missing for the whole grace period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostDevice {
+    /// The PV is Available and reserved for no claim: delete it, so no claim
+    /// binds to a missing disk. It comes back when the device does.
+    DeleteAvailable(String),
+    /// The PV is in use (Bound, Released, reserved) or not yet Available:
+    /// keep it and report it; nothing is lost when the device returns.
+    Keep(String),
+}
+
+/// Decides, for PVs whose device is lost, which to delete and which to keep.
+pub fn lost_devices(existing: &[ExistingPv], lost: &BTreeSet<String>) -> Vec<LostDevice> {
+    existing
+        .iter()
+        .filter(|pv| lost.contains(&pv.name) && !pv.deleting)
+        .map(|pv| {
+            if pv.phase.as_deref() == Some("Available") && !pv.claimed {
+                LostDevice::DeleteAvailable(pv.name.clone())
+            } else {
+                LostDevice::Keep(pv.name.clone())
+            }
+        })
+        .collect()
 }
 
 /// The outcome of planning one reconcile.
@@ -185,6 +223,48 @@ mod tests {
         }
     }
 
+    fn existing_pv() -> ExistingPv {
+        ExistingPv {
+            name: String::new(),
+            path: None,
+            number: None,
+            phase: Some("Available".into()),
+            claimed: false,
+            deleting: false,
+        }
+    }
+
+    #[test]
+    fn lost_devices_delete_only_unclaimed_available_pvs() {
+        let pv = |name: &str, phase: &str, claimed: bool, deleting: bool| ExistingPv {
+            name: name.into(),
+            phase: Some(phase.into()),
+            claimed,
+            deleting,
+            ..existing_pv()
+        };
+        let existing = vec![
+            pv("free", "Available", false, false),
+            pv("reserved", "Available", true, false),
+            pv("bound", "Bound", true, false),
+            pv("released", "Released", true, false),
+            pv("going", "Available", false, true),
+            pv("present", "Available", false, false),
+        ];
+        let lost: BTreeSet<String> = ["free", "reserved", "bound", "released", "going"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            lost_devices(&existing, &lost),
+            vec![
+                LostDevice::DeleteAvailable("free".into()),
+                LostDevice::Keep("reserved".into()),
+                LostDevice::Keep("bound".into()),
+                LostDevice::Keep("released".into()),
+            ]
+        );
+    }
+
     fn scan(devices: Vec<Device>) -> Scan {
         Scan {
             devices,
@@ -220,11 +300,13 @@ mod tests {
                 name: "local-n1-a".into(),
                 path: Some("/dev/disks/a".into()),
                 number: None,
+                ..existing_pv()
             },
             ExistingPv {
                 name: "local-n1-old-alias".into(),
                 path: Some("/dev/disks/old-alias".into()),
                 number: Some(DeviceNumber { major: 7, minor: 2 }),
+                ..existing_pv()
             },
         ];
         let plan = plan(
@@ -262,6 +344,7 @@ mod tests {
             name: "local-n1-a".into(),
             path: Some("/dev/other/a".into()),
             number: Some(DeviceNumber { major: 8, minor: 0 }),
+            ..existing_pv()
         }];
         let plan = plan(
             &node(),

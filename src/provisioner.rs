@@ -5,14 +5,14 @@
 //! PVs, scan the devices, plan, create the missing PVs, update metrics.
 //! Bursts of triggers coalesce into one reconcile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -25,7 +25,7 @@ use crate::discovery::{Scan, scan_devices};
 use crate::events::{EventPublisher, Severity};
 use crate::metrics::{Health, Metrics};
 use crate::naming::node_label_value;
-use crate::plan::{ExistingPv, plan};
+use crate::plan::{ExistingPv, LostDevice, lost_devices, plan};
 use crate::pv::{HOSTNAME_LABEL, NODE_LABEL, NodeFacts};
 use crate::spec::{PV_SPEC_CONFIGMAP_ANNOTATION, PvSpec, parse_pv_spec};
 use crate::watch::Watched;
@@ -108,6 +108,9 @@ pub struct Provisioner {
     spec_state: Option<SpecState>,
     reported_problems: BTreeMap<String, String>,
     create_retry_at: Option<Instant>,
+    missing_since: HashMap<String, Instant>,
+    reported_lost: BTreeSet<String>,
+    recheck_at: Option<Instant>,
     api_ok: bool,
 }
 
@@ -165,6 +168,9 @@ impl Provisioner {
             spec_state: None,
             reported_problems: BTreeMap::new(),
             create_retry_at: None,
+            missing_since: HashMap::new(),
+            reported_lost: BTreeSet::new(),
+            recheck_at: None,
             api_ok: true,
         }
     }
@@ -178,10 +184,14 @@ impl Provisioner {
         let mut sweep = tokio::time::interval(self.settings.cleanup_interval);
         sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let retry_at = [self.cleaner.next_retry(), self.create_retry_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let retry_at = [
+                self.cleaner.next_retry(),
+                self.create_retry_at,
+                self.recheck_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let retry = async move {
                 match retry_at {
                     Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -251,8 +261,9 @@ impl Provisioner {
             .released_pending
             .set(pvs.iter().filter(|pv| needs_cleanup(pv)).count() as i64);
 
-        let scan = match self.scan(&spec).await {
-            Ok(scan) => scan,
+        let existing: Vec<ExistingPv> = pvs.iter().map(|pv| ExistingPv::from_pv(pv)).collect();
+        let (scan, missing) = match self.scan(&spec, &existing).await {
+            Ok(result) => result,
             Err(error) => {
                 self.set_spec_state(
                     SpecState::DeviceDirUnreadable(cm_name, error),
@@ -265,7 +276,7 @@ impl Provisioner {
         };
         self.set_spec_state(SpecState::Ready(cm_name, summarize(&spec)), Some(&node_ref))
             .await;
-        let existing: Vec<ExistingPv> = pvs.iter().map(|pv| ExistingPv::from_pv(pv)).collect();
+        self.handle_missing_devices(&pvs, &existing, missing).await;
         let decided = plan(
             &facts,
             &spec,
@@ -362,20 +373,166 @@ impl Provisioner {
         }
     }
 
-    async fn scan(&self, spec: &PvSpec) -> Result<Scan, String> {
+    /// Scans `deviceDir`, and checks which existing PVs' devices are missing
+    /// (their path no longer leads to a block device). Blocking I/O, run off
+    /// the runtime.
+    async fn scan(
+        &self,
+        spec: &PvSpec,
+        existing: &[ExistingPv],
+    ) -> Result<(Scan, BTreeSet<String>), String> {
         let dir = spec.device_dir.clone();
         let filter = spec.device_name_filter.clone();
-        let scanned = tokio::task::spawn_blocking(move || scan_devices(&dir, &filter))
-            .await
-            .map_err(|error| format!("device scan failed: {error}"))?;
+        let paths: Vec<(String, std::path::PathBuf)> = existing
+            .iter()
+            .filter(|pv| !pv.deleting)
+            .filter_map(|pv| Some((pv.name.clone(), pv.path.clone()?)))
+            .collect();
+        let (scanned, missing) = tokio::task::spawn_blocking(move || {
+            let missing: BTreeSet<String> = paths
+                .into_iter()
+                .filter(|(_, path)| {
+                    std::fs::metadata(path)
+                        .ok()
+                        .and_then(|metadata| crate::blockdev::block_device_number(&metadata))
+                        .is_none()
+                })
+                .map(|(name, _)| name)
+                .collect();
+            (scan_devices(&dir, &filter), missing)
+        })
+        .await
+        .map_err(|error| format!("device scan failed: {error}"))?;
         match scanned {
-            Ok(scan) => Ok(scan),
+            Ok(scan) => Ok((scan, missing)),
             Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(dir = %spec.device_dir.display(), "deviceDir does not exist (yet): no devices");
-                Ok(Scan::default())
+                Ok((Scan::default(), missing))
             }
             Err(error) => Err(error.to_string()),
         }
+    }
+
+    /// Device loss: once a PV's device has been missing for the grace
+    /// period, an unclaimed Available PV is deleted (so no claim binds to a
+    /// missing disk) and any other PV is kept and reported. Each PV is
+    /// reported once, and again when its device returns.
+    async fn handle_missing_devices(
+        &mut self,
+        pvs: &[Arc<PersistentVolume>],
+        existing: &[ExistingPv],
+        missing: BTreeSet<String>,
+    ) {
+        let now = Instant::now();
+        let grace = self.settings.device_loss_grace;
+        self.missing_since.retain(|name, _| missing.contains(name));
+        for name in missing {
+            self.missing_since.entry(name).or_insert(now);
+        }
+        let lost: BTreeSet<String> = self
+            .missing_since
+            .iter()
+            .filter(|(_, since)| now.duration_since(**since) >= grace)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.recheck_at = self
+            .missing_since
+            .values()
+            .map(|since| *since + grace)
+            .filter(|deadline| *deadline > now)
+            .min();
+        let returned: Vec<String> = self.reported_lost.difference(&lost).cloned().collect();
+        for name in returned {
+            self.reported_lost.remove(&name);
+            if let Some(pv) = pvs
+                .iter()
+                .find(|pv| pv.metadata.name.as_deref() == Some(name.as_str()))
+            {
+                tracing::info!(pv = %name, "the PersistentVolume's device is back");
+                self.events
+                    .publish(
+                        &pv.object_ref(&()),
+                        Severity::Normal,
+                        "DeviceReturned",
+                        "Discover",
+                        "The device of this PersistentVolume is present again",
+                    )
+                    .await;
+            }
+        }
+        let mut kept = 0;
+        for action in lost_devices(existing, &lost) {
+            let name = match &action {
+                LostDevice::DeleteAvailable(name) | LostDevice::Keep(name) => name.clone(),
+            };
+            let Some(pv) = pvs
+                .iter()
+                .find(|pv| pv.metadata.name.as_deref() == Some(name.as_str()))
+            else {
+                continue;
+            };
+            let path = pv
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.local.as_ref())
+                .map(|local| local.path.clone())
+                .unwrap_or_default();
+            match action {
+                LostDevice::DeleteAvailable(_) => {
+                    let params = DeleteParams {
+                        preconditions: Some(Preconditions {
+                            uid: pv.metadata.uid.clone(),
+                            resource_version: pv.metadata.resource_version.clone(),
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                    match api.delete(&name, &params).await {
+                        Ok(_) => {
+                            let note = format!(
+                                "Device {path} is missing; the Available PersistentVolume is deleted so no claim binds to it, and it comes back when the device does"
+                            );
+                            tracing::warn!(pv = %name, device = %path, "{note}");
+                            self.events
+                                .publish(
+                                    &pv.object_ref(&()),
+                                    Severity::Warning,
+                                    "DeviceMissing",
+                                    "Delete",
+                                    &note,
+                                )
+                                .await;
+                        }
+                        Err(error) => {
+                            self.metrics
+                                .api_errors
+                                .with_label_values(&["delete_pv"])
+                                .inc();
+                            tracing::warn!(pv = %name, %error, "deleting the PV of a missing device failed; retrying");
+                        }
+                    }
+                }
+                LostDevice::Keep(_) => {
+                    kept += 1;
+                    if self.reported_lost.insert(name.clone()) {
+                        let note = format!(
+                            "Device {path} is missing; the PersistentVolume is kept (it is in use or reserved) and nothing is lost if the device returns"
+                        );
+                        tracing::warn!(pv = %name, device = %path, "{note}");
+                        self.events
+                            .publish(
+                                &pv.object_ref(&()),
+                                Severity::Warning,
+                                "DeviceMissing",
+                                "Discover",
+                                &note,
+                            )
+                            .await;
+                    }
+                }
+            }
+        }
+        self.metrics.missing_devices.set(kept);
     }
 
     /// Creates one PV. `Err(Some(problem))`: the device cannot get this PV

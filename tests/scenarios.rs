@@ -558,3 +558,100 @@ async fn missing_required_flag_exits_with_one_clear_line() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--namespace-name"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_devices_delete_available_pvs_and_keep_bound_ones() {
+    let world = World::new().await;
+    let free = LoopDevice::filled(8 * MIB);
+    let used = LoopDevice::filled(8 * MIB);
+    world.link("free", &free);
+    world.link("used", &used);
+    world.put_block_spec("spec", ".*").await;
+    world.add_node("node-h", Some("spec")).await;
+    let process = world.start(
+        "node-h",
+        vec![
+            ("LP_DEVICE_LOSS_GRACE", "1s".into()),
+            ("LP_POLLING_INTERVAL", "1s".into()),
+        ],
+    );
+    eventually("two Available PVs", WAIT, || async {
+        let pvs = world.pvs().await;
+        let available = pvs
+            .iter()
+            .filter(|pv| pv.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Available"))
+            .count();
+        (available == 2).then_some(())
+    })
+    .await;
+    world.server.bind_pv("local-node-h-used", "apps", "data");
+    let used_uid = world
+        .pvs()
+        .await
+        .into_iter()
+        .find(|pv| pv.metadata.name.as_deref() == Some("local-node-h-used"))
+        .and_then(|pv| pv.metadata.uid)
+        .unwrap();
+
+    // Both disks vanish (their links disappear, as udev removes them on unplug).
+    std::fs::remove_file(world.device_dir.path().join("free")).unwrap();
+    std::fs::remove_file(world.device_dir.path().join("used")).unwrap();
+    eventually(
+        "the Available PV of the lost disk deleted",
+        WAIT,
+        || async {
+            (world.pv_names().await == vec!["local-node-h-used".to_string()]).then_some(())
+        },
+    )
+    .await;
+    wait_metric(&process, &metric("missing_devices", "node-h"), 1.0).await;
+    let missing: Vec<String> = world
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("DeviceMissing"))
+        .filter_map(|e| e.regarding?.name)
+        .collect();
+    assert!(
+        missing.contains(&"local-node-h-free".to_string()),
+        "{missing:?}"
+    );
+    eventually("a DeviceMissing Event for the Bound PV", WAIT, || async {
+        world.events().await.into_iter().find(|e| {
+            e.reason.as_deref() == Some("DeviceMissing")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("local-node-h-used")
+        })
+    })
+    .await;
+
+    // They come back: the Bound PV is untouched, the free disk gets a fresh PV.
+    world.link("free", &free);
+    world.link("used", &used);
+    eventually("both PVs again", WAIT, || async {
+        (world.pv_names().await
+            == vec![
+                "local-node-h-free".to_string(),
+                "local-node-h-used".to_string(),
+            ])
+        .then_some(())
+    })
+    .await;
+    wait_metric(&process, &metric("missing_devices", "node-h"), 0.0).await;
+    world.wait_for_event("DeviceReturned").await;
+    let still_used = world
+        .pvs()
+        .await
+        .into_iter()
+        .find(|pv| pv.metadata.name.as_deref() == Some("local-node-h-used"))
+        .unwrap();
+    assert_eq!(
+        still_used.metadata.uid.as_deref(),
+        Some(used_uid.as_str()),
+        "the Bound PV is kept"
+    );
+    assert_eq!(still_used.status.unwrap().phase.as_deref(), Some("Bound"));
+    assert!(
+        used.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE),
+        "its data is intact"
+    );
+}
