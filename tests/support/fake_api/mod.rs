@@ -278,6 +278,18 @@ impl FakeApiServer {
             .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
     }
 
+    /// Replaces an object directly in the store, as if PUT (same checks, a
+    /// watch event, no request recorded); returns it as stored. Panics when
+    /// the server would refuse it.
+    pub fn replace_object(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
+        let res = resources::by_name(resource);
+        let ns = resources::meta_str(&object, "namespace").to_string();
+        let name = resources::meta_str(&object, "name").to_string();
+        self.store()
+            .update(res, &ns, &name, object, false)
+            .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
+    }
+
     /// Sets `status.phase` of a PersistentVolume (as the PV controller would).
     /// Panics when the PV does not exist.
     pub fn set_pv_phase(&self, name: &str, phase: &str) {
