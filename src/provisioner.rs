@@ -709,10 +709,16 @@ impl Provisioner {
         if self.spec_state.as_ref() == Some(&state) {
             return;
         }
-        if state.is_error() {
-            tracing::error!(node = %self.settings.node_name, "{state}");
-        } else {
-            tracing::info!(node = %self.settings.node_name, "{state}");
+        match &state {
+            // The spec's values stay at debug level; errors name only the offending key and value.
+            SpecState::Ready(name, summary) => {
+                tracing::info!(node = %self.settings.node_name, configmap = %name, "using the PV spec ConfigMap");
+                tracing::debug!(node = %self.settings.node_name, configmap = %name, "PV spec: {summary}");
+            }
+            state if state.is_error() => {
+                tracing::error!(node = %self.settings.node_name, "{state}")
+            }
+            state => tracing::info!(node = %self.settings.node_name, "{state}"),
         }
         if let Some(node_ref) = node_ref {
             let (severity, reason) = match &state {
