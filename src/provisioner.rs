@@ -90,6 +90,16 @@ impl fmt::Display for SpecState {
     }
 }
 
+/// The outcome of looking up the node's PV spec.
+enum SpecResolution {
+    /// The ConfigMap's watch has not delivered its first list yet.
+    Waiting,
+    /// No usable spec (none configured, missing, invalid): the node is left alone.
+    Unusable,
+    /// The ConfigMap's name and its valid spec.
+    Usable(String, PvSpec),
+}
+
 /// The controller of one node.
 pub struct Provisioner {
     settings: ControllerSettings,
@@ -237,10 +247,19 @@ impl Provisioner {
             return;
         };
         let node_ref = node.object_ref(&());
-        let Some((cm_name, spec)) = self.resolve_spec(&node, &node_ref).await else {
-            self.clear_device_gauges();
-            self.health.set_ready(!watches_failing);
-            return;
+        let (cm_name, spec) = match self.resolve_spec(&node, &node_ref).await {
+            SpecResolution::Usable(cm_name, spec) => (cm_name, spec),
+            SpecResolution::Waiting => return,
+            SpecResolution::Unusable => {
+                self.clear_device_gauges();
+                let spec_watch_failing = self
+                    .spec_source
+                    .as_ref()
+                    .is_some_and(|(_, w)| w.is_failing());
+                self.health
+                    .set_ready(!watches_failing && !spec_watch_failing);
+                return;
+            }
         };
         let facts = NodeFacts {
             name: self.settings.node_name.clone(),
@@ -292,6 +311,7 @@ impl Provisioner {
         let mut created_all = true;
         if self.create_retry_at.is_none_or(|at| at <= Instant::now()) {
             self.create_retry_at = None;
+            self.api_ok = true;
             for pv in &decided.create {
                 if let Err(problem) = self.create(pv, &node_ref).await {
                     if let Some(problem) = problem {
@@ -308,18 +328,18 @@ impl Provisioner {
         self.metrics.error_devices.set(problems.len() as i64);
         if !created_all {
             self.create_retry_at = Some(Instant::now() + CREATE_RETRY);
+            self.api_ok = false;
         }
-        self.api_ok = created_all;
-        self.health.set_ready(self.api_ok && !watches_failing);
+        let spec_watch_failing = self
+            .spec_source
+            .as_ref()
+            .is_some_and(|(_, w)| w.is_failing());
+        self.health
+            .set_ready(self.api_ok && !watches_failing && !spec_watch_failing);
     }
 
-    /// Finds and parses the node's PV spec, reporting every state change
-    /// once; `None` when there is no usable spec.
-    async fn resolve_spec(
-        &mut self,
-        node: &Node,
-        node_ref: &ObjectReference,
-    ) -> Option<(String, PvSpec)> {
+    /// Finds and parses the node's PV spec, reporting every state change once.
+    async fn resolve_spec(&mut self, node: &Node, node_ref: &ObjectReference) -> SpecResolution {
         let annotated = node
             .metadata
             .annotations
@@ -332,8 +352,17 @@ impl Provisioner {
             self.spec_source = None;
             self.set_spec_state(SpecState::NotConfigured, Some(node_ref))
                 .await;
-            return None;
+            return SpecResolution::Unusable;
         };
+        if !crate::naming::is_dns1123_subdomain(&cm_name) {
+            self.spec_source = None;
+            let error = format!(
+                "annotation {PV_SPEC_CONFIGMAP_ANNOTATION} (or --default-pv-spec-configmap) is not a valid ConfigMap name"
+            );
+            self.set_spec_state(SpecState::Invalid(cm_name, error), Some(node_ref))
+                .await;
+            return SpecResolution::Unusable;
+        }
         if self
             .spec_source
             .as_ref()
@@ -349,26 +378,28 @@ impl Provisioner {
             );
             self.spec_source = Some((cm_name.clone(), watched));
         }
-        let (_, watched) = self.spec_source.as_ref()?;
+        let Some((_, watched)) = self.spec_source.as_ref() else {
+            return SpecResolution::Waiting;
+        };
         if !watched.is_synced() {
-            return None;
+            return SpecResolution::Waiting;
         }
         let key = ObjectRef::new(&cm_name).within(&self.settings.namespace);
         let Some(configmap) = watched.store.get(&key) else {
             self.set_spec_state(SpecState::ConfigMapMissing(cm_name), Some(node_ref))
                 .await;
-            return None;
+            return SpecResolution::Unusable;
         };
         let data = configmap.data.clone().unwrap_or_default();
         match parse_pv_spec(&data) {
-            Ok(spec) => Some((cm_name, spec)),
+            Ok(spec) => SpecResolution::Usable(cm_name, spec),
             Err(error) => {
                 self.set_spec_state(
                     SpecState::Invalid(cm_name, error.to_string()),
                     Some(node_ref),
                 )
                 .await;
-                None
+                SpecResolution::Unusable
             }
         }
     }
