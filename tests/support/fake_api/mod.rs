@@ -18,9 +18,10 @@
 //! `configmaps`, `persistentvolumeclaims`, `events`, `events.k8s.io/v1`
 //! `events` (namespaced) and `storage.k8s.io/v1` `storageclasses`
 //! (cluster-scoped), plus `/version`, `/api`, `/apis`, `/api/v1`,
-//! `/apis/events.k8s.io/v1`, `/apis/storage.k8s.io/v1` and `/healthz`. A fresh server holds the
-//! namespaces `default`, `kube-system`, `kube-public` and `kube-node-lease`;
-//! namespaced objects can only be created in an existing namespace.
+//! `/apis/events.k8s.io/v1`, `/apis/storage.k8s.io/v1` and `/healthz`. A
+//! fresh server holds the namespaces `default`, `kube-system`, `kube-public`
+//! and `kube-node-lease`; namespaced objects can only be created in an
+//! existing namespace.
 //!
 //! Simplifications against a real kube-apiserver: no authentication, JSON
 //! only; `limit`/`continue` are ignored (lists are never paginated) and lists
