@@ -156,6 +156,16 @@ pub(super) const RESOURCES: &[ResourceDef] = &[
         ],
         name_rule: NameRule::Subdomain,
     },
+    ResourceDef {
+        group: "storage.k8s.io",
+        version: "v1",
+        plural: "storageclasses",
+        kind: "StorageClass",
+        namespaced: false,
+        has_status: false,
+        extra_fields: &[],
+        name_rule: NameRule::Subdomain,
+    },
 ];
 
 /// Resource id of `namespaces`.
@@ -166,6 +176,8 @@ pub(super) const NODES: usize = 1;
 pub(super) const PVS: usize = 3;
 /// Resource id of `persistentvolumeclaims`.
 pub(super) const PVCS: usize = 4;
+/// Resource id of `storageclasses` (`storage.k8s.io/v1`).
+pub(super) const STORAGE_CLASSES: usize = 7;
 
 /// Finds a resource by group, version and plural.
 pub(super) fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -498,8 +510,8 @@ pub(super) fn validate_name(res: &ResourceDef, name: &str) -> Vec<Cause> {
     causes
 }
 
-/// Resource-specific spec validation (PersistentVolumes and claims); other
-/// resources accept any content.
+/// Resource-specific spec validation (PersistentVolumes, claims and storage
+/// classes); other resources accept any content.
 pub(super) fn validate_spec(res_id: usize, obj: &Value) -> Vec<Cause> {
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     let mut causes = Vec::new();
@@ -566,6 +578,20 @@ pub(super) fn validate_spec(res_id: usize, obj: &Value) -> Vec<Cause> {
             }
             if empty(spec.pointer("/resources/requests/storage")) {
                 causes.push(Cause::required("spec.resources[storage]", ""));
+            }
+        }
+        STORAGE_CLASSES => {
+            if empty(obj.get("provisioner")) {
+                causes.push(Cause::required("provisioner", ""));
+            }
+            let mode = obj.get("volumeBindingMode").and_then(Value::as_str);
+            if let Some(mode) = mode.filter(|m| !["Immediate", "WaitForFirstConsumer"].contains(m))
+            {
+                causes.push(Cause::invalid(
+                    "volumeBindingMode",
+                    mode,
+                    "supported values: \"Immediate\", \"WaitForFirstConsumer\"",
+                ));
             }
         }
         _ => {}

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::resources::{
-    ApiError, Cause, NAMESPACES, PVCS, PVS, RESOURCES, finalizers, meta_mut, meta_str,
-    validate_name, validate_spec,
+    ApiError, Cause, NAMESPACES, PVCS, PVS, RESOURCES, STORAGE_CLASSES, finalizers, meta_mut,
+    meta_str, validate_name, validate_spec,
 };
 
 /// How many changes the history keeps for watch replay.
@@ -558,6 +558,14 @@ fn default_on_create(res: usize, obj: &mut Value) {
                 obj["spec"]["volumeMode"] = json!("Filesystem");
             }
             add_finalizer(obj, PVC_PROTECTION);
+        }
+        STORAGE_CLASSES => {
+            if obj.get("reclaimPolicy").is_none() {
+                obj["reclaimPolicy"] = json!("Delete");
+            }
+            if obj.get("volumeBindingMode").is_none() {
+                obj["volumeBindingMode"] = json!("Immediate");
+            }
         }
         _ => {}
     }
