@@ -138,10 +138,8 @@ async fn lifecycle() {
 
 /// A wipe the provisioner runs itself is not a problem with the device: no
 /// `DeviceSkipped` Warning Event about the Node while its own wipe holds the
-/// device's lock. Ignored while the controller fails it; run it with
-/// `cargo test --test e2e -- --ignored`.
+/// device's lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "controller bug: the device of the node's own in-flight wipe is reported as a skipped device"]
 async fn own_wipe_is_not_a_skipped_device() {
     run(Scenario::OwnWipe).await;
 }

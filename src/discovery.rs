@@ -43,6 +43,8 @@ pub struct DeviceProblem {
     pub path: PathBuf,
     /// Human-readable reason.
     pub reason: String,
+    /// The block device the entry leads to, when it got that far.
+    pub number: Option<DeviceNumber>,
 }
 
 /// The result of one scan of `deviceDir`.
@@ -101,12 +103,15 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
     let mut first_name_of: BTreeMap<DeviceNumber, String> = BTreeMap::new();
     for (name, name_check) in names {
         let path = dir.join(&name);
-        let outcome = name_check.and_then(|()| inspect(&path, &name, &mounts));
+        let outcome = name_check
+            .map_err(Unusable::from)
+            .and_then(|()| inspect(&path, &name, &mounts));
         match outcome {
             Ok(device) => {
                 if let Some(first) = first_name_of.get(&device.number) {
                     scan.problems.push(DeviceProblem {
                         reason: format!("same device {} as entry {first:?}", device.number),
+                        number: Some(device.number),
                         name,
                         path,
                     });
@@ -115,14 +120,34 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
                     scan.devices.push(device);
                 }
             }
-            Err(reason) => scan.problems.push(DeviceProblem { name, path, reason }),
+            Err(Unusable { reason, number }) => scan.problems.push(DeviceProblem {
+                name,
+                path,
+                reason,
+                number,
+            }),
         }
     }
     Ok(scan)
 }
 
-/// Inspects one entry; `Err` holds the reason it is unusable.
-fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, String> {
+/// Why an entry cannot be used, and its device when it got that far.
+struct Unusable {
+    reason: String,
+    number: Option<DeviceNumber>,
+}
+
+impl From<String> for Unusable {
+    fn from(reason: String) -> Self {
+        Unusable {
+            reason,
+            number: None,
+        }
+    }
+}
+
+/// Inspects one entry.
+fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Unusable> {
     let resolved = fs::canonicalize(path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => "dangling symlink".to_string(),
         _ => format!("cannot resolve: {error}"),
@@ -139,17 +164,32 @@ fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Strin
         };
         format!("not a block device ({} is {kind})", resolved.display())
     })?;
+    let unusable = |reason: String| Unusable {
+        reason,
+        number: Some(number),
+    };
     let file = blockdev::open_read_only(&resolved)
-        .map_err(|error| format!("cannot open {}: {error}", resolved.display()))?;
+        .map_err(|error| unusable(format!("cannot open {}: {error}", resolved.display())))?;
     // A shared lock: it fails only while a wipe (which holds the exclusive
     // lock) runs on this device, possibly in another provisioner pod.
-    let locked = Flock::lock(file, FlockArg::LockSharedNonblock)
-        .map_err(|_| format!("{} is locked by a wipe in progress", resolved.display()))?;
-    let size_bytes = blockdev::size_in_bytes(&locked)
-        .map_err(|error| format!("cannot read the size of {}: {error}", resolved.display()))?;
+    let locked = Flock::lock(file, FlockArg::LockSharedNonblock).map_err(|_| {
+        unusable(format!(
+            "{} is locked by a wipe in progress",
+            resolved.display()
+        ))
+    })?;
+    let size_bytes = blockdev::size_in_bytes(&locked).map_err(|error| {
+        unusable(format!(
+            "cannot read the size of {}: {error}",
+            resolved.display()
+        ))
+    })?;
     drop(locked);
     if size_bytes == 0 {
-        return Err(format!("{} has size 0 (no medium?)", resolved.display()));
+        return Err(unusable(format!(
+            "{} has size 0 (no medium?)",
+            resolved.display()
+        )));
     }
     Ok(Device {
         name: name.to_string(),

@@ -131,8 +131,17 @@ pub fn plan(
         &holders,
     );
 
+    // A device locked by this node's own wipe is not a problem: its PV is
+    // being cleaned and it comes back.
+    let (own_wipes, problems): (Vec<&DeviceProblem>, Vec<&DeviceProblem>) =
+        scan.problems.iter().partition(|problem| {
+            problem
+                .number
+                .is_some_and(|number| wipes_in_flight.contains(&number))
+        });
     let mut result = Plan {
-        problems: scan.problems.clone(),
+        problems: problems.into_iter().cloned().collect(),
+        available: own_wipes.len(),
         collisions: names.collisions.clone(),
         ..Plan::default()
     };
@@ -140,6 +149,7 @@ pub fn plan(
         name: device.name.clone(),
         path: device.path.clone(),
         reason,
+        number: Some(device.number),
     };
     for device in &scan.devices {
         if by_path.contains_key(device.path.as_path()) || covered_numbers.contains(&device.number) {
@@ -326,6 +336,29 @@ mod tests {
         let plan = plan(&node(), &spec(), &scan(vec![device("a", 1)]), &[], &wiping);
         assert!(plan.create.is_empty());
         assert_eq!(plan.available, 1);
+    }
+
+    #[test]
+    fn a_device_locked_by_our_own_wipe_is_available_not_a_problem() {
+        let locked = |minor| DeviceProblem {
+            name: format!("d{minor}"),
+            path: PathBuf::from(format!("/dev/disks/d{minor}")),
+            reason: "locked by a wipe in progress".into(),
+            number: Some(DeviceNumber { major: 7, minor }),
+        };
+        let scan = Scan {
+            devices: vec![],
+            problems: vec![locked(1), locked(2)],
+        };
+        let wiping = BTreeSet::from([DeviceNumber { major: 7, minor: 1 }]);
+        let plan = plan(&node(), &spec(), &scan, &[], &wiping);
+        assert_eq!(plan.available, 1);
+        assert_eq!(
+            plan.problems.len(),
+            1,
+            "another process's lock is still reported"
+        );
+        assert_eq!(plan.problems[0].name, "d2");
     }
 
     #[test]

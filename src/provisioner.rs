@@ -610,6 +610,7 @@ impl Provisioner {
                         reason: format!(
                             "PV name {name} is taken by a PersistentVolume this node does not own"
                         ),
+                        number: None,
                     }))
                 }
             }
@@ -636,6 +637,7 @@ impl Provisioner {
                     name: path.rsplit('/').next().unwrap_or_default().to_string(),
                     path: path.into(),
                     reason: message,
+                    number: None,
                 }))
             }
             Err(error) => {
