@@ -43,9 +43,11 @@ impl ProvisionerProcess {
     /// Starts the binary with the flags given through `LP_*` variables.
     pub fn start(options: ProvisionerOptions<'_>) -> Self {
         let metrics_port = free_port();
+        // A node name may be 253 characters; a file name at most 255 bytes.
+        let node_part: String = options.node.chars().take(64).collect();
         let log_path = options
             .log_dir
-            .join(format!("provisioner-{}-{metrics_port}.log", options.node));
+            .join(format!("provisioner-{node_part}-{metrics_port}.log"));
         let log = File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_local-pv-provisioner"));
         command
