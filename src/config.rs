@@ -202,10 +202,14 @@ impl ControllerArgs {
         let default_pv_spec_configmap = self
             .default_pv_spec_configmap
             .filter(|name| !name.is_empty());
-        let instance = self
+        // Events accept a reporting instance of at most 128 characters.
+        let mut instance = self
             .pod_name
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| format!("local-pv-provisioner-{node_name}"));
+        while instance.len() > 128 {
+            instance.pop();
+        }
         Ok(ControllerSettings {
             metrics_addr: self.metrics_addr,
             node_name,

@@ -293,7 +293,12 @@ impl Provisioner {
                 return;
             }
         };
-        self.set_spec_state(SpecState::Ready(cm_name, summarize(&spec)), Some(&node_ref))
+        let mut summary = summarize(&spec);
+        let scan = scan.unwrap_or_else(|| {
+            summary.push_str(" (deviceDir does not exist yet: no devices)");
+            Scan::default()
+        });
+        self.set_spec_state(SpecState::Ready(cm_name, summary), Some(&node_ref))
             .await;
         self.handle_missing_devices(&pvs, &existing, missing).await;
         let decided = plan(
@@ -308,6 +313,7 @@ impl Provisioner {
         }
 
         let mut problems = decided.problems.clone();
+        let mut available = decided.available;
         let mut created_all = true;
         if self.create_retry_at.is_none_or(|at| at <= Instant::now()) {
             self.create_retry_at = None;
@@ -315,6 +321,7 @@ impl Provisioner {
             for pv in &decided.create {
                 if let Err(problem) = self.create(pv, &node_ref).await {
                     if let Some(problem) = problem {
+                        available -= 1;
                         problems.push(problem);
                     } else {
                         created_all = false;
@@ -324,7 +331,7 @@ impl Provisioner {
             }
         }
         self.report_problems(&problems, &node_ref).await;
-        self.metrics.available_devices.set(decided.available as i64);
+        self.metrics.available_devices.set(available as i64);
         self.metrics.error_devices.set(problems.len() as i64);
         if !created_all {
             self.create_retry_at = Some(Instant::now() + CREATE_RETRY);
@@ -404,14 +411,14 @@ impl Provisioner {
         }
     }
 
-    /// Scans `deviceDir`, and checks which existing PVs' devices are missing
-    /// (their path no longer leads to a block device). Blocking I/O, run off
-    /// the runtime.
+    /// Scans `deviceDir` (`None` when it does not exist), and checks which
+    /// existing PVs' devices are missing (their path no longer leads to a
+    /// block device). Blocking I/O, run off the runtime.
     async fn scan(
         &self,
         spec: &PvSpec,
         existing: &[ExistingPv],
-    ) -> Result<(Scan, BTreeSet<String>), String> {
+    ) -> Result<(Option<Scan>, BTreeSet<String>), String> {
         let dir = spec.device_dir.clone();
         let filter = spec.device_name_filter.clone();
         let paths: Vec<(String, std::path::PathBuf)> = existing
@@ -435,10 +442,9 @@ impl Provisioner {
         .await
         .map_err(|error| format!("device scan failed: {error}"))?;
         match scanned {
-            Ok(scan) => Ok((scan, missing)),
+            Ok(scan) => Ok((Some(scan), missing)),
             Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => {
-                tracing::debug!(dir = %spec.device_dir.display(), "deviceDir does not exist (yet): no devices");
-                Ok((Scan::default(), missing))
+                Ok((None, missing))
             }
             Err(error) => Err(error.to_string()),
         }
@@ -746,6 +752,9 @@ impl Provisioner {
             // The spec's values stay at debug level; errors name only the offending key and value.
             SpecState::Ready(name, summary) => {
                 tracing::info!(node = %self.settings.node_name, configmap = %name, "using the PV spec ConfigMap");
+                if summary.contains("deviceDir does not exist") {
+                    tracing::warn!(node = %self.settings.node_name, configmap = %name, "deviceDir does not exist (yet): no devices");
+                }
                 tracing::debug!(node = %self.settings.node_name, configmap = %name, "PV spec: {summary}");
             }
             state if state.is_error() => {

@@ -125,8 +125,9 @@ pub enum SpecError {
         /// The key.
         key: &'static str,
     },
-    /// A key holds a value that is not accepted.
-    #[error("key {key:?} has invalid value {value}: {reason}")]
+    /// A key holds a value that is not accepted. The reason comes before
+    /// the value so a shortened message still says what is wrong.
+    #[error("key {key:?}: {reason} (value {value})")]
     InvalidValue {
         /// The key.
         key: &'static str,
@@ -137,20 +138,24 @@ pub enum SpecError {
     },
 }
 
-/// A ConfigMap value as shown in an error: quoted and cut to 200 characters
-/// so a huge value cannot flood logs and Events.
+/// A ConfigMap value as shown in an error: quoted with control characters
+/// escaped, and cut to 200 bytes of that, so a huge or binary value cannot
+/// flood logs and Events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShownValue(String);
 
 impl ShownValue {
     fn new(value: &str) -> Self {
         const MAX_SHOWN: usize = 200;
-        let shown: String = value.chars().take(MAX_SHOWN).collect();
-        if shown.len() < value.len() {
-            ShownValue(format!("{shown:?}… ({} bytes)", value.len()))
-        } else {
-            ShownValue(format!("{shown:?}"))
+        let quoted = format!("{value:?}");
+        if quoted.len() <= MAX_SHOWN {
+            return ShownValue(quoted);
         }
+        let mut end = MAX_SHOWN;
+        while !quoted.is_char_boundary(end) {
+            end -= 1;
+        }
+        ShownValue(format!("{}… ({} bytes)", &quoted[..end], value.len()))
     }
 }
 
@@ -257,6 +262,13 @@ fn parse_wipe_bytes(value: &str) -> Result<u64, SpecError> {
         Some(split) => value.split_at(split),
         None => (value, ""),
     };
+    if number.is_empty() {
+        return Err(invalid(
+            KEY_WIPE_BYTES,
+            value,
+            "must be a whole number of bytes, optionally with a Ki, Mi, Gi or Ti suffix",
+        ));
+    }
     let multiplier: u64 = match unit {
         "" => 1,
         "Ki" => 1 << 10,
@@ -302,6 +314,9 @@ fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
     if value.contains('\0') {
         return Err(invalid(KEY_DEVICE_DIR, value, "contains a NUL byte"));
     }
+    if value.trim() != value {
+        return Err(invalid(KEY_DEVICE_DIR, value, PADDED));
+    }
     let path = Path::new(value);
     if !path.is_absolute() {
         return Err(invalid(KEY_DEVICE_DIR, value, "must be an absolute path"));
@@ -329,7 +344,13 @@ fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
     Ok(normalised)
 }
 
+/// Why a value with white space at either end is refused.
+const PADDED: &str = "has white space at the start or end (a YAML block scalar adds a trailing newline: quote the value)";
+
 fn parse_filter(value: &str) -> Result<Regex, SpecError> {
+    if value.trim() != value {
+        return Err(invalid(KEY_DEVICE_NAME_FILTER, value, PADDED));
+    }
     if value.len() > MAX_FILTER_LEN {
         return Err(invalid(
             KEY_DEVICE_NAME_FILTER,
@@ -430,6 +451,8 @@ mod tests {
             ("deviceDir", Some("dev/disk"), "absolute"),
             ("deviceDir", Some("/dev/../etc"), ".."),
             ("deviceDir", Some("/"), "root"),
+            ("deviceDir", Some("/dev/disk/by-path/\n"), "white space"),
+            ("deviceNameFilter", Some("^sd[a-z]$\n"), "white space"),
             ("deviceDir", Some("/dev/a\0b"), "NUL"),
             ("deviceNameFilter", None, "missing"),
             ("deviceNameFilter", Some("sd[a-"), "regular expression"),
@@ -467,6 +490,10 @@ mod tests {
             if let Some(value) = value {
                 let shown = format!("{:?}", value.chars().take(20).collect::<String>());
                 assert!(message.contains(shown.trim_end_matches('"')), "{message}");
+                assert!(
+                    message.find(expected) < message.find("(value"),
+                    "the reason comes first: {message}"
+                );
             }
         }
     }
@@ -496,6 +523,22 @@ mod tests {
                 .to_string()
                 .contains("must not be set when volumeMode is \"Block\"")
         );
+    }
+
+    #[test]
+    fn control_characters_cannot_blow_up_errors() {
+        let mut map = fs_spec();
+        map.insert("volumeMode".into(), "\u{7f}".repeat(100_000));
+        let message = parse_pv_spec(&map).unwrap_err().to_string();
+        assert!(message.len() < 400, "{}", message.len());
+        assert!(message.contains("must be \"Filesystem\" or \"Block\""));
+        map.insert("volumeMode".into(), "Block".into());
+        map.remove("fsType");
+        for empty in ["", "Mi"] {
+            map.insert("wipeBytes".into(), empty.into());
+            let message = parse_pv_spec(&map).unwrap_err().to_string();
+            assert!(message.contains("whole number of bytes"), "{message}");
+        }
     }
 
     #[test]

@@ -104,7 +104,12 @@ fn valid_label_value(value: &str) -> bool {
 
 /// The normalised `deviceDir`, or `None` when it must be refused.
 fn oracle_device_dir(value: &str) -> Option<String> {
-    if value.is_empty() || value.len() > 4096 || value.contains('\0') || !value.starts_with('/') {
+    if value.is_empty()
+        || value.len() > 4096
+        || value.contains('\0')
+        || !value.starts_with('/')
+        || value.trim() != value
+    {
         return None;
     }
     let parts: Vec<&str> = value
@@ -685,6 +690,9 @@ proptest! {
                     name: plain_pv_name(&node, &device.name).unwrap_or_else(|| hashed_pv_name(&node, &device.name)),
                     path: Some(device.path.clone()),
                     number: Some(device.number),
+                    phase: Some("Available".into()),
+                    claimed: false,
+                    deleting: false,
                 });
             }
         }
@@ -692,7 +700,14 @@ proptest! {
             let device = index.get(&devices);
             let name = plain_pv_name(&node, &device.name).unwrap_or_else(|| hashed_pv_name(&node, &device.name));
             if !existing.iter().any(|pv| pv.name == name) {
-                existing.push(ExistingPv { name, path: Some(PathBuf::from("/elsewhere/x")), number: None });
+                existing.push(ExistingPv {
+                    name,
+                    path: Some(PathBuf::from("/elsewhere/x")),
+                    number: None,
+                    phase: Some("Available".into()),
+                    claimed: false,
+                    deleting: false,
+                });
             }
         }
         let scan = Scan { devices: devices.clone(), problems: vec![] };
