@@ -1,8 +1,12 @@
-//! Fault injection (failing requests, latency) and the log of every request
-//! the server answered.
+//! Fault injection (failing requests, latency), the log of every request
+//! the server answered, and the observer shown each request as it arrives.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A callback shown every request as it arrives, before it is answered; see
+/// [`super::FakeApiServer::observe_requests`].
+pub(super) type RequestObserver = Arc<dyn Fn(&RecordedRequest) + Send + Sync>;
 
 /// A rule making matching requests fail with an HTTP status (answered as a
 /// `Status` object with the usual reason for the code, e.g. 500 InternalError,
@@ -69,7 +73,8 @@ pub struct RecordedRequest {
     pub path: String,
     /// Raw (still percent-encoded) query string, `""` when none.
     pub query: String,
-    /// HTTP status answered (for watches: the status the stream started with).
+    /// HTTP status answered (for watches: the status the stream started with);
+    /// `0` in what a request observer is shown, as nothing is answered yet.
     pub status: u16,
     /// Kubernetes verb derived like the real server's request info: `get`,
     /// `list`, `watch`, `create`, `update`, `patch`, `delete`,
@@ -91,12 +96,14 @@ pub struct RecordedRequest {
     pub body: Option<serde_json::Value>,
 }
 
-/// Fault rules, latency and the request log, shared by all connections.
+/// Fault rules, latency, the request log and the request observer, shared
+/// by all connections.
 #[derive(Default)]
 pub(super) struct Faults {
     rules: Mutex<Vec<FaultRule>>,
     latency: Mutex<Duration>,
     log: Mutex<Vec<RecordedRequest>>,
+    observer: Mutex<Option<RequestObserver>>,
 }
 
 impl Faults {
@@ -147,5 +154,19 @@ impl Faults {
     /// Empties the request log.
     pub fn clear_log(&self) {
         self.log.lock().expect("request log").clear();
+    }
+
+    /// Installs (or, with `None`, removes) the request observer.
+    pub fn set_observer(&self, observer: Option<RequestObserver>) {
+        *self.observer.lock().expect("request observer") = observer;
+    }
+
+    /// Shows a request that just arrived to the observer, if any. The lock is
+    /// not held while the observer runs.
+    pub fn observe(&self, r: &RecordedRequest) {
+        let observer = self.observer.lock().expect("request observer").clone();
+        if let Some(observer) = observer {
+            observer(r);
+        }
     }
 }

@@ -311,6 +311,30 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .unwrap_or("127.0.0.1")
         .to_string();
 
+    let target = match &route {
+        Route::Object(t) => Some(t),
+        _ => None,
+    };
+    let mut recorded = RecordedRequest {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: raw_query,
+        status: 0,
+        verb: verb.clone(),
+        group: target
+            .map(|t| RESOURCES[t.res].group.to_string())
+            .unwrap_or_default(),
+        resource: target
+            .map(|t| RESOURCES[t.res].plural.to_string())
+            .unwrap_or_default(),
+        subresource: target.and_then(|t| t.sub.clone()),
+        namespace: target.and_then(|t| t.namespace.clone()),
+        name: target.and_then(|t| t.name.clone()),
+        content_type: content_type.clone(),
+        body: serde_json::from_slice(&body).ok(),
+    };
+    shared.faults.observe(&recorded);
+
     let latency = shared.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -343,28 +367,8 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         },
     };
 
-    let target = match &route {
-        Route::Object(t) => Some(t),
-        _ => None,
-    };
-    shared.faults.record(RecordedRequest {
-        method: parts.method.to_string(),
-        path,
-        query: raw_query,
-        status: response.status().as_u16(),
-        verb,
-        group: target
-            .map(|t| RESOURCES[t.res].group.to_string())
-            .unwrap_or_default(),
-        resource: target
-            .map(|t| RESOURCES[t.res].plural.to_string())
-            .unwrap_or_default(),
-        subresource: target.and_then(|t| t.sub.clone()),
-        namespace: target.and_then(|t| t.namespace.clone()),
-        name: target.and_then(|t| t.name.clone()),
-        content_type,
-        body: serde_json::from_slice(&body).ok(),
-    });
+    recorded.status = response.status().as_u16();
+    shared.faults.record(recorded);
     response
 }
 
@@ -594,6 +598,14 @@ fn event_line(kind: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// Whether a watch line is a BOOKMARK (those are never cut in half: they
+/// come every second, the test wants to hit a real event).
+fn is_bookmark(line: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(line)
+        .ok()
+        .is_some_and(|event| event["type"] == "BOOKMARK")
+}
+
 fn bookmark(res: usize, rv: u64, initial_end: bool) -> Bytes {
     let def = &RESOURCES[res];
     let mut meta = json!({"resourceVersion": rv.to_string()});
@@ -683,6 +695,7 @@ fn start_watch(
     drop(store);
     let cut_rx = shared.cut.subscribe();
     let cut_gen = *cut_rx.borrow();
+    let mid_event_gen = shared.mid_event.lock().expect("mid-event cuts")[res];
     let stream = WatchStream {
         shared: shared.clone(),
         res,
@@ -695,6 +708,8 @@ fn start_watch(
         rv_rx,
         cut_rx,
         cut_gen,
+        mid_event_gen,
+        abort_next: false,
         deadline: timeout,
         bookmarks,
         next_bookmark: Instant::now() + BOOKMARK_INTERVAL,
@@ -726,6 +741,11 @@ struct WatchStream {
     rv_rx: watch::Receiver<u64>,
     cut_rx: watch::Receiver<u64>,
     cut_gen: u64,
+    /// The resource's mid-event cut generation when the watch started; a
+    /// newer one makes the next event go out half-written.
+    mid_event_gen: u64,
+    /// Half an event went out: abort the connection next.
+    abort_next: bool,
     deadline: Option<Instant>,
     bookmarks: bool,
     next_bookmark: Instant,
@@ -746,11 +766,22 @@ impl WatchStream {
             if self.cut {
                 return None;
             }
+            if self.abort_next {
+                // Let the half event reach the client before the connection dies.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                self.cut = true;
+                return Some(Err(io::Error::other("watch cut mid-event by the test")));
+            }
             if *self.cut_rx.borrow() != self.cut_gen {
                 self.cut = true;
                 return Some(Err(io::Error::other("watch cut by the test")));
             }
             if let Some(line) = self.pending.pop_front() {
+                if self.mid_event_armed() && !is_bookmark(&line) {
+                    self.abort_next = true;
+                    self.shared.mid_event_cuts.fetch_add(1, Ordering::SeqCst);
+                    return Some(Ok(line.slice(..line.len() / 2)));
+                }
                 return Some(Ok(line));
             }
             if self.done {
@@ -785,6 +816,12 @@ impl WatchStream {
                 }
             }
         }
+    }
+
+    /// Whether a mid-event cut of this watch's resource was asked for after
+    /// the watch started.
+    fn mid_event_armed(&self) -> bool {
+        self.shared.mid_event.lock().expect("mid-event cuts")[self.res] != self.mid_event_gen
     }
 
     /// Queues the events of changes after `last_rv`.

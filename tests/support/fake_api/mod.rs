@@ -9,9 +9,10 @@
 //! - `store`: objects, the global resourceVersion, the change history and the
 //!   write semantics (create defaults, optimistic concurrency, status
 //!   subresource, finalizers, graceful deletion);
-//! - `http`: routing, verbs, discovery, watch streams, connection tracking;
+//! - `http`: routing, verbs, discovery, watch streams (and their cuts,
+//!   between or in the middle of events), connection tracking;
 //! - `selectors`: label and field selectors; `patch`: PATCH bodies;
-//! - `faults`: fault rules, latency, request log;
+//! - `faults`: fault rules, latency, request log, request observer;
 //! - `controller`: the controller-manager emulation.
 //!
 //! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
@@ -50,7 +51,7 @@ mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +72,11 @@ struct Shared {
     faults: Faults,
     /// Bumped to abort every open watch stream.
     cut: watch::Sender<u64>,
+    /// Per resource (index into `RESOURCES`): bumped to make every open
+    /// watch of it send its next event half-written and then abort.
+    mid_event: Mutex<Vec<u64>>,
+    /// Events sent half-written so far.
+    mid_event_cuts: AtomicU64,
     controller_on: AtomicBool,
     pvc_binding: AtomicBool,
     gone_as_http: AtomicBool,
@@ -94,6 +100,8 @@ impl FakeApiServer {
             store: Mutex::new(Store::new()),
             faults: Faults::default(),
             cut: watch::channel(0).0,
+            mid_event: Mutex::new(vec![0; RESOURCES.len()]),
+            mid_event_cuts: AtomicU64::new(0),
             controller_on: AtomicBool::new(true),
             pvc_binding: AtomicBool::new(false),
             gone_as_http: AtomicBool::new(false),
@@ -199,6 +207,22 @@ impl FakeApiServer {
         self.shared.cut.send_modify(|g| *g += 1);
     }
 
+    /// Makes every open watch stream of `resource` (`persistentvolumes`,
+    /// `nodes`, ...) send its next event (not a BOOKMARK) only half-written and
+    /// then abort the connection, as when a connection dies in the middle of
+    /// a chunk. Watches opened afterwards are not affected. A client must drop
+    /// the partial line, re-watch and get the event again.
+    /// [`Self::mid_event_cuts`] tells how many events were cut so far.
+    pub fn cut_watches_mid_event(&self, resource: &str) {
+        let res = resources::by_name(resource);
+        self.shared.mid_event.lock().expect("mid-event cuts")[res] += 1;
+    }
+
+    /// How many events were sent half-written by [`Self::cut_watches_mid_event`].
+    pub fn mid_event_cuts(&self) -> u64 {
+        self.shared.mid_event_cuts.load(Ordering::SeqCst)
+    }
+
     /// Forgets the change history: a watch from any resourceVersion older than
     /// the current one gets 410 Expired (also open watches that have not yet
     /// caught up), so clients must relist.
@@ -217,12 +241,29 @@ impl FakeApiServer {
     /// watch gets 410 Expired, relists and sees the objects gone. Fault
     /// rules, latency, switches and the request log are kept.
     pub async fn restart(&mut self, keep_store: bool) {
+        self.stop().await;
+        self.resume(keep_store).await;
+    }
+
+    /// The first half of [`Self::restart`]: stops listening and drops every
+    /// connection. Until [`Self::resume`], connecting is refused, as when the
+    /// API server is down. The emulated controller-manager keeps running.
+    pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.abort();
             let _ = server.await;
         }
         self.cut_watches();
         self.conns.shutdown_all();
+    }
+
+    /// The second half of [`Self::restart`]: listens again on the same port,
+    /// after dropping every object when `keep_store` is false. Does nothing
+    /// while the server is listening.
+    pub async fn resume(&mut self, keep_store: bool) {
+        if self.server.is_some() {
+            return;
+        }
         if !keep_store {
             self.store().reset();
         }
@@ -238,6 +279,16 @@ impl FakeApiServer {
             }
         };
         self.server = Some(serve(listener, self.conns.clone(), self.shared.clone()));
+    }
+
+    /// Shows every request to `observer` as it arrives, before latency,
+    /// faults and serving (its `status` is still `0`), on the server's task:
+    /// a test can look at the world at the moment a request is made (e.g.
+    /// read a device when its PV's DELETE comes in). The observer must be
+    /// quick and must not call back into the server. Replaces any earlier
+    /// observer; survives restarts.
+    pub fn observe_requests(&self, observer: impl Fn(&RecordedRequest) + Send + Sync + 'static) {
+        self.shared.faults.set_observer(Some(Arc::new(observer)));
     }
 
     /// Every request answered so far, oldest first.
