@@ -71,6 +71,7 @@ pub struct CleanupOutcome {
 
 struct Attempt {
     number: Option<DeviceNumber>,
+    resource_version: Option<String>,
 }
 
 struct Backoff {
@@ -88,6 +89,10 @@ pub struct Cleaner {
     results: mpsc::Sender<CleanupOutcome>,
     in_flight: HashMap<String, Attempt>,
     backoff: HashMap<String, Backoff>,
+    /// UID → resourceVersion of PVs whose last attempt completed or found
+    /// nothing to do: not tried again until the watch shows a newer version
+    /// (the store may lag behind the fresh read).
+    settled: HashMap<String, Option<String>>,
 }
 
 fn phase(pv: &PersistentVolume) -> Option<&str> {
@@ -132,6 +137,7 @@ impl Cleaner {
             results,
             in_flight: HashMap::new(),
             backoff: HashMap::new(),
+            settled: HashMap::new(),
         }
     }
 
@@ -144,6 +150,7 @@ impl Cleaner {
             .filter_map(|pv| pv.metadata.uid.as_deref())
             .collect();
         self.backoff.retain(|uid, _| live.contains(uid.as_str()));
+        self.settled.retain(|uid, _| live.contains(uid.as_str()));
         for pv in pvs.iter().filter(|pv| needs_cleanup(pv)) {
             if self.in_flight.len() >= MAX_CONCURRENT_WIPES {
                 break;
@@ -162,10 +169,17 @@ impl Cleaner {
                 .backoff
                 .get(&uid)
                 .is_some_and(|backoff| backoff.not_before > now);
-            if self.in_flight.contains_key(&uid) || device_busy || waiting {
+            let settled = self.settled.get(&uid) == Some(&pv.metadata.resource_version);
+            if self.in_flight.contains_key(&uid) || device_busy || waiting || settled {
                 continue;
             }
-            self.in_flight.insert(uid.clone(), Attempt { number });
+            self.in_flight.insert(
+                uid.clone(),
+                Attempt {
+                    number,
+                    resource_version: pv.metadata.resource_version.clone(),
+                },
+            );
             let task = CleanupTask {
                 api: self.api.clone(),
                 node_name: self.node_name.clone(),
@@ -186,9 +200,13 @@ impl Cleaner {
 
     /// Records an outcome; returns the retry delay when the PV will be retried.
     pub fn finish(&mut self, outcome: &CleanupOutcome) -> Option<Duration> {
-        self.in_flight.remove(&outcome.uid);
+        let attempt = self.in_flight.remove(&outcome.uid);
         match outcome.result {
             CleanupResult::Completed(_) | CleanupResult::Skipped(_) => {
+                if let Some(attempt) = attempt {
+                    self.settled
+                        .insert(outcome.uid.clone(), attempt.resource_version);
+                }
                 self.backoff.remove(&outcome.uid);
                 None
             }

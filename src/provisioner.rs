@@ -315,7 +315,37 @@ impl Provisioner {
         let mut problems = decided.problems.clone();
         let mut available = decided.available;
         let mut created_all = true;
-        if self.create_retry_at.is_none_or(|at| at <= Instant::now()) {
+        let creation_due = self.create_retry_at.is_none_or(|at| at <= Instant::now());
+        if creation_due && !decided.create.is_empty() {
+            // The owner must be the live Node: after an API server restart the
+            // PV watch can relist before the Node watch does, and a PV owned by
+            // a Node that is gone is garbage-collected at once.
+            match Api::<Node>::all(self.client.clone())
+                .get_opt(&self.settings.node_name)
+                .await
+            {
+                Ok(Some(fresh)) if fresh.metadata.uid.as_deref() == Some(facts.uid.as_str()) => {}
+                Ok(_) => {
+                    tracing::debug!(
+                        "the Node in the watch store is not the live one; creating nothing until the watch catches up"
+                    );
+                    self.report_problems(&problems, &node_ref).await;
+                    return;
+                }
+                Err(error) => {
+                    self.metrics
+                        .api_errors
+                        .with_label_values(&["get_node"])
+                        .inc();
+                    tracing::warn!(%error, "reading the Node before creating PVs failed; retrying");
+                    self.create_retry_at = Some(Instant::now() + CREATE_RETRY);
+                    self.api_ok = false;
+                    self.health.set_ready(false);
+                    return;
+                }
+            }
+        }
+        if creation_due {
             self.create_retry_at = None;
             self.api_ok = true;
             for pv in &decided.create {
@@ -606,7 +636,30 @@ impl Provisioner {
                 Ok(())
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                let ours = self.pvs.store.get(&ObjectRef::new(&name)).is_some();
+                let ours = if self.pvs.store.get(&ObjectRef::new(&name)).is_some() {
+                    true
+                } else {
+                    // Not in the watch store: read it to tell a lagging
+                    // store from a foreign PV holding the name.
+                    match api.get_opt(&name).await {
+                        Ok(Some(existing)) => {
+                            existing
+                                .metadata
+                                .labels
+                                .as_ref()
+                                .and_then(|labels| labels.get(NODE_LABEL))
+                                == Some(&self.label_value)
+                        }
+                        Ok(None) | Err(_) => {
+                            self.metrics
+                                .api_errors
+                                .with_label_values(&["create_pv"])
+                                .inc();
+                            tracing::warn!(pv = %name, "conflict creating the PersistentVolume, but it cannot be read; retrying");
+                            return Err(None);
+                        }
+                    }
+                };
                 if ours {
                     Ok(())
                 } else {

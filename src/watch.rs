@@ -17,6 +17,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+/// How often a failing watch checks whether the API server answers again.
+const RECOVERY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A running watch and its store.
 pub struct Watched<K: Resource + 'static>
 where
@@ -47,11 +50,37 @@ where
         let task = {
             let synced = synced.clone();
             let failing = failing.clone();
+            // While failing, a cheap one-item list every few seconds tells
+            // when the API server answers again: the watcher reconnects
+            // silently when nothing changed, and readiness must recover.
+            let probe_api = api.clone();
+            let probe = kube::api::ListParams {
+                label_selector: config.label_selector.clone(),
+                field_selector: config.field_selector.clone(),
+                limit: Some(1),
+                ..Default::default()
+            };
             tokio::spawn(async move {
                 let mut events = reflector::reflector(writer, watcher(api, config))
                     .default_backoff()
                     .boxed();
-                while let Some(event) = events.next().await {
+                loop {
+                    let event = if failing.load(Ordering::Relaxed) {
+                        tokio::select! {
+                            event = events.next() => event,
+                            _ = tokio::time::sleep(RECOVERY_PROBE_INTERVAL) => {
+                                if probe_api.list_metadata(&probe).await.is_ok()
+                                    && failing.swap(false, Ordering::Relaxed)
+                                {
+                                    trigger.notify_one();
+                                }
+                                continue;
+                            }
+                        }
+                    } else {
+                        events.next().await
+                    };
+                    let Some(event) = event else { break };
                     match event {
                         Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Init) => {
                             failing.store(false, Ordering::Relaxed);
