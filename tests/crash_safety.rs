@@ -1,7 +1,7 @@
-//! Crash safety: a provisioner killed with SIGKILL in the middle of a wipe
-//! leaves the PV marked and Released; the next start finishes the wipe, and
-//! the device is never handed out half-wiped. Real binary, fake API server,
-//! real loop device (needs root, as in CI).
+//! Crash safety: a provisioner killed with SIGKILL, or stopped with SIGTERM,
+//! in the middle of a wipe leaves the PV marked and Released; the next start
+//! finishes the wipe, and the device is never handed out half-wiped. Real
+//! binary, fake API server, real loop device (needs root, as in CI).
 
 mod support;
 
@@ -34,6 +34,17 @@ fn is_zero(device: &LoopDevice, offset: u64) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
+    interrupted_wipe_is_finished_by_the_next_start(Signal::SIGKILL, "node-k").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_wipe_exits_zero_and_the_next_start_finishes() {
+    interrupted_wipe_is_finished_by_the_next_start(Signal::SIGTERM, "node-t").await;
+}
+
+/// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
+/// then checks nothing was handed out and the next start finishes the job.
+async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
     support::loop_device::require_root();
     // A 4 GiB device whose PV zeroes a 3 GiB head: the wipe takes long
     // enough (seconds) that the kill lands in the middle of it.
@@ -75,7 +86,7 @@ async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
         .await
         .unwrap();
     let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": "node-k", "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"}},
+        "metadata": {"name": node_name, "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"}},
     }))
     .unwrap();
     Api::<Node>::all(client.clone())
@@ -86,12 +97,13 @@ async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
     let start = || {
         ProvisionerProcess::start(ProvisionerOptions {
             kubeconfig: &kubeconfig,
-            node: "node-k",
+            node: node_name,
             namespace: NAMESPACE,
             env: vec![],
             log_dir: work.path(),
         })
     };
+    let pv_name = format!("local-{node_name}-big0");
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let list = || async { pvs.list(&ListParams::default()).await.unwrap().items };
 
@@ -106,12 +118,12 @@ async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
         (3 * GIB).to_string()
     );
 
-    server.set_pv_phase("local-node-k-big0", "Released");
+    server.set_pv_phase(&pv_name, "Released");
     eventually(
         "the wipe mark on the PV",
         Duration::from_secs(30),
         || async {
-            let pv = pvs.get("local-node-k-big0").await.ok()?;
+            let pv = pvs.get(&pv_name).await.ok()?;
             pv.metadata
                 .annotations?
                 .contains_key(WIPE_STARTED_AT)
@@ -119,9 +131,16 @@ async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
         },
     )
     .await;
-    first.stop_with(Signal::SIGKILL);
+    let status = first.stop_with(signal);
+    if signal == Signal::SIGTERM {
+        assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+        assert!(
+            first.log().contains("wipe cancelled by shutdown"),
+            "the cancelled wipe is logged"
+        );
+    }
 
-    // Killed mid-wipe: the start of the head is zeroed, its end is not yet.
+    // Interrupted mid-wipe: the start of the head is zeroed, its end is not yet.
     assert!(is_zero(&device, head_start), "the wipe had started");
     assert!(
         has_marker(&device, head_late),
@@ -145,7 +164,8 @@ async fn sigkill_mid_wipe_is_finished_by_the_next_start() {
     );
     let annotations = pv.metadata.annotations.clone().unwrap();
     assert_eq!(
-        annotations[WIPE_STARTED_BY], "test-node-k",
+        annotations[WIPE_STARTED_BY],
+        format!("test-{node_name}"),
         "the mark names the pod"
     );
 
