@@ -12,11 +12,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-nix::ioctl_read!(ioctl_blkgetsize64, 0x12, 114, u64);
-nix::ioctl_read_bad!(ioctl_blksszget, 0x1268, libc_int);
-
-#[allow(non_camel_case_types)]
-type libc_int = std::ffi::c_int;
+/// The block-device ioctls used here, kept private to this module.
+mod ioctl {
+    nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+    nix::ioctl_read_bad!(blksszget, 0x1268, std::ffi::c_int);
+}
 
 /// A block device's `major:minor` number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,15 +88,15 @@ pub fn open_read_only(path: &Path) -> io::Result<File> {
 pub fn size_in_bytes(device: &File) -> io::Result<u64> {
     let mut size: u64 = 0;
     // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
-    unsafe { ioctl_blkgetsize64(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+    unsafe { ioctl::blkgetsize64(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
     Ok(size)
 }
 
 /// Logical block size in bytes (`BLKSSZGET`): the alignment `O_DIRECT` needs.
 pub fn logical_block_size(device: &File) -> io::Result<u64> {
-    let mut size: libc_int = 0;
+    let mut size: std::ffi::c_int = 0;
     // SAFETY: BLKSSZGET writes one int through the pointer, which is valid.
-    unsafe { ioctl_blksszget(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
+    unsafe { ioctl::blksszget(device.as_raw_fd(), &mut size) }.map_err(io::Error::from)?;
     u64::try_from(size)
         .ok()
         .filter(|size| *size > 0)

@@ -6,6 +6,8 @@
 //! watches, writes and wipes ([`discovery`], [`blockdev`], [`wipe`],
 //! [`cleanup`], [`provisioner`], [`watch`], [`events`], [`metrics`]).
 
+#![warn(missing_docs)]
+
 pub mod blockdev;
 pub mod cleanup;
 pub mod config;
