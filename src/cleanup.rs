@@ -1,7 +1,7 @@
 //! Cleanup of Released PersistentVolumes: pick this node's Released PVs,
 //! confirm each against a fresh read, mark it (annotations: wipe started,
 //! by which pod, when), wipe its device through the guarded
-//! [`wipe`](crate::wipe) path off the async runtime, and only after a
+//! [`crate::wipe`] path off the async runtime, and only after a
 //! completed, verified wipe delete the PV with UID and resourceVersion
 //! preconditions. A refused or failed wipe keeps the PV and is retried with
 //! backoff.
