@@ -37,11 +37,7 @@ impl ExistingPv {
     pub fn from_pv(pv: &PersistentVolume) -> Self {
         ExistingPv {
             name: pv.metadata.name.clone().unwrap_or_default(),
-            path: pv
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.local.as_ref())
-                .map(|local| PathBuf::from(&local.path)),
+            path: pv::local_path(pv).map(PathBuf::from),
             number: pv
                 .metadata
                 .annotations

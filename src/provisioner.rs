@@ -21,12 +21,12 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cleanup::{Cleaner, CleanupOutcome, CleanupResult, needs_cleanup};
 use crate::config::ControllerSettings;
-use crate::discovery::{Scan, scan_devices};
+use crate::discovery::{DeviceProblem, Scan, scan_devices};
 use crate::events::{EventPublisher, Severity};
 use crate::metrics::{Health, Metrics};
 use crate::naming::node_label_value;
 use crate::plan::{ExistingPv, LostDevice, lost_devices, plan};
-use crate::pv::{HOSTNAME_LABEL, NODE_LABEL, NodeFacts};
+use crate::pv::{HOSTNAME_LABEL, NODE_LABEL, NodeFacts, local_path};
 use crate::spec::{PV_SPEC_CONFIGMAP_ANNOTATION, PvSpec, parse_pv_spec};
 use crate::watch::Watched;
 use crate::wipe::WipeError;
@@ -50,12 +50,19 @@ enum SpecState {
     /// `deviceDir` cannot be read.
     DeviceDirUnreadable(String, String),
     /// The spec is valid and in use.
-    Ready(String, String),
+    Ready {
+        /// The ConfigMap's name.
+        configmap: String,
+        /// The spec's values (logged at debug level only).
+        summary: String,
+        /// `deviceDir` does not exist (yet): no devices.
+        device_dir_missing: bool,
+    },
 }
 
 impl SpecState {
     fn is_error(&self) -> bool {
-        !matches!(self, SpecState::Ready(..) | SpecState::NotConfigured)
+        !matches!(self, SpecState::Ready { .. } | SpecState::NotConfigured)
     }
 }
 
@@ -83,8 +90,16 @@ impl fmt::Display for SpecState {
                     "PV spec ConfigMap {name:?}: {error}; no PV is created or deleted"
                 )
             }
-            SpecState::Ready(name, summary) => {
-                write!(f, "using PV spec ConfigMap {name:?}: {summary}")
+            SpecState::Ready {
+                configmap,
+                summary,
+                device_dir_missing,
+            } => {
+                write!(f, "using PV spec ConfigMap {configmap:?}: {summary}")?;
+                if *device_dir_missing {
+                    write!(f, " (deviceDir does not exist yet: no devices)")?;
+                }
+                Ok(())
             }
         }
     }
@@ -230,8 +245,17 @@ impl Provisioner {
         }
     }
 
+    /// Whether any watch (Node, PVs, PV spec ConfigMap) fails to reach the API server.
+    fn watches_failing(&self) -> bool {
+        self.nodes.is_failing()
+            || self.pvs.is_failing()
+            || self
+                .spec_source
+                .as_ref()
+                .is_some_and(|(_, watched)| watched.is_failing())
+    }
+
     async fn reconcile(&mut self) {
-        let watches_failing = self.nodes.is_failing() || self.pvs.is_failing();
         if !self.nodes.is_synced() || !self.pvs.is_synced() {
             self.health.set_ready(false);
             return;
@@ -252,12 +276,7 @@ impl Provisioner {
             SpecResolution::Waiting => return,
             SpecResolution::Unusable => {
                 self.clear_device_gauges();
-                let spec_watch_failing = self
-                    .spec_source
-                    .as_ref()
-                    .is_some_and(|(_, w)| w.is_failing());
-                self.health
-                    .set_ready(!watches_failing && !spec_watch_failing);
+                self.health.set_ready(!self.watches_failing());
                 return;
             }
         };
@@ -293,13 +312,13 @@ impl Provisioner {
                 return;
             }
         };
-        let mut summary = summarize(&spec);
-        let scan = scan.unwrap_or_else(|| {
-            summary.push_str(" (deviceDir does not exist yet: no devices)");
-            Scan::default()
-        });
-        self.set_spec_state(SpecState::Ready(cm_name, summary), Some(&node_ref))
-            .await;
+        let ready = SpecState::Ready {
+            configmap: cm_name,
+            summary: summarize(&spec),
+            device_dir_missing: scan.is_none(),
+        };
+        self.set_spec_state(ready, Some(&node_ref)).await;
+        let scan = scan.unwrap_or_default();
         self.handle_missing_devices(&pvs, &existing, missing).await;
         let decided = plan(
             &facts,
@@ -367,12 +386,8 @@ impl Provisioner {
             self.create_retry_at = Some(Instant::now() + CREATE_RETRY);
             self.api_ok = false;
         }
-        let spec_watch_failing = self
-            .spec_source
-            .as_ref()
-            .is_some_and(|(_, w)| w.is_failing());
         self.health
-            .set_ready(self.api_ok && !watches_failing && !spec_watch_failing);
+            .set_ready(self.api_ok && !self.watches_failing());
     }
 
     /// Finds and parses the node's PV spec, reporting every state change once.
@@ -538,13 +553,8 @@ impl Provisioner {
             else {
                 continue;
             };
-            let path = pv
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.local.as_ref())
-                .map(|local| local.path.clone())
-                .unwrap_or_default();
-            match action {
+            let path = local_path(pv).unwrap_or_default();
+            let reported = match action {
                 LostDevice::DeleteAvailable(_) => {
                     let params = DeleteParams {
                         preconditions: Some(Preconditions {
@@ -555,48 +565,40 @@ impl Provisioner {
                     };
                     let api: Api<PersistentVolume> = Api::all(self.client.clone());
                     match api.delete(&name, &params).await {
-                        Ok(_) => {
-                            let note = format!(
-                                "Device {path} is missing; the Available PersistentVolume is deleted so no claim binds to it, and it comes back when the device does"
-                            );
-                            tracing::warn!(pv = %name, device = %path, "{note}");
-                            self.events
-                                .publish(
-                                    &pv.object_ref(&()),
-                                    Severity::Warning,
-                                    "DeviceMissing",
-                                    "Delete",
-                                    &note,
-                                )
-                                .await;
-                        }
+                        Ok(_) => Some((
+                            "Delete",
+                            "the Available PersistentVolume is deleted so no claim binds to it, and it comes back when the device does",
+                        )),
                         Err(error) => {
                             self.metrics
                                 .api_errors
                                 .with_label_values(&["delete_pv"])
                                 .inc();
                             tracing::warn!(pv = %name, %error, "deleting the PV of a missing device failed; retrying");
+                            None
                         }
                     }
                 }
                 LostDevice::Keep(_) => {
                     kept += 1;
-                    if self.reported_lost.insert(name.clone()) {
-                        let note = format!(
-                            "Device {path} is missing; the PersistentVolume is kept (it is in use or reserved) and nothing is lost if the device returns"
-                        );
-                        tracing::warn!(pv = %name, device = %path, "{note}");
-                        self.events
-                            .publish(
-                                &pv.object_ref(&()),
-                                Severity::Warning,
-                                "DeviceMissing",
-                                "Discover",
-                                &note,
-                            )
-                            .await;
-                    }
+                    self.reported_lost.insert(name.clone()).then_some((
+                        "Discover",
+                        "the PersistentVolume is kept (it is in use or reserved) and nothing is lost if the device returns",
+                    ))
                 }
+            };
+            if let Some((event_action, outcome)) = reported {
+                let note = format!("Device {path} is missing; {outcome}");
+                tracing::warn!(pv = %name, device = %path, "{note}");
+                self.events
+                    .publish(
+                        &pv.object_ref(&()),
+                        Severity::Warning,
+                        "DeviceMissing",
+                        event_action,
+                        &note,
+                    )
+                    .await;
             }
         }
         self.metrics.missing_devices.set(kept);
@@ -608,14 +610,9 @@ impl Provisioner {
         &self,
         pv: &PersistentVolume,
         node_ref: &ObjectReference,
-    ) -> Result<(), Option<crate::discovery::DeviceProblem>> {
+    ) -> Result<(), Option<DeviceProblem>> {
         let name = pv.metadata.name.clone().unwrap_or_default();
-        let path = pv
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.local.as_ref())
-            .map(|local| local.path.clone())
-            .unwrap_or_default();
+        let path = local_path(pv).unwrap_or_default();
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         match api.create(&PostParams::default(), pv).await {
             Ok(created) => {
@@ -663,14 +660,12 @@ impl Provisioner {
                 if ours {
                     Ok(())
                 } else {
-                    Err(Some(crate::discovery::DeviceProblem {
-                        name: path.rsplit('/').next().unwrap_or_default().to_string(),
-                        path: path.clone().into(),
-                        reason: format!(
+                    Err(Some(refused_pv_problem(
+                        path,
+                        format!(
                             "PV name {name} is taken by a PersistentVolume this node does not own"
                         ),
-                        number: None,
-                    }))
+                    )))
                 }
             }
             Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
@@ -692,12 +687,7 @@ impl Provisioner {
                         &message,
                     )
                     .await;
-                Err(Some(crate::discovery::DeviceProblem {
-                    name: path.rsplit('/').next().unwrap_or_default().to_string(),
-                    path: path.into(),
-                    reason: message,
-                    number: None,
-                }))
+                Err(Some(refused_pv_problem(path, message)))
             }
             Err(error) => {
                 self.metrics
@@ -803,12 +793,16 @@ impl Provisioner {
         }
         match &state {
             // The spec's values stay at debug level; errors name only the offending key and value.
-            SpecState::Ready(name, summary) => {
-                tracing::info!(node = %self.settings.node_name, configmap = %name, "using the PV spec ConfigMap");
-                if summary.contains("deviceDir does not exist") {
-                    tracing::warn!(node = %self.settings.node_name, configmap = %name, "deviceDir does not exist (yet): no devices");
+            SpecState::Ready {
+                configmap,
+                summary,
+                device_dir_missing,
+            } => {
+                tracing::info!(node = %self.settings.node_name, %configmap, "using the PV spec ConfigMap");
+                if *device_dir_missing {
+                    tracing::warn!(node = %self.settings.node_name, %configmap, "deviceDir does not exist (yet): no devices");
                 }
-                tracing::debug!(node = %self.settings.node_name, configmap = %name, "PV spec: {summary}");
+                tracing::debug!(node = %self.settings.node_name, %configmap, "PV spec: {summary}");
             }
             state if state.is_error() => {
                 tracing::error!(node = %self.settings.node_name, "{state}")
@@ -817,7 +811,7 @@ impl Provisioner {
         }
         if let Some(node_ref) = node_ref {
             let (severity, reason) = match &state {
-                SpecState::Ready(..) => (Severity::Normal, "PVSpecApplied"),
+                SpecState::Ready { .. } => (Severity::Normal, "PVSpecApplied"),
                 SpecState::NotConfigured => (Severity::Normal, "PVSpecNotConfigured"),
                 SpecState::ConfigMapMissing(_) => (Severity::Warning, "PVSpecNotFound"),
                 SpecState::Invalid(..) => (Severity::Warning, "PVSpecInvalid"),
@@ -833,11 +827,7 @@ impl Provisioner {
 
     /// Logs each skipped device and raises a `DeviceSkipped` Event on the
     /// Node, once per new device or new reason, not every poll.
-    async fn report_problems(
-        &mut self,
-        problems: &[crate::discovery::DeviceProblem],
-        node_ref: &ObjectReference,
-    ) {
+    async fn report_problems(&mut self, problems: &[DeviceProblem], node_ref: &ObjectReference) {
         let current: BTreeMap<String, String> = problems
             .iter()
             .map(|problem| (problem.path.display().to_string(), problem.reason.clone()))
@@ -862,6 +852,16 @@ impl Provisioner {
     fn clear_device_gauges(&self) {
         self.metrics.available_devices.set(0);
         self.metrics.error_devices.set(0);
+    }
+}
+
+/// The device problem of a PV the API server would not take.
+fn refused_pv_problem(path: &str, reason: String) -> DeviceProblem {
+    DeviceProblem {
+        name: path.rsplit('/').next().unwrap_or_default().to_string(),
+        path: path.into(),
+        reason,
+        number: None,
     }
 }
 

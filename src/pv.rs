@@ -37,6 +37,14 @@ pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name
 /// Node label the scheduler matches local PVs' affinity against.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
+/// A PV's `spec.local.path`, if it is a local PV.
+pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.local.as_ref())
+        .map(|local| local.path.as_str())
+}
+
 /// What the PV builder needs to know about the Node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeFacts {
