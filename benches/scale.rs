@@ -63,7 +63,7 @@ async fn main() {
         env: vec![
             ("LP_POLLING_INTERVAL", "1s".into()),
             ("LP_DEVELOPMENT", "false".into()),
-            ("RUST_LOG", "warn".into()),
+            ("RUST_LOG", "warn,local_pv_provisioner=info".into()),
         ],
         log_dir: work.path(),
     });

@@ -188,7 +188,6 @@ impl Cleaner {
                 cancel: self.cancel.clone(),
                 pv_name: name,
                 uid,
-                resource_version: pv.metadata.resource_version.clone(),
             };
             let results = self.results.clone();
             tokio::spawn(async move {
@@ -262,7 +261,6 @@ struct CleanupTask {
     cancel: Arc<AtomicBool>,
     pv_name: String,
     uid: String,
-    resource_version: Option<String>,
 }
 
 impl CleanupTask {
@@ -337,11 +335,8 @@ impl CleanupTask {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: Some(self.uid.clone()),
-                resource_version: marked
-                    .metadata
-                    .resource_version
-                    .clone()
-                    .or(self.resource_version.clone()),
+                // The version our mark produced: any later change cancels the delete.
+                resource_version: marked.metadata.resource_version.clone(),
             }),
             ..DeleteParams::default()
         };

@@ -1,6 +1,7 @@
 //! Entry point: parse flags, then run the `scan` dry run or the controller
 //! until SIGTERM or SIGINT.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -75,8 +76,10 @@ fn init_logging(development: bool) {
     let default_level = if development { "debug" } else { "info" };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    // Colour codes only on a terminal, never in a log file or collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if development {
         builder.init();
@@ -112,7 +115,9 @@ async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
             .await
             .map_err(|error| format!("cannot listen on {}: {error}", settings.metrics_addr))?;
-        tracing::info!(addr = %settings.metrics_addr, "serving /metrics, /healthz and /readyz");
+        // The bound address: with port 0 the kernel picks the port.
+        let addr = listener.local_addr().unwrap_or(settings.metrics_addr);
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         tokio::spawn(metrics::serve(
             listener,
             metrics.clone(),

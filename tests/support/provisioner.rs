@@ -3,9 +3,10 @@
 //! HTTP. The child is killed on drop; its log is printed when a test fails.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,8 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A running provisioner process.
 pub struct ProvisionerProcess {
     child: Option<Child>,
-    /// Port of `/metrics`, `/healthz` and `/readyz` on 127.0.0.1.
-    pub metrics_port: u16,
+    /// Port of `/metrics`, `/healthz` and `/readyz` on 127.0.0.1, read from
+    /// the log once the process has bound it.
+    metrics_port: OnceLock<u16>,
     log_path: PathBuf,
 }
 
@@ -32,22 +34,20 @@ pub struct ProvisionerOptions<'a> {
     pub log_dir: &'a Path,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
+/// Numbers the log files of the processes one test binary starts.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 impl ProvisionerProcess {
-    /// Starts the binary with the flags given through `LP_*` variables.
+    /// Starts the binary with the flags given through `LP_*` variables. It
+    /// listens on a port the kernel picks (`127.0.0.1:0`), so parallel tests
+    /// never race for one; the port is read from its log.
     pub fn start(options: ProvisionerOptions<'_>) -> Self {
-        let metrics_port = free_port();
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
         // A node name may be 253 characters; a file name at most 255 bytes.
         let node_part: String = options.node.chars().take(64).collect();
         let log_path = options
             .log_dir
-            .join(format!("provisioner-{node_part}-{metrics_port}.log"));
+            .join(format!("provisioner-{node_part}-{number}.log"));
         let log = File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_local-pv-provisioner"));
         command
@@ -56,7 +56,7 @@ impl ProvisionerProcess {
             .env("KUBECONFIG", options.kubeconfig)
             .env("LP_NODE_NAME", options.node)
             .env("LP_NAMESPACE_NAME", options.namespace)
-            .env("LP_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+            .env("LP_METRICS_ADDR", "127.0.0.1:0")
             .env("LP_POD_NAME", format!("test-{}", options.node))
             .env("LP_DEVELOPMENT", "true")
             .env("RUST_LOG", "debug,hyper=info,tower=info,kube_client=info")
@@ -69,15 +69,29 @@ impl ProvisionerProcess {
         let child = command.spawn().expect("start local-pv-provisioner");
         ProvisionerProcess {
             child: Some(child),
-            metrics_port,
+            metrics_port: OnceLock::new(),
             log_path,
         }
+    }
+
+    /// The metrics port, once the process has logged that it serves there.
+    fn metrics_port(&self) -> Option<u16> {
+        if let Some(port) = self.metrics_port.get() {
+            return Some(*port);
+        }
+        let log = self.log();
+        let line = log.lines().find(|line| line.contains("serving /metrics"))?;
+        let (_, after) = line.split_once("127.0.0.1:")?;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        let port = digits.parse().ok()?;
+        Some(*self.metrics_port.get_or_init(|| port))
     }
 
     /// `GET path` on the metrics port: (status code, body), or `None` when
     /// nothing listens yet.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+        let port = self.metrics_port()?;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
