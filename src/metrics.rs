@@ -35,6 +35,8 @@ pub struct Metrics {
     pub missing_devices: IntGauge,
     /// Failed API requests made by the reconciler, by operation.
     pub api_errors: IntCounterVec,
+    /// Reconcile passes finished (whatever their outcome).
+    pub reconciles: IntCounter,
 }
 
 const PREFIX: &str = "local_pv_provisioner";
@@ -102,6 +104,10 @@ impl Metrics {
                 "api_errors_total",
                 "Failed Kubernetes API requests, by operation.",
                 "operation",
+            ),
+            reconciles: counter(
+                "reconciles_total",
+                "Reconcile passes finished, whatever their outcome.",
             ),
             registry,
         }

@@ -256,6 +256,11 @@ impl Provisioner {
     }
 
     async fn reconcile(&mut self) {
+        self.reconcile_once().await;
+        self.metrics.reconciles.inc();
+    }
+
+    async fn reconcile_once(&mut self) {
         if !self.nodes.is_synced() || !self.pvs.is_synced() {
             self.health.set_ready(false);
             return;
