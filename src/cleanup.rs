@@ -1,98 +1,60 @@
-//! Cleanup of Released PersistentVolumes: pick this node's Released PVs,
-//! confirm each against a fresh read, mark it (annotations: wipe started,
-//! by which pod, when), wipe its device through the guarded
-//! [`crate::wipe`] path off the async runtime, and only after a
-//! completed, verified wipe delete the PV with UID and resourceVersion
-//! preconditions. A refused or failed wipe keeps the PV and is retried with
-//! backoff.
+//! Cleanup of Released PersistentVolumes, one PV at a time: confirm the PV
+//! against a fresh read, mark it (annotations: wipe started, by which pod,
+//! when), wipe its device through the guarded [`crate::wipe`] path off the
+//! async runtime, and only after a completed, verified wipe delete the PV
+//! with UID and resourceVersion preconditions. A refused or failed wipe
+//! keeps the PV and is retried with backoff ([`CLEANUP_RETRY`]).
+//!
+//! Driven by kube-runtime's [`Controller`] over the shared PV watch: it
+//! reconciles each PV on its changes, never two reconciles of one PV at
+//! once, at most [`MAX_CONCURRENT_CLEANUPS`] at a time, with
+//! [`error_policy`] deciding the retry.
+//!
+//! While the node is paused (its PV spec is missing or invalid, or the Node
+//! is gone) nothing is wiped; every PV is looked at again when it resumes.
 //!
 //! The mark makes an interrupted wipe (a crash, SIGKILL, node reboot)
 //! visible and finishable: a marked PV is wiped again at the next start even
 //! if its phase changed meanwhile (unless a claim is bound to it), so a
 //! half-zeroed device is never handed out.
+//!
+//! [`CLEANUP_RETRY`]: crate::backoff::CLEANUP_RETRY
 
-use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use k8s_openapi::jiff::Timestamp;
-use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use tokio::sync::mpsc;
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::ReflectHandle;
+use thiserror::Error;
 use tokio::time::Instant;
+use tracing::Instrument;
 
+use crate::apply::WIPE_STARTED_AT_ANNOTATION;
 use crate::blockdev::DeviceNumber;
-use crate::plan::ExistingPv;
+use crate::context::Context;
+use crate::error::ApiError;
+use crate::pv::local_path;
+use crate::report::pv_reference;
 use crate::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
 
-/// Annotation set before the first write of a wipe: when it started (RFC 3339).
-pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
-/// Annotation set before the first write of a wipe: the pod that started it.
-pub const WIPE_STARTED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
+/// Most cleanups reconciling at once on one node.
+pub const MAX_CONCURRENT_CLEANUPS: u16 = 4;
 
-/// Most wipes running at once on one node.
-pub const MAX_CONCURRENT_WIPES: usize = 4;
-/// First retry delay after a failed wipe; doubled per failure.
-const FIRST_RETRY: Duration = Duration::from_secs(10);
-/// Longest retry delay.
-const MAX_RETRY: Duration = Duration::from_secs(600);
+/// How long a PV waits while another PV of the same device is being wiped.
+const DEVICE_BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// How one cleanup attempt ended.
-#[derive(Debug)]
-pub enum CleanupResult {
-    /// Wiped, verified, and the PV deleted.
-    Completed(WipeReport),
-    /// The PV is no longer a Released PV of ours with that UID and version; nothing done.
-    Skipped(String),
-    /// The wipe did not complete; the PV is kept.
-    WipeFailed(WipeError),
-    /// An API request failed (reading the PV before, or deleting it after,
-    /// the wipe); the PV is kept and will be wiped again.
-    ApiFailed {
-        /// Which request.
-        operation: &'static str,
-        /// The error.
-        error: kube::Error,
-    },
-}
-
-/// The outcome of one attempt, reported back to the reconciler.
-#[derive(Debug)]
-pub struct CleanupOutcome {
-    /// The PV's name.
-    pub pv_name: String,
-    /// The PV's UID.
-    pub uid: String,
-    /// What happened.
-    pub result: CleanupResult,
-}
-
-struct Attempt {
-    number: Option<DeviceNumber>,
-    resource_version: Option<String>,
-}
-
-struct Backoff {
-    failures: u32,
-    not_before: Instant,
-}
-
-/// Tracks wipes in flight and retry backoff for one node.
-pub struct Cleaner {
-    api: Api<PersistentVolume>,
-    node_name: String,
-    label_value: String,
-    instance: String,
-    cancel: Arc<AtomicBool>,
-    results: mpsc::Sender<CleanupOutcome>,
-    in_flight: HashMap<String, Attempt>,
-    backoff: HashMap<String, Backoff>,
-    /// UID → resourceVersion of PVs whose last attempt completed or found
-    /// nothing to do: not tried again until the watch shows a newer version
-    /// (the store may lag behind the fresh read).
-    settled: HashMap<String, Option<String>>,
+/// Why a cleanup did not complete; the PV is kept in every case.
+#[derive(Debug, Error)]
+pub enum CleanupError {
+    /// Reading, marking or deleting the PV failed.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The wipe was refused, failed or was cancelled.
+    #[error(transparent)]
+    Wipe(#[from] WipeError),
 }
 
 fn phase(pv: &PersistentVolume) -> Option<&str> {
@@ -116,267 +78,160 @@ pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
         && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
 }
 
-impl Cleaner {
-    /// A cleaner for this node's PVs, marking wipes as started by
-    /// `instance`. Outcomes go to `results`; `cancel` stops wipes between
-    /// writes at shutdown.
-    pub fn new(
-        api: Api<PersistentVolume>,
-        node_name: String,
-        label_value: String,
-        instance: String,
-        cancel: Arc<AtomicBool>,
-        results: mpsc::Sender<CleanupOutcome>,
-    ) -> Self {
-        Cleaner {
-            api,
-            node_name,
-            label_value,
-            instance,
-            cancel,
-            results,
-            in_flight: HashMap::new(),
-            backoff: HashMap::new(),
-            settled: HashMap::new(),
-        }
-    }
-
-    /// Starts a cleanup for every PV that [needs one](needs_cleanup) and is
-    /// not in flight or waiting for a retry, up to [`MAX_CONCURRENT_WIPES`].
-    pub fn start(&mut self, pvs: &[Arc<PersistentVolume>]) {
-        let now = Instant::now();
-        let live: BTreeSet<&str> = pvs
-            .iter()
-            .filter_map(|pv| pv.metadata.uid.as_deref())
-            .collect();
-        self.backoff.retain(|uid, _| live.contains(uid.as_str()));
-        self.settled.retain(|uid, _| live.contains(uid.as_str()));
-        for pv in pvs.iter().filter(|pv| needs_cleanup(pv)) {
-            if self.in_flight.len() >= MAX_CONCURRENT_WIPES {
-                break;
-            }
-            let (Some(uid), Some(name)) = (pv.metadata.uid.clone(), pv.metadata.name.clone())
-            else {
-                continue;
-            };
-            let number = ExistingPv::from_pv(pv).number;
-            let device_busy = number.is_some()
-                && self
-                    .in_flight
-                    .values()
-                    .any(|attempt| attempt.number == number);
-            let waiting = self
-                .backoff
-                .get(&uid)
-                .is_some_and(|backoff| backoff.not_before > now);
-            let settled = self.settled.get(&uid) == Some(&pv.metadata.resource_version);
-            if self.in_flight.contains_key(&uid) || device_busy || waiting || settled {
-                continue;
-            }
-            self.in_flight.insert(
-                uid.clone(),
-                Attempt {
-                    number,
-                    resource_version: pv.metadata.resource_version.clone(),
-                },
-            );
-            let task = CleanupTask {
-                api: self.api.clone(),
-                node_name: self.node_name.clone(),
-                label_value: self.label_value.clone(),
-                instance: self.instance.clone(),
-                cancel: self.cancel.clone(),
-                pv_name: name,
-                uid,
-            };
-            let results = self.results.clone();
-            tokio::spawn(async move {
-                let outcome = task.run().await;
-                let _ = results.send(outcome).await;
-            });
-        }
-    }
-
-    /// Records an outcome; returns the retry delay when the PV will be retried.
-    pub fn finish(&mut self, outcome: &CleanupOutcome) -> Option<Duration> {
-        let attempt = self.in_flight.remove(&outcome.uid);
-        match outcome.result {
-            CleanupResult::Completed(_) | CleanupResult::Skipped(_) => {
-                if let Some(attempt) = attempt {
-                    self.settled
-                        .insert(outcome.uid.clone(), attempt.resource_version);
-                }
-                self.backoff.remove(&outcome.uid);
-                None
-            }
-            CleanupResult::WipeFailed(WipeError::Cancelled) => None,
-            CleanupResult::WipeFailed(_) | CleanupResult::ApiFailed { .. } => {
-                let failures = self.backoff.get(&outcome.uid).map_or(0, |b| b.failures) + 1;
-                let delay = retry_delay(failures);
-                self.backoff.insert(
-                    outcome.uid.clone(),
-                    Backoff {
-                        failures,
-                        not_before: Instant::now() + delay,
-                    },
-                );
-                Some(delay)
+/// Runs the cleanup controller until `shutdown` resolves and the cleanups
+/// in flight have stopped.
+pub async fn run(
+    ctx: Arc<Context>,
+    pvs: ReflectHandle<PersistentVolume>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let resumed = futures::stream::unfold(ctx.paused.subscribe(), |mut paused| async move {
+        loop {
+            paused.changed().await.ok()?;
+            if !*paused.borrow_and_update() {
+                return Some(((), paused));
             }
         }
-    }
+    });
+    Controller::for_shared_stream(pvs, ctx.pvs.clone())
+        .reconcile_all_on(resumed)
+        .with_config(Config::default().concurrency(MAX_CONCURRENT_CLEANUPS))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
 
-    /// Device numbers with a cleanup in flight (discovery must not recreate them).
-    pub fn devices_in_flight(&self) -> BTreeSet<DeviceNumber> {
-        self.in_flight
-            .values()
-            .filter_map(|attempt| attempt.number)
-            .collect()
+/// Cleans one PV if it needs it.
+async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, CleanupError> {
+    if !needs_cleanup(&pv) || ctx.is_paused() {
+        return Ok(Action::await_change());
     }
+    let span = tracing::info_span!(
+        "cleanup",
+        node = %ctx.settings.node_name,
+        pv = pv.metadata.name.as_deref().unwrap_or_default(),
+        device = local_path(&pv).unwrap_or_default(),
+    );
+    clean(&pv, &ctx).instrument(span).await
+}
 
-    /// Number of cleanups in flight.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+    let (Some(name), Some(uid)) = (pv.metadata.name.as_deref(), pv.metadata.uid.as_deref()) else {
+        return Ok(Action::await_change());
+    };
+    let waiting = ctx
+        .cleanup_backoff
+        .lock()
+        .expect("backoff lock")
+        .remaining(&uid.to_string(), Instant::now());
+    if let Some(left) = waiting {
+        return Ok(Action::requeue(left));
     }
+    // A fresh read: the store may lag, and a PV that is no longer
+    // Released (an admin cleared its claimRef) must not be wiped.
+    let fresh = match ctx.api.get_pv(name).await? {
+        Some(fresh) if fresh.metadata.uid.as_deref() == Some(uid) && needs_cleanup(&fresh) => fresh,
+        _ => {
+            tracing::debug!("the PV is gone, replaced or no longer needs a cleanup");
+            return Ok(Action::await_change());
+        }
+    };
+    let owner = Owner {
+        node_name: &ctx.settings.node_name,
+        label_value: &ctx.label_value,
+    };
+    let request = WipeRequest::from_pv(&fresh, &owner)?;
+    let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
+        return Ok(Action::requeue(DEVICE_BUSY_RETRY));
+    };
+    if has_wipe_mark(&fresh) {
+        tracing::warn!("an earlier wipe of this device did not finish; wiping it again");
+    }
+    let marked = ctx
+        .api
+        .mark_wipe_started(&fresh, &ctx.settings.instance)
+        .await?;
+    let report = wipe_off_runtime(request, ctx).await?;
+    // The version our mark produced: any later change cancels the delete.
+    ctx.api
+        .delete_pv(
+            name,
+            Some(uid.to_string()),
+            marked.metadata.resource_version.clone(),
+        )
+        .await?;
+    ctx.reporter
+        .wipe_completed(&pv_reference(name, Some(uid)), &report);
+    ctx.cleanup_backoff
+        .lock()
+        .expect("backoff lock")
+        .clear(&uid.to_string());
+    Ok(Action::await_change())
+}
 
-    /// When the earliest retry is due.
-    pub fn next_retry(&self) -> Option<Instant> {
-        self.backoff
-            .values()
-            .map(|backoff| backoff.not_before)
-            .min()
+/// Runs the blocking wipe on a blocking thread.
+async fn wipe_off_runtime(request: WipeRequest, ctx: &Context) -> Result<WipeReport, WipeError> {
+    let cancel = ctx.cancel.clone();
+    let wiped = tokio::task::spawn_blocking(move || wipe::wipe_device(&request, &cancel)).await;
+    wiped.unwrap_or_else(|join_error| {
+        Err(WipeError::Io {
+            step: "running the wipe".into(),
+            source: std::io::Error::other(join_error.to_string()),
+        })
+    })
+}
+
+/// Decides the retry after a failed cleanup and reports it.
+fn error_policy(pv: Arc<PersistentVolume>, error: &CleanupError, ctx: Arc<Context>) -> Action {
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let uid = pv.metadata.uid.clone().unwrap_or_default();
+    let reference = pv_reference(name, Some(&uid));
+    if let CleanupError::Wipe(WipeError::Cancelled) = error {
+        ctx.reporter
+            .wipe_failed(&reference, &WipeError::Cancelled, None);
+        return Action::await_change();
+    }
+    let delay = ctx
+        .cleanup_backoff
+        .lock()
+        .expect("backoff lock")
+        .record_failure(&uid, Instant::now());
+    match error {
+        CleanupError::Wipe(error) => ctx.reporter.wipe_failed(&reference, error, Some(delay)),
+        CleanupError::Api(error) => {
+            tracing::warn!(pv = name, %error, "cleanup request failed; the PV is kept; retrying in {}s", delay.as_secs());
+        }
+    }
+    Action::requeue(delay)
+}
+
+/// A device claimed for a wipe; released (and the provisioning loop woken,
+/// so the device is offered again at once) when dropped.
+struct DeviceClaim<'a> {
+    ctx: &'a Context,
+    device: DeviceNumber,
+}
+
+impl<'a> DeviceClaim<'a> {
+    fn new(ctx: &'a Context, device: DeviceNumber) -> Option<Self> {
+        ctx.wipes
+            .claim(device)
+            .then_some(DeviceClaim { ctx, device })
     }
 }
 
-/// Retry delay after `failures` consecutive failures: 10 s doubling to 10 min.
-pub fn retry_delay(failures: u32) -> Duration {
-    let factor = 1u32 << failures.saturating_sub(1).min(16);
-    FIRST_RETRY.saturating_mul(factor).min(MAX_RETRY)
-}
-
-struct CleanupTask {
-    api: Api<PersistentVolume>,
-    node_name: String,
-    label_value: String,
-    instance: String,
-    cancel: Arc<AtomicBool>,
-    pv_name: String,
-    uid: String,
-}
-
-impl CleanupTask {
-    async fn run(self) -> CleanupOutcome {
-        let result = self.attempt().await;
-        CleanupOutcome {
-            pv_name: self.pv_name,
-            uid: self.uid,
-            result,
-        }
-    }
-
-    async fn attempt(&self) -> CleanupResult {
-        // A fresh read: the store may lag, and a PV that is no longer
-        // Released (an admin cleared its claimRef) must not be wiped.
-        let fresh = match self.api.get_opt(&self.pv_name).await {
-            Ok(Some(pv)) => pv,
-            Ok(None) => return CleanupResult::Skipped("the PV no longer exists".into()),
-            Err(error) => {
-                return CleanupResult::ApiFailed {
-                    operation: "get_pv",
-                    error,
-                };
-            }
-        };
-        if fresh.metadata.uid.as_deref() != Some(self.uid.as_str()) {
-            return CleanupResult::Skipped(
-                "the PV was replaced by another with the same name".into(),
-            );
-        }
-        if !needs_cleanup(&fresh) {
-            return CleanupResult::Skipped("the PV no longer needs a cleanup".into());
-        }
-        let owner = Owner {
-            node_name: &self.node_name,
-            label_value: &self.label_value,
-        };
-        let request = match WipeRequest::from_pv(&fresh, &owner) {
-            Ok(request) => request,
-            Err(error) => return CleanupResult::WipeFailed(error),
-        };
-        if has_wipe_mark(&fresh) {
-            let annotations = fresh.metadata.annotations.clone().unwrap_or_default();
-            tracing::warn!(
-                pv = %self.pv_name,
-                started_at = ?annotations.get(WIPE_STARTED_AT_ANNOTATION),
-                started_by = ?annotations.get(WIPE_STARTED_BY_ANNOTATION),
-                "an earlier wipe of this device did not finish; wiping it again"
-            );
-        }
-        let marked = match self.mark(&fresh).await {
-            Ok(marked) => marked,
-            Err(error) => {
-                return CleanupResult::ApiFailed {
-                    operation: "patch_pv",
-                    error,
-                };
-            }
-        };
-        let cancel = self.cancel.clone();
-        let wiped = tokio::task::spawn_blocking(move || wipe::wipe_device(&request, &cancel)).await;
-        let report = match wiped {
-            Ok(Ok(report)) => report,
-            Ok(Err(error)) => return CleanupResult::WipeFailed(error),
-            Err(join_error) => {
-                return CleanupResult::WipeFailed(WipeError::Io {
-                    step: "running the wipe".into(),
-                    source: std::io::Error::other(join_error.to_string()),
-                });
-            }
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                // The version our mark produced: any later change cancels the delete.
-                resource_version: marked.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        match self.api.delete(&self.pv_name, &params).await {
-            Ok(_) => CleanupResult::Completed(report),
-            Err(kube::Error::Api(status)) if status.code == 404 => CleanupResult::Completed(report),
-            Err(error) => CleanupResult::ApiFailed {
-                operation: "delete_pv",
-                error,
-            },
-        }
-    }
-}
-
-impl CleanupTask {
-    /// Records on the PV that a wipe starts now, by this pod; conditional on
-    /// the resourceVersion just read, so a PV changed meanwhile is not wiped.
-    async fn mark(&self, fresh: &PersistentVolume) -> Result<PersistentVolume, kube::Error> {
-        let patch = serde_json::json!({
-            "metadata": {
-                "resourceVersion": fresh.metadata.resource_version,
-                "annotations": {
-                    WIPE_STARTED_AT_ANNOTATION: Timestamp::now().to_string(),
-                    WIPE_STARTED_BY_ANNOTATION: self.instance,
-                },
-            },
-        });
-        self.api
-            .patch(
-                &self.pv_name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
+impl Drop for DeviceClaim<'_> {
+    fn drop(&mut self) {
+        self.ctx.wipes.release(self.device);
+        self.ctx.trigger.notify_one();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::jiff::Timestamp;
 
     fn pv(phase: &str, marked: bool) -> PersistentVolume {
         let mut value = serde_json::json!({
@@ -409,14 +264,5 @@ mod tests {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
         );
         assert!(!needs_cleanup(&deleting));
-    }
-
-    #[test]
-    fn retry_delay_doubles_up_to_ten_minutes() {
-        assert_eq!(retry_delay(1), Duration::from_secs(10));
-        assert_eq!(retry_delay(2), Duration::from_secs(20));
-        assert_eq!(retry_delay(4), Duration::from_secs(80));
-        assert_eq!(retry_delay(7), Duration::from_secs(600));
-        assert_eq!(retry_delay(1000), Duration::from_secs(600));
     }
 }

@@ -48,9 +48,10 @@ pub struct ControllerArgs {
     /// How often devices are rescanned even without a change (Go duration: `30s`, `5m`, `1h`).
     #[arg(long, env = "LP_POLLING_INTERVAL", default_value = "5m", value_parser = parse_interval)]
     pub polling_interval: Duration,
-    /// How often Released PersistentVolumes are swept for wiping besides their watch events.
-    #[arg(long, env = "LP_CLEANUP_INTERVAL", default_value = "1h", value_parser = parse_interval)]
-    pub cleanup_interval: Duration,
+    /// Accepted for compatibility and ignored: Released PersistentVolumes are
+    /// cleaned on their watch events and retried with backoff, no sweep is needed.
+    #[arg(long, env = "LP_CLEANUP_INTERVAL", value_parser = parse_interval)]
+    pub cleanup_interval: Option<Duration>,
     /// How long a PV's device must stay missing before it counts as lost (an
     /// Available PV is then deleted; others are reported).
     #[arg(long, env = "LP_DEVICE_LOSS_GRACE", default_value = "30s", value_parser = parse_go_duration)]
@@ -181,8 +182,8 @@ pub struct ControllerSettings {
     pub namespace: String,
     /// Device rescan interval.
     pub polling_interval: Duration,
-    /// Released-PV sweep interval.
-    pub cleanup_interval: Duration,
+    /// Whether the ignored `--cleanup-interval` was given (logged at start).
+    pub cleanup_interval_given: bool,
     /// How long a device must be missing before it counts as lost.
     pub device_loss_grace: Duration,
     /// Development logging.
@@ -215,7 +216,7 @@ impl ControllerArgs {
             node_name,
             namespace,
             polling_interval: self.polling_interval,
-            cleanup_interval: self.cleanup_interval,
+            cleanup_interval_given: self.cleanup_interval.is_some(),
             device_loss_grace: self.device_loss_grace,
             development: self.development,
             default_pv_spec_configmap,
@@ -302,7 +303,7 @@ mod tests {
         let settings = cli.controller.into_settings().unwrap();
         assert_eq!(settings.node_name, "n1");
         assert_eq!(settings.polling_interval, Duration::from_secs(30));
-        assert_eq!(settings.cleanup_interval, Duration::from_secs(3600));
+        assert!(!settings.cleanup_interval_given);
         assert!(settings.development);
         assert_eq!(settings.metrics_addr.port(), 8080);
     }

@@ -1,6 +1,12 @@
 //! Kubernetes Events: what this controller tells the storage admin on the
-//! Node and the PersistentVolumes (`kubectl describe`). Publishing is best
-//! effort: a failure is logged and counted, never fatal.
+//! Node and the PersistentVolumes (`kubectl describe`). Publishing is off
+//! the hot path: [`EventPublisher::publish`] queues the Event and returns;
+//! one task sends them in order, so a slow or failing Events API never
+//! delays a create or a wipe. Best effort: a failure is logged and counted
+//! (`api_errors_total{operation="create_event"}`), a full queue drops the
+//! Event and counts it (`events_dropped_total`), never fatal.
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
@@ -9,7 +15,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
+use crate::error::Operation;
 use crate::metrics::Metrics;
 
 /// Name under which Events are reported.
@@ -19,14 +28,8 @@ pub const CONTROLLER_NAME: &str = "local-pv-provisioner";
 /// its Event (`<name>.<16 hex digits>` must stay within 253 characters).
 const MAX_RECORDER_NAME: usize = 253 - 17;
 
-/// Publishes Events for one provisioner instance.
-#[derive(Clone)]
-pub struct EventPublisher {
-    client: Client,
-    reporter: Reporter,
-    recorder: Recorder,
-    metrics: Metrics,
-}
+/// Events waiting to be sent; beyond this they are dropped and counted.
+const QUEUE_LENGTH: usize = 1024;
 
 /// Severity of an Event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,24 +40,48 @@ pub enum Severity {
     Warning,
 }
 
+/// Queues Events for one provisioner instance; cheap to clone.
+#[derive(Clone)]
+pub struct EventPublisher {
+    queue: mpsc::Sender<(Event, ObjectReference)>,
+    metrics: Metrics,
+}
+
+/// The task sending queued Events; it ends when every publisher is dropped.
+pub struct EventSender {
+    task: JoinHandle<()>,
+}
+
+impl EventSender {
+    /// Waits up to `limit` for the queued Events to be sent.
+    pub async fn finish(self, limit: Duration) {
+        if tokio::time::timeout(limit, self.task).await.is_err() {
+            tracing::warn!("shutting down with Events still queued");
+        }
+    }
+}
+
 impl EventPublisher {
-    /// A publisher reporting as `instance` (the pod name).
-    pub fn new(client: Client, instance: &str, metrics: Metrics) -> Self {
+    /// A publisher reporting as `instance` (the pod name), and its sending task.
+    pub fn start(client: Client, instance: &str, metrics: Metrics) -> (Self, EventSender) {
         let reporter = Reporter {
             controller: CONTROLLER_NAME.to_string(),
             instance: Some(instance.to_string()),
         };
-        EventPublisher {
+        let (queue, pending) = mpsc::channel(QUEUE_LENGTH);
+        let sender = Sender {
             recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             reporter,
-            metrics,
-        }
+            metrics: metrics.clone(),
+        };
+        let task = tokio::spawn(sender.run(pending));
+        (EventPublisher { queue, metrics }, EventSender { task })
     }
 
-    /// Publishes one Event about `regarding`. `action` and `reason` are
+    /// Queues one Event about `regarding`. `action` and `reason` are
     /// PascalCase words; `note` is shortened to the 1 kB the API allows.
-    pub async fn publish(
+    pub fn publish(
         &self,
         regarding: &ObjectReference,
         severity: Severity,
@@ -72,26 +99,45 @@ impl EventPublisher {
             action: action.to_string(),
             secondary: None,
         };
-        let long_name = regarding
-            .name
-            .as_ref()
-            .is_some_and(|name| name.len() > MAX_RECORDER_NAME);
-        let published = if long_name {
-            self.create_directly(&event, regarding).await
-        } else {
-            self.recorder.publish(&event, regarding).await
-        };
-        if let Err(error) = published {
-            self.metrics
-                .api_errors
-                .with_label_values(&["create_event"])
-                .inc();
-            tracing::warn!(%error, reason, "could not publish a Kubernetes Event");
+        if self.queue.try_send((event, regarding.clone())).is_err() {
+            self.metrics.events_dropped.inc();
+            tracing::warn!(reason, "the Event queue is full; Event dropped");
         }
     }
 }
 
-impl EventPublisher {
+/// Sends queued Events, one at a time.
+struct Sender {
+    client: Client,
+    reporter: Reporter,
+    recorder: Recorder,
+    metrics: Metrics,
+}
+
+impl Sender {
+    async fn run(self, mut pending: mpsc::Receiver<(Event, ObjectReference)>) {
+        while let Some((event, regarding)) = pending.recv().await {
+            let long_name = regarding
+                .name
+                .as_ref()
+                .is_some_and(|name| name.len() > MAX_RECORDER_NAME);
+            let published = if long_name {
+                self.create_directly(&event, &regarding).await
+            } else {
+                self.recorder.publish(&event, &regarding).await
+            };
+            if let Err(error) = published {
+                self.metrics
+                    .api_errors
+                    .with_label_values(&[Operation::CreateEvent.label()])
+                    .inc();
+                tracing::warn!(%error, reason = %event.reason, "could not publish a Kubernetes Event");
+            }
+        }
+    }
+}
+
+impl Sender {
     /// Creates an Event for an object whose name is too long for the
     /// Recorder's naming scheme: named after a cut of the object's name (the
     /// Event's `regarding` keeps the full name), without series aggregation.

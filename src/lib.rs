@@ -2,23 +2,42 @@
 //! node's local block devices into PersistentVolumes and wipes them when
 //! their claims let go. A drop-in for the Go local-pv-provisioner.
 //!
-//! The pure core decides ([`spec`], [`naming`], [`pv`], [`plan`]); the shell
-//! watches, writes and wipes ([`discovery`], [`blockdev`], [`wipe`],
-//! [`cleanup`], [`provisioner`], [`watch`], [`events`], [`metrics`]).
+//! Two flows, each through small modules in the order data moves:
+//!
+//! - provisioning: [`watch`] → [`node_spec`] → [`discovery`] (with
+//!   [`blockdev`]) → [`device_loss`] → [`plan`] (with [`naming`], [`pv`]) →
+//!   [`apply`] → [`report`], run by [`reconcile`] in the loop of
+//!   [`provisioner`];
+//! - cleanup: [`cleanup`] → [`wipe`] → [`apply`] → [`report`], after which
+//!   the device is offered again by the provisioning flow.
+//!
+//! Shared: [`config`], [`spec`], [`context`], [`backoff`], [`error`],
+//! [`events`], [`metrics`], [`health`], [`server`]; [`dry_run`] is the
+//! `scan` subcommand.
 
 #![warn(missing_docs)]
 
+pub mod apply;
+pub mod backoff;
 pub mod blockdev;
 pub mod cleanup;
 pub mod config;
+pub mod context;
+pub mod device_loss;
 pub mod discovery;
 pub mod dry_run;
+pub mod error;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod naming;
+pub mod node_spec;
 pub mod plan;
 pub mod provisioner;
 pub mod pv;
+pub mod reconcile;
+pub mod report;
+pub mod server;
 pub mod spec;
 pub mod watch;
 pub mod wipe;

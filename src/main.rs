@@ -8,8 +8,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use local_pv_provisioner::config::{Cli, Command, ControllerSettings};
 use local_pv_provisioner::dry_run::run_scan;
-use local_pv_provisioner::metrics::{self, Health, Metrics};
-use local_pv_provisioner::provisioner::Provisioner;
+use local_pv_provisioner::health::Health;
+use local_pv_provisioner::metrics::Metrics;
+use local_pv_provisioner::{provisioner, server};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
@@ -118,7 +119,7 @@ async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
         // The bound address: with port 0 the kernel picks the port.
         let addr = listener.local_addr().unwrap_or(settings.metrics_addr);
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-        tokio::spawn(metrics::serve(
+        tokio::spawn(server::serve(
             listener,
             metrics.clone(),
             health.clone(),
@@ -128,9 +129,12 @@ async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
         ))
     };
     tracing::info!(node = %settings.node_name, namespace = %settings.namespace, "starting");
-    Provisioner::new(client, settings, metrics, health)
-        .run(stopped)
-        .await;
+    if settings.cleanup_interval_given {
+        tracing::info!(
+            "--cleanup-interval (LP_CLEANUP_INTERVAL) has no effect: Released PVs are cleaned on their watch events and retried with backoff"
+        );
+    }
+    provisioner::run(client, settings, metrics, health, stopped).await;
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())

@@ -1,16 +1,7 @@
-//! Prometheus metrics and the HTTP endpoints: `/metrics`, `/healthz` and
-//! `/readyz`, served with axum. Gauges are set from each scan's result as a
-//! whole, never from scattered increments, so they always describe the last
-//! scan.
+//! Prometheus metrics of one provisioner, all labelled with its node. Gauges
+//! are set from each reconcile's result as a whole, never from scattered
+//! increments, so they always describe the last reconcile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric of one provisioner, labelled with its node.
@@ -37,6 +28,8 @@ pub struct Metrics {
     pub api_errors: IntCounterVec,
     /// Reconcile passes finished (whatever their outcome).
     pub reconciles: IntCounter,
+    /// Events dropped because the queue was full.
+    pub events_dropped: IntCounter,
 }
 
 const PREFIX: &str = "local_pv_provisioner";
@@ -109,6 +102,10 @@ impl Metrics {
                 "reconciles_total",
                 "Reconcile passes finished, whatever their outcome.",
             ),
+            events_dropped: counter(
+                "events_dropped_total",
+                "Kubernetes Events dropped because too many were waiting to be sent.",
+            ),
             registry,
         }
     }
@@ -121,66 +118,6 @@ impl Metrics {
             .expect("text encoding cannot fail");
         String::from_utf8(buffer).expect("exposition is UTF-8")
     }
-}
-
-/// Liveness and readiness flags shared with the HTTP server.
-#[derive(Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    /// Marks the process ready (or not) to serve.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    /// Whether the process is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Clone)]
-struct ServerState {
-    metrics: Metrics,
-    health: Health,
-}
-
-/// The router serving `/metrics`, `/healthz` and `/readyz`.
-pub fn router(metrics: Metrics, health: Health) -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(serve_readiness))
-        .with_state(ServerState { metrics, health })
-}
-
-async fn serve_metrics(State(state): State<ServerState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        state.metrics.render(),
-    )
-}
-
-async fn serve_readiness(State(state): State<ServerState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
-}
-
-/// Serves the router on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Metrics,
-    health: Health,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, health))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 #[cfg(test)]

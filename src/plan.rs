@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::blockdev::DeviceNumber;
-use crate::discovery::{DeviceProblem, Scan};
-use crate::naming::assign_pv_names;
+use crate::discovery::{Device, DeviceProblem, Scan};
+use crate::naming::{NameAssignment, assign_pv_names};
 use crate::pv::{self, NodeFacts, build_pv};
 use crate::spec::PvSpec;
 
@@ -54,32 +54,6 @@ impl ExistingPv {
     }
 }
 
-/// What to do about a PV whose device has been missing for the whole grace period.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LostDevice {
-    /// The PV is Available and reserved for no claim: delete it, so no claim
-    /// binds to a missing disk. It comes back when the device does.
-    DeleteAvailable(String),
-    /// The PV is in use (Bound, Released, reserved) or not yet Available:
-    /// keep it and report it; nothing is lost when the device returns.
-    Keep(String),
-}
-
-/// Decides, for PVs whose device is lost, which to delete and which to keep.
-pub fn lost_devices(existing: &[ExistingPv], lost: &BTreeSet<String>) -> Vec<LostDevice> {
-    existing
-        .iter()
-        .filter(|pv| lost.contains(&pv.name) && !pv.deleting)
-        .map(|pv| {
-            if pv.phase.as_deref() == Some("Available") && !pv.claimed {
-                LostDevice::DeleteAvailable(pv.name.clone())
-            } else {
-                LostDevice::Keep(pv.name.clone())
-            }
-        })
-        .collect()
-}
-
 /// The outcome of planning one reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -91,6 +65,71 @@ pub struct Plan {
     pub problems: Vec<DeviceProblem>,
     /// Groups of entry names whose plain PV names collided.
     pub collisions: Vec<Vec<String>>,
+}
+
+/// This node's existing PVs, indexed the ways the planner looks them up.
+struct Covered<'a> {
+    by_path: HashMap<&'a Path, &'a ExistingPv>,
+    by_name: HashMap<&'a str, &'a ExistingPv>,
+    numbers: BTreeSet<DeviceNumber>,
+}
+
+impl<'a> Covered<'a> {
+    fn new(existing: &'a [ExistingPv]) -> Self {
+        Covered {
+            by_path: existing
+                .iter()
+                .filter_map(|pv| pv.path.as_deref().map(|path| (path, pv)))
+                .collect(),
+            by_name: existing.iter().map(|pv| (pv.name.as_str(), pv)).collect(),
+            numbers: existing.iter().filter_map(|pv| pv.number).collect(),
+        }
+    }
+
+    /// Whether a PV of this node already stands for `device`.
+    fn covers(&self, device: &Device) -> bool {
+        self.by_path.contains_key(device.path.as_path()) || self.numbers.contains(&device.number)
+    }
+}
+
+/// What one scanned device gets.
+enum Verdict<'a> {
+    /// Nothing new: it has a PV, or its wipe is in flight.
+    Covered,
+    /// No PV, for this reason.
+    Problem(String),
+    /// A new PV of this name.
+    Create(&'a str),
+}
+
+fn judge<'a>(
+    device: &Device,
+    covered: &Covered<'_>,
+    names: &'a NameAssignment,
+    wipes_in_flight: &BTreeSet<DeviceNumber>,
+) -> Verdict<'a> {
+    if covered.covers(device) || wipes_in_flight.contains(&device.number) {
+        return Verdict::Covered;
+    }
+    if let Some(reason) = &device.in_use {
+        return Verdict::Problem(format!("in use: {reason}"));
+    }
+    let Some(name) = names.names.get(&device.name) else {
+        return Verdict::Problem(
+            "its PV name collides with another device's even after hashing".into(),
+        );
+    };
+    if let Some(holder) = covered.by_name.get(name.as_str()) {
+        let held_path = holder
+            .path
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Verdict::Problem(format!(
+            "PV name {name} is taken by an existing PV for {held_path:?}"
+        ));
+    }
+    Verdict::Create(name)
 }
 
 /// Decides what to create for `scan`.
@@ -106,14 +145,7 @@ pub fn plan(
     existing: &[ExistingPv],
     wipes_in_flight: &BTreeSet<DeviceNumber>,
 ) -> Plan {
-    let by_path: HashMap<&Path, &ExistingPv> = existing
-        .iter()
-        .filter_map(|pv| pv.path.as_deref().map(|path| (path, pv)))
-        .collect();
-    let by_name: HashMap<&str, &ExistingPv> =
-        existing.iter().map(|pv| (pv.name.as_str(), pv)).collect();
-    let covered_numbers: BTreeSet<DeviceNumber> =
-        existing.iter().filter_map(|pv| pv.number).collect();
+    let covered = Covered::new(existing);
     let holders: HashMap<String, String> = existing
         .iter()
         .filter_map(|pv| {
@@ -126,7 +158,6 @@ pub fn plan(
         scan.devices.iter().map(|d| d.name.as_str()),
         &holders,
     );
-
     // A device locked by this node's own wipe is not a problem: its PV is
     // being cleaned and it comes back.
     let (own_wipes, problems): (Vec<&DeviceProblem>, Vec<&DeviceProblem>) =
@@ -141,48 +172,20 @@ pub fn plan(
         collisions: names.collisions.clone(),
         ..Plan::default()
     };
-    let problem = |device: &crate::discovery::Device, reason: String| DeviceProblem {
-        name: device.name.clone(),
-        path: device.path.clone(),
-        reason,
-        number: Some(device.number),
-    };
     for device in &scan.devices {
-        if by_path.contains_key(device.path.as_path()) || covered_numbers.contains(&device.number) {
-            result.available += 1;
-            continue;
+        match judge(device, &covered, &names, wipes_in_flight) {
+            Verdict::Covered => result.available += 1,
+            Verdict::Problem(reason) => result.problems.push(DeviceProblem {
+                name: device.name.clone(),
+                path: device.path.clone(),
+                reason,
+                number: Some(device.number),
+            }),
+            Verdict::Create(name) => {
+                result.create.push(build_pv(node, spec, device, name));
+                result.available += 1;
+            }
         }
-        if wipes_in_flight.contains(&device.number) {
-            result.available += 1;
-            continue;
-        }
-        if let Some(reason) = &device.in_use {
-            result
-                .problems
-                .push(problem(device, format!("in use: {reason}")));
-            continue;
-        }
-        let Some(name) = names.names.get(&device.name) else {
-            result.problems.push(problem(
-                device,
-                "its PV name collides with another device's even after hashing".into(),
-            ));
-            continue;
-        };
-        if let Some(holder) = by_name.get(name.as_str()) {
-            let held_path = holder
-                .path
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
-            result.problems.push(problem(
-                device,
-                format!("PV name {name} is taken by an existing PV for {held_path:?}"),
-            ));
-            continue;
-        }
-        result.create.push(build_pv(node, spec, device, name));
-        result.available += 1;
     }
     result.problems.sort_by(|a, b| a.name.cmp(&b.name));
     result
@@ -191,7 +194,6 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Device;
     use crate::spec::parse_pv_spec;
 
     fn node() -> NodeFacts {
@@ -238,37 +240,6 @@ mod tests {
             claimed: false,
             deleting: false,
         }
-    }
-
-    #[test]
-    fn lost_devices_delete_only_unclaimed_available_pvs() {
-        let pv = |name: &str, phase: &str, claimed: bool, deleting: bool| ExistingPv {
-            name: name.into(),
-            phase: Some(phase.into()),
-            claimed,
-            deleting,
-            ..existing_pv()
-        };
-        let existing = vec![
-            pv("free", "Available", false, false),
-            pv("reserved", "Available", true, false),
-            pv("bound", "Bound", true, false),
-            pv("released", "Released", true, false),
-            pv("going", "Available", false, true),
-            pv("present", "Available", false, false),
-        ];
-        let lost: BTreeSet<String> = ["free", "reserved", "bound", "released", "going"]
-            .map(String::from)
-            .into();
-        assert_eq!(
-            lost_devices(&existing, &lost),
-            vec![
-                LostDevice::DeleteAvailable("free".into()),
-                LostDevice::Keep("reserved".into()),
-                LostDevice::Keep("bound".into()),
-                LostDevice::Keep("released".into()),
-            ]
-        );
     }
 
     fn scan(devices: Vec<Device>) -> Scan {

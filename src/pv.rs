@@ -58,8 +58,12 @@ pub struct NodeFacts {
     pub label_value: String,
 }
 
-/// Builds the PV for `device` named `name`.
-pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) -> PersistentVolume {
+/// The annotations recording what a PV was made from.
+fn recorded_annotations(
+    node: &NodeFacts,
+    spec: &PvSpec,
+    device: &Device,
+) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::from([
         (
             DEVICE_DIR_ANNOTATION.to_string(),
@@ -93,6 +97,11 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
     if let Some(fs_type) = spec.fs_type {
         annotations.insert(FS_TYPE_ANNOTATION.to_string(), fs_type.as_str().to_string());
     }
+    annotations
+}
+
+/// Builds the PV for `device` named `name`.
+pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) -> PersistentVolume {
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -100,7 +109,7 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
                 NODE_LABEL.to_string(),
                 node.label_value.clone(),
             )])),
-            annotations: Some(annotations),
+            annotations: Some(recorded_annotations(node, spec, device)),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".to_string(),
                 kind: "Node".to_string(),

@@ -30,12 +30,10 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use crate::blockdev::{self, Busy, DeviceNumber, MountTable, Partitions};
-use crate::pv;
+use crate::blockdev::{self, Busy, MountTable, Partitions};
 
 /// Bytes zeroed at the head when the PV records no `wipeBytes`: 100 MiB, as upstream.
 pub const DEFAULT_HEAD_BYTES: u64 = crate::spec::DEFAULT_WIPE_BYTES;
@@ -131,6 +129,10 @@ pub enum WipeError {
     Cancelled,
 }
 
+mod request;
+
+pub use request::{Owner, WipeRequest};
+
 fn refuse(guard: Guard, detail: impl Into<String>) -> WipeError {
     WipeError::Refused {
         guard,
@@ -147,127 +149,6 @@ pub struct WipeReport {
     pub regions: Vec<Range<u64>>,
     /// Time taken.
     pub elapsed: Duration,
-}
-
-/// Everything a wipe needs, taken from the PV and checked by the
-/// [`Guard::OwnedByThisNode`] and [`Guard::RecordedIdentity`] guards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WipeRequest {
-    /// The PV's name (for reports).
-    pub pv_name: String,
-    /// `spec.local.path`.
-    pub path: PathBuf,
-    /// The `deviceDir` recorded when the PV was created.
-    pub device_dir: PathBuf,
-    /// The device number recorded at creation.
-    pub number: DeviceNumber,
-    /// The device's size recorded at creation (the PV's exact capacity).
-    pub size_bytes: u64,
-    /// The stable id recorded at creation, if the device had one.
-    pub stable_id: Option<String>,
-    /// Bytes to zero at the head.
-    pub head_bytes: u64,
-}
-
-/// Facts about this node that decide whether a PV is ours.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner<'a> {
-    /// This node's name.
-    pub node_name: &'a str,
-    /// The node label value of this node.
-    pub label_value: &'a str,
-}
-
-impl WipeRequest {
-    /// Reads a PV of ours into a request, or refuses it.
-    pub fn from_pv(pv: &PersistentVolume, owner: &Owner<'_>) -> Result<Self, WipeError> {
-        let name = pv.metadata.name.clone().unwrap_or_default();
-        let label = pv
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|labels| labels.get(pv::NODE_LABEL));
-        if label.map(String::as_str) != Some(owner.label_value) {
-            return Err(refuse(
-                Guard::OwnedByThisNode,
-                format!(
-                    "label {} is {label:?}, not {:?}",
-                    pv::NODE_LABEL,
-                    owner.label_value
-                ),
-            ));
-        }
-        let annotations = pv.metadata.annotations.clone().unwrap_or_default();
-        let recorded_node = annotations.get(pv::NODE_NAME_ANNOTATION);
-        if recorded_node.map(String::as_str) != Some(owner.node_name) {
-            return Err(refuse(
-                Guard::OwnedByThisNode,
-                format!(
-                    "annotation {} is {recorded_node:?}, not {:?}",
-                    pv::NODE_NAME_ANNOTATION,
-                    owner.node_name
-                ),
-            ));
-        }
-        let missing = |what: &str| {
-            refuse(
-                Guard::RecordedIdentity,
-                format!("the PV does not record {what}"),
-            )
-        };
-        let spec = pv.spec.as_ref().ok_or_else(|| missing("a spec"))?;
-        let path = spec
-            .local
-            .as_ref()
-            .map(|local| PathBuf::from(&local.path))
-            .ok_or_else(|| missing("spec.local.path"))?;
-        let device_dir = annotations
-            .get(pv::DEVICE_DIR_ANNOTATION)
-            .map(PathBuf::from)
-            .ok_or_else(|| missing(pv::DEVICE_DIR_ANNOTATION))?;
-        let size_text = annotations
-            .get(pv::DEVICE_SIZE_ANNOTATION)
-            .ok_or_else(|| missing(pv::DEVICE_SIZE_ANNOTATION))?;
-        let size_bytes: u64 = size_text.parse().map_err(|_| {
-            refuse(
-                Guard::RecordedIdentity,
-                format!("{} is {size_text:?}", pv::DEVICE_SIZE_ANNOTATION),
-            )
-        })?;
-        let number = annotations
-            .get(pv::DEVICE_NUMBER_ANNOTATION)
-            .map(|text| {
-                text.parse::<DeviceNumber>().map_err(|error| {
-                    refuse(
-                        Guard::RecordedIdentity,
-                        format!("{}: {error}", pv::DEVICE_NUMBER_ANNOTATION),
-                    )
-                })
-            })
-            .ok_or_else(|| missing(pv::DEVICE_NUMBER_ANNOTATION))??;
-        let head_bytes = match annotations.get(pv::WIPE_BYTES_ANNOTATION) {
-            None => DEFAULT_HEAD_BYTES,
-            Some(text) => text
-                .parse::<u64>()
-                .ok()
-                .filter(|bytes| *bytes > 0 && bytes % crate::spec::WIPE_BYTES_ALIGNMENT == 0)
-                .ok_or_else(|| {
-                    refuse(
-                        Guard::RecordedIdentity,
-                        format!("{} is {text:?}", pv::WIPE_BYTES_ANNOTATION),
-                    )
-                })?,
-        };
-        Ok(WipeRequest {
-            pv_name: name,
-            path,
-            device_dir,
-            number,
-            size_bytes,
-            stable_id: annotations.get(pv::DEVICE_STABLE_ID_ANNOTATION).cloned(),
-            head_bytes,
-        })
-    }
 }
 
 /// Checks every guard, then zeroes, flushes and verifies the head and tail.
@@ -530,56 +411,4 @@ impl AlignedZeros {
 }
 
 #[cfg(test)]
-#[allow(clippy::single_range_in_vec_init)] // expected region lists may hold just one range
-mod tests {
-    use super::*;
-
-    const MIB: u64 = 1024 * 1024;
-
-    #[test]
-    fn regions_for_a_large_device_are_head_and_tail() {
-        assert_eq!(
-            wipe_regions(1024 * MIB, DEFAULT_HEAD_BYTES, 512),
-            vec![0..100 * MIB, 1023 * MIB..1024 * MIB]
-        );
-    }
-
-    #[test]
-    fn small_devices_are_zeroed_whole() {
-        assert_eq!(
-            wipe_regions(50 * MIB, DEFAULT_HEAD_BYTES, 4096),
-            vec![0..50 * MIB]
-        );
-        assert_eq!(
-            wipe_regions(101 * MIB, DEFAULT_HEAD_BYTES, 4096),
-            vec![0..101 * MIB]
-        );
-        assert_eq!(
-            wipe_regions(512 * 3, DEFAULT_HEAD_BYTES, 512),
-            vec![0..512 * 3]
-        );
-    }
-
-    #[test]
-    fn head_is_rounded_up_to_whole_blocks() {
-        assert_eq!(
-            wipe_regions(64 * MIB, 1000, 4096),
-            vec![0..4096, 63 * MIB..64 * MIB]
-        );
-    }
-
-    #[test]
-    fn aligned_buffer_is_aligned_and_zero() {
-        let mut buffer = AlignedZeros::new(3 * 4096);
-        let slice = buffer.as_mut();
-        assert_eq!(slice.as_ptr() as usize % DIRECT_IO_ALIGN, 0);
-        assert_eq!(slice.len(), 3 * 4096);
-        assert!(slice.iter().all(|b| *b == 0));
-    }
-
-    #[test]
-    fn guard_names_are_distinct() {
-        let names: std::collections::HashSet<_> = Guard::ALL.iter().map(|g| g.name()).collect();
-        assert_eq!(names.len(), Guard::ALL.len());
-    }
-}
+mod tests;

@@ -1,0 +1,104 @@
+//! What the provisioning loop and the cleanup controller share: the
+//! settings, this node's identity, the API requests, the reporter, the
+//! store of this node's PVs, the devices being wiped and the shutdown flag.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::runtime::reflector::Store;
+use tokio::sync::{Notify, watch};
+
+use crate::apply::ApiRequests;
+use crate::backoff::{BackoffTable, CLEANUP_RETRY};
+use crate::blockdev::DeviceNumber;
+use crate::config::ControllerSettings;
+use crate::report::Reporter;
+
+/// Shared state of one node's controller.
+pub struct Context {
+    /// The validated flags.
+    pub settings: ControllerSettings,
+    /// The value of this node's PV label.
+    pub label_value: String,
+    /// Every PV and Node request.
+    pub api: ApiRequests,
+    /// Events, logs and metrics of single happenings.
+    pub reporter: Reporter,
+    /// This node's PVs, kept current by the shared PV watch.
+    pub pvs: Store<PersistentVolume>,
+    /// Wakes the provisioning loop.
+    pub trigger: Arc<Notify>,
+    /// Devices with a wipe in flight.
+    pub wipes: WipesInFlight,
+    /// Set at shutdown: wipes stop between two writes.
+    pub cancel: Arc<AtomicBool>,
+    /// PVs (by UID) whose cleanup failed, waiting for their retry.
+    pub cleanup_backoff: Mutex<BackoffTable<String>>,
+    /// Whether the node is paused (no usable PV spec, or no Node): no PV is
+    /// created, wiped or deleted. Set by the reconciler; true until its first run.
+    pub paused: watch::Sender<bool>,
+}
+
+impl Context {
+    /// Shared state over the given parts.
+    pub fn new(
+        settings: ControllerSettings,
+        api: ApiRequests,
+        reporter: Reporter,
+        pvs: Store<PersistentVolume>,
+        trigger: Arc<Notify>,
+    ) -> Self {
+        Context {
+            label_value: crate::naming::node_label_value(&settings.node_name),
+            settings,
+            api,
+            reporter,
+            pvs,
+            trigger,
+            wipes: WipesInFlight::default(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
+            paused: watch::Sender::new(true),
+        }
+    }
+
+    /// Pauses or resumes the node.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_if_modified(|current| {
+            let changed = *current != paused;
+            *current = paused;
+            changed
+        });
+    }
+
+    /// Whether the node is paused.
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+}
+
+/// The devices being wiped: discovery must not offer them, and two PVs of
+/// one device are never wiped at once.
+#[derive(Debug, Default)]
+pub struct WipesInFlight {
+    devices: Mutex<BTreeSet<DeviceNumber>>,
+}
+
+impl WipesInFlight {
+    /// Claims `device` for a wipe; `false` when one is already in flight.
+    pub fn claim(&self, device: DeviceNumber) -> bool {
+        self.devices.lock().expect("wipes lock").insert(device)
+    }
+
+    /// Releases `device` after its wipe.
+    pub fn release(&self, device: DeviceNumber) {
+        self.devices.lock().expect("wipes lock").remove(&device);
+    }
+
+    /// The devices being wiped now.
+    pub fn snapshot(&self) -> BTreeSet<DeviceNumber> {
+        self.devices.lock().expect("wipes lock").clone()
+    }
+}

@@ -1,0 +1,276 @@
+//! The one place that turns what happened into Kubernetes Events, log lines
+//! and metrics. [`Reporter`] reports single happenings (a PV created, a
+//! wipe done); [`NodeReports`] remembers what it already said about the
+//! node's standing conditions (the spec, skipped devices, refused creates,
+//! lost devices) and speaks once per change, so a stuck condition never
+//! floods the API server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
+use kube::Resource;
+
+use crate::discovery::DeviceProblem;
+use crate::events::{EventPublisher, Severity};
+use crate::metrics::Metrics;
+use crate::node_spec::SpecState;
+use crate::pv::local_path;
+use crate::wipe::{WipeError, WipeReport};
+
+/// Reports single happenings; cheap to clone.
+#[derive(Clone)]
+pub struct Reporter {
+    /// Where Events go.
+    pub events: EventPublisher,
+    /// Where numbers go.
+    pub metrics: Metrics,
+    node_name: String,
+}
+
+/// A reference to a PV for an Event, from its name and UID.
+pub fn pv_reference(name: &str, uid: Option<&str>) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolume".into()),
+        name: Some(name.to_string()),
+        uid: uid.map(str::to_string),
+        ..ObjectReference::default()
+    }
+}
+
+impl Reporter {
+    /// A reporter for `node_name`.
+    pub fn new(events: EventPublisher, metrics: Metrics, node_name: &str) -> Self {
+        Reporter {
+            events,
+            metrics,
+            node_name: node_name.to_string(),
+        }
+    }
+
+    /// A PV was created.
+    pub fn created(&self, created: &PersistentVolume) {
+        let name = created.metadata.name.as_deref().unwrap_or_default();
+        let path = local_path(created).unwrap_or_default();
+        self.metrics.pvs_created.inc();
+        tracing::info!(pv = %name, device = %path, "created PersistentVolume");
+        self.events.publish(
+            &created.object_ref(&()),
+            Severity::Normal,
+            "Provisioned",
+            "Create",
+            &format!("Created for device {path} on node {}", self.node_name),
+        );
+    }
+
+    /// The unclaimed Available PV of a lost device was deleted.
+    pub fn lost_device_pv_deleted(&self, pv: &PersistentVolume) {
+        self.device_missing(
+            pv,
+            "Delete",
+            "the Available PersistentVolume is deleted so no claim binds to it, and it comes back when the device does",
+        );
+    }
+
+    /// A PV in use lost its device and is kept.
+    pub fn lost_device_pv_kept(&self, pv: &PersistentVolume) {
+        self.device_missing(
+            pv,
+            "Discover",
+            "the PersistentVolume is kept (it is in use or reserved) and nothing is lost if the device returns",
+        );
+    }
+
+    fn device_missing(&self, pv: &PersistentVolume, action: &str, outcome: &str) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        let path = local_path(pv).unwrap_or_default();
+        let note = format!("Device {path} is missing; {outcome}");
+        tracing::warn!(pv = %name, device = %path, "{note}");
+        let regarding = pv.object_ref(&());
+        self.events.publish(
+            &regarding,
+            Severity::Warning,
+            "DeviceMissing",
+            action,
+            &note,
+        );
+    }
+
+    /// A kept PV's device is present again.
+    pub fn device_returned(&self, pv: &PersistentVolume) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        tracing::info!(pv = %name, "the PersistentVolume's device is back");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "DeviceReturned",
+            "Discover",
+            "The device of this PersistentVolume is present again",
+        );
+    }
+
+    /// A device was wiped and verified, and its PV deleted.
+    pub fn wipe_completed(&self, pv: &ObjectReference, report: &WipeReport) {
+        self.metrics.wipes_completed.inc();
+        let regions: Vec<String> = report
+            .regions
+            .iter()
+            .map(|r| format!("{}..{}", r.start, r.end))
+            .collect();
+        tracing::info!(pv = ?pv.name, device = %report.device.display(), ?regions, elapsed_ms = report.elapsed.as_millis() as u64, "wiped the device and deleted the released PersistentVolume");
+        self.events.publish(
+            pv,
+            Severity::Normal,
+            "VolumeWiped",
+            "Delete",
+            &format!(
+                "Zeroed bytes {} of {} and verified; the PersistentVolume is deleted and the device will be offered again",
+                regions.join(", "),
+                report.device.display()
+            ),
+        );
+    }
+
+    /// A wipe did not complete; the PV is kept and retried after `retry`
+    /// (`None`: at the next start, after a shutdown).
+    pub fn wipe_failed(&self, pv: &ObjectReference, error: &WipeError, retry: Option<Duration>) {
+        let retry_note = retry.map_or(String::new(), |delay| {
+            format!("; retrying in {}s", delay.as_secs())
+        });
+        let (label, reason) = match error {
+            WipeError::Cancelled => {
+                self.metrics
+                    .wipes_failed
+                    .with_label_values(&["cancelled"])
+                    .inc();
+                tracing::warn!(pv = ?pv.name, "wipe cancelled by shutdown; the PV stays Released and is wiped on the next start");
+                return;
+            }
+            WipeError::Refused { guard, .. } => (guard.name(), "WipeRefused"),
+            WipeError::Io { .. } => ("io", "WipeFailed"),
+        };
+        self.metrics.wipes_failed.with_label_values(&[label]).inc();
+        tracing::error!(pv = ?pv.name, reason = label, %error, "wipe did not complete; the PV is kept");
+        self.events.publish(
+            pv,
+            Severity::Warning,
+            reason,
+            "Wipe",
+            &format!("{error}; the PersistentVolume is kept{retry_note}"),
+        );
+    }
+}
+
+/// What was already said about the node's standing conditions.
+pub struct NodeReports {
+    reporter: Reporter,
+    spec_state: Option<SpecState>,
+    skipped: BTreeMap<String, String>,
+    refused: BTreeMap<String, String>,
+}
+
+impl NodeReports {
+    /// Nothing said yet.
+    pub fn new(reporter: Reporter) -> Self {
+        NodeReports {
+            reporter,
+            spec_state: None,
+            skipped: BTreeMap::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// The single-happening reporter.
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    /// Where the spec stands; an Event on the Node (`node`, when it
+    /// exists) and a log line when it changed. Sets `pv_spec_errors`.
+    pub fn spec_state(&mut self, state: SpecState, node: Option<&ObjectReference>) {
+        let metrics = &self.reporter.metrics;
+        metrics.spec_errors.set(i64::from(state.is_error()));
+        if !matches!(state, SpecState::Ready { .. }) {
+            metrics.available_devices.set(0);
+            metrics.error_devices.set(0);
+        }
+        if self.spec_state.as_ref() == Some(&state) {
+            return;
+        }
+        let node_name = &self.reporter.node_name;
+        match &state {
+            // The spec's values stay at debug level; errors name only the offending key and value.
+            SpecState::Ready {
+                configmap,
+                summary,
+                device_dir_missing,
+            } => {
+                tracing::info!(node = %node_name, %configmap, "using the PV spec ConfigMap");
+                if *device_dir_missing {
+                    tracing::warn!(node = %node_name, %configmap, "deviceDir does not exist (yet): no devices");
+                }
+                tracing::debug!(node = %node_name, %configmap, "PV spec: {summary}");
+            }
+            state if state.is_error() => tracing::error!(node = %node_name, "{state}"),
+            state => tracing::info!(node = %node_name, "{state}"),
+        }
+        if let Some(node) = node {
+            let (severity, reason) = state.event();
+            self.reporter
+                .events
+                .publish(node, severity, reason, "Configure", &state.to_string());
+        }
+        self.spec_state = Some(state);
+    }
+
+    /// A create the API server refused: an `InvalidVolume` Event on the
+    /// Node once per device and reason.
+    pub fn create_refused(&mut self, node: &ObjectReference, problem: &DeviceProblem) {
+        let device = problem.path.display().to_string();
+        if self.refused.get(&device) == Some(&problem.reason) {
+            return;
+        }
+        tracing::error!(device = %device, "{}", problem.reason);
+        self.reporter.events.publish(
+            node,
+            Severity::Warning,
+            "InvalidVolume",
+            "Create",
+            &format!("{} (device {device})", problem.reason),
+        );
+        self.refused.insert(device, problem.reason.clone());
+    }
+
+    /// The devices that get no PV, and the device gauges: a
+    /// `DeviceSkipped` Event on the Node once per new device or new reason.
+    pub fn devices(
+        &mut self,
+        node: &ObjectReference,
+        available: usize,
+        problems: &[DeviceProblem],
+    ) {
+        let current: BTreeMap<String, String> = problems
+            .iter()
+            .map(|problem| (problem.path.display().to_string(), problem.reason.clone()))
+            .collect();
+        for (path, reason) in &current {
+            if self.skipped.get(path) != Some(reason) {
+                tracing::warn!(device = %path, reason = %reason, "device skipped");
+                self.reporter.events.publish(
+                    node,
+                    Severity::Warning,
+                    "DeviceSkipped",
+                    "Discover",
+                    &format!("{path} gets no PersistentVolume: {reason}"),
+                );
+            }
+        }
+        self.refused
+            .retain(|device, _| current.contains_key(device));
+        self.skipped = current;
+        let metrics = &self.reporter.metrics;
+        metrics.available_devices.set(available as i64);
+        metrics.error_devices.set(problems.len() as i64);
+    }
+}
