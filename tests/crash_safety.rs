@@ -5,22 +5,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::symlink;
-use std::time::Duration;
-
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume};
-use kube::Api;
-use kube::api::{ListParams, PostParams};
 use nix::sys::signal::Signal;
-use serde_json::json;
-use support::fake_api::FakeApiServer;
 use support::loop_device::{FILL_BYTE, LoopDevice};
-use support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
+use support::world::World;
+use support::world::waits::{WAIT, eventually};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
-const NAMESPACE: &str = "lpp-system";
 const WIPE_STARTED_AT: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
 const WIPE_STARTED_BY: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
 
@@ -45,11 +36,12 @@ async fn sigterm_mid_wipe_exits_zero_and_the_next_start_finishes() {
 /// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
 /// then checks nothing was handed out and the next start finishes the job.
 async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
-    support::loop_device::require_root();
     // A 4 GiB device whose PV zeroes a 3 GiB head: the wipe takes long
     // enough (seconds) that the kill lands in the middle of it.
+    let world = World::fake().await;
     let size = 4 * GIB;
-    let device = LoopDevice::sparse(size);
+    let device = world.attach_sparse(size);
+    world.link("big0", &device);
     let head_start = 0;
     let head_late = 3 * GIB - 64 * MIB;
     let untouched = 3 * GIB + 256 * MIB;
@@ -57,79 +49,30 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
     for offset in [head_start, head_late, untouched, tail] {
         device.write_at(offset, &[FILL_BYTE; 4096]);
     }
-
-    let server = FakeApiServer::start().await;
-    let client = server.client().await;
-    let work = tempfile::tempdir().unwrap();
-    let device_dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, device_dir.path().join("big0")).unwrap();
-    server.create_object(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    );
-    let data: BTreeMap<String, String> = [
-        ("deviceDir", device_dir.path().to_str().unwrap()),
-        ("deviceNameFilter", "^big"),
-        ("volumeMode", "Block"),
-        ("wipeBytes", "3Gi"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let configmap: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "spec", "namespace": NAMESPACE},
-        "data": data,
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
-        .create(&PostParams::default(), &configmap)
-        .await
-        .unwrap();
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": node_name, "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"}},
-    }))
-    .unwrap();
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
-    let kubeconfig = server.write_kubeconfig(work.path());
-    let start = || {
-        ProvisionerProcess::start(ProvisionerOptions {
-            kubeconfig: &kubeconfig,
-            node: node_name,
-            namespace: NAMESPACE,
-            env: vec![],
-            log_dir: work.path(),
-        })
-    };
+    let mut spec = world.block_spec("^big");
+    spec.insert("wipeBytes".into(), "3Gi".into());
+    world.put_configmap("spec", spec).await;
+    world.add_node(node_name, Some("spec")).await;
+    let start = || world.start(node_name, vec![]);
     let pv_name = format!("local-{node_name}-big0");
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let list = || async { pvs.list(&ListParams::default()).await.unwrap().items };
+    let list = || world.pvs();
 
     let mut first = start();
-    let original = eventually("the PV", Duration::from_secs(30), || async {
-        list().await.into_iter().next()
-    })
-    .await;
+    let original = eventually("the PV", WAIT, || async { list().await.into_iter().next() }).await;
     let original_uid = original.metadata.uid.clone().unwrap();
     assert_eq!(
         original.metadata.annotations.as_ref().unwrap()["local-pv-provisioner.cybozu.io/wipe-bytes"],
         (3 * GIB).to_string()
     );
 
-    server.set_pv_phase(&pv_name, "Released");
-    eventually(
-        "the wipe mark on the PV",
-        Duration::from_secs(30),
-        || async {
-            let pv = pvs.get(&pv_name).await.ok()?;
-            pv.metadata
-                .annotations?
-                .contains_key(WIPE_STARTED_AT)
-                .then_some(())
-        },
-    )
+    world.server().set_pv_phase(&pv_name, "Released");
+    eventually("the wipe mark on the PV", WAIT, || async {
+        let pv = world.pv(&pv_name).await?;
+        pv.metadata
+            .annotations?
+            .contains_key(WIPE_STARTED_AT)
+            .then_some(())
+    })
     .await;
     let status = first.stop_with(signal);
     if signal == Signal::SIGTERM {
@@ -170,16 +113,12 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
     );
 
     let second = start();
-    let fresh = eventually(
-        "a fresh PV after the finished wipe",
-        Duration::from_secs(60),
-        || async {
-            list()
-                .await
-                .into_iter()
-                .find(|pv| pv.metadata.uid.as_deref() != Some(original_uid.as_str()))
-        },
-    )
+    let fresh = eventually("a fresh PV after the finished wipe", WAIT, || async {
+        list()
+            .await
+            .into_iter()
+            .find(|pv| pv.metadata.uid.as_deref() != Some(original_uid.as_str()))
+    })
     .await;
     assert!(
         !fresh
