@@ -175,8 +175,9 @@ impl World {
         }
     }
 
-    /// Creates the world's namespace.
-    pub(super) async fn create_namespace(&self) {
+    /// Creates the world's namespace: done when the world is made, and
+    /// again by a test whose fake server lost its store.
+    pub async fn create_namespace(&self) {
         let object = json!({
             "apiVersion": "v1",
             "kind": "Namespace",
