@@ -5,6 +5,8 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use nix::sys::signal::Signal;
 use support::loop_device::{FILL_BYTE, LoopDevice};
 use support::world::World;
@@ -33,32 +35,37 @@ async fn sigterm_mid_wipe_exits_zero_and_the_next_start_finishes() {
     interrupted_wipe_is_finished_by_the_next_start(Signal::SIGTERM, "node-t").await;
 }
 
-/// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
-/// then checks nothing was handed out and the next start finishes the job.
-async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
-    // A 4 GiB device whose PV zeroes a 3 GiB head: the wipe takes long
-    // enough (seconds) that the kill lands in the middle of it.
+/// Offsets of the markers on the device: the start and the late part of
+/// the 3 GiB head, a place beyond the head, and the tail.
+const HEAD_START: u64 = 0;
+const HEAD_LATE: u64 = 3 * GIB - 64 * MIB;
+const UNTOUCHED: u64 = 3 * GIB + 256 * MIB;
+const DEVICE_SIZE: u64 = 4 * GIB;
+const TAIL: u64 = DEVICE_SIZE - 4096;
+
+/// A world with a 4 GiB device whose PV zeroes a 3 GiB head: the wipe
+/// takes long enough (seconds) that the kill lands in the middle of it.
+async fn world_with_a_big_device(node_name: &str) -> (World, Arc<LoopDevice>) {
     let world = World::fake().await;
-    let size = 4 * GIB;
-    let device = world.attach_sparse(size);
+    let device = world.attach_sparse(DEVICE_SIZE);
     world.link("big0", &device);
-    let head_start = 0;
-    let head_late = 3 * GIB - 64 * MIB;
-    let untouched = 3 * GIB + 256 * MIB;
-    let tail = size - 4096;
-    for offset in [head_start, head_late, untouched, tail] {
+    for offset in [HEAD_START, HEAD_LATE, UNTOUCHED, TAIL] {
         device.write_at(offset, &[FILL_BYTE; 4096]);
     }
     let mut spec = world.block_spec("^big");
     spec.insert("wipeBytes".into(), "3Gi".into());
     world.put_configmap("spec", spec).await;
     world.add_node(node_name, Some("spec")).await;
-    let start = || world.start(node_name, vec![]);
-    let pv_name = format!("local-{node_name}-big0");
-    let list = || world.pvs();
+    (world, device)
+}
 
-    let mut first = start();
-    let original = eventually("the PV", WAIT, || async { list().await.into_iter().next() }).await;
+/// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
+/// then checks nothing was handed out and the next start finishes the job.
+async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
+    let (world, device) = world_with_a_big_device(node_name).await;
+    let pv_name = format!("local-{node_name}-big0");
+    let mut first = world.start(node_name, vec![]);
+    let original = world.wait_for_pv(&pv_name).await;
     let original_uid = original.metadata.uid.clone().unwrap();
     assert_eq!(
         original.metadata.annotations.as_ref().unwrap()["local-pv-provisioner.cybozu.io/wipe-bytes"],
@@ -82,39 +89,12 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
             "the cancelled wipe is logged"
         );
     }
+    check_interrupted(&world, &device, &original_uid, node_name).await;
 
-    // Interrupted mid-wipe: the start of the head is zeroed, its end is not yet.
-    assert!(is_zero(&device, head_start), "the wipe had started");
-    assert!(
-        has_marker(&device, head_late),
-        "the wipe was interrupted before the end of the head"
-    );
-    let after_kill = list().await;
-    assert_eq!(
-        after_kill.len(),
-        1,
-        "no PV handed out for the half-wiped device"
-    );
-    let pv = &after_kill[0];
-    assert_eq!(
-        pv.metadata.uid.as_deref(),
-        Some(original_uid.as_str()),
-        "the PV was not deleted"
-    );
-    assert_eq!(
-        pv.status.as_ref().unwrap().phase.as_deref(),
-        Some("Released")
-    );
-    let annotations = pv.metadata.annotations.clone().unwrap();
-    assert_eq!(
-        annotations[WIPE_STARTED_BY],
-        format!("test-{node_name}"),
-        "the mark names the pod"
-    );
-
-    let second = start();
+    let second = world.start(node_name, vec![]);
     let fresh = eventually("a fresh PV after the finished wipe", WAIT, || async {
-        list()
+        world
+            .pvs()
             .await
             .into_iter()
             .find(|pv| pv.metadata.uid.as_deref() != Some(original_uid.as_str()))
@@ -128,15 +108,52 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
             .contains_key(WIPE_STARTED_AT),
         "the new PV carries no mark"
     );
-    assert!(is_zero(&device, head_late), "the head is zeroed to its end");
-    assert!(is_zero(&device, tail), "the tail is zeroed");
+    assert!(is_zero(&device, HEAD_LATE), "the head is zeroed to its end");
+    assert!(is_zero(&device, TAIL), "the tail is zeroed");
     assert!(
-        has_marker(&device, untouched),
+        has_marker(&device, UNTOUCHED),
         "beyond the head and tail nothing changed"
     );
     assert!(
         second.log().contains("did not finish"),
         "the resumed wipe is logged"
     );
-    assert_eq!(list().await.len(), 1);
+    assert_eq!(world.pvs().await.len(), 1);
+}
+
+/// Right after the interruption: the start of the head zeroed, its end not
+/// yet; the PV the same, still Released, its mark naming the pod.
+async fn check_interrupted(
+    world: &World,
+    device: &LoopDevice,
+    original_uid: &str,
+    node_name: &str,
+) {
+    assert!(is_zero(device, HEAD_START), "the wipe had started");
+    assert!(
+        has_marker(device, HEAD_LATE),
+        "the wipe was interrupted before the end of the head"
+    );
+    let after_kill = world.pvs().await;
+    assert_eq!(
+        after_kill.len(),
+        1,
+        "no PV handed out for the half-wiped device"
+    );
+    let pv = &after_kill[0];
+    assert_eq!(
+        pv.metadata.uid.as_deref(),
+        Some(original_uid),
+        "the PV was not deleted"
+    );
+    assert_eq!(
+        pv.status.as_ref().unwrap().phase.as_deref(),
+        Some("Released")
+    );
+    let annotations = pv.metadata.annotations.clone().unwrap();
+    assert_eq!(
+        annotations[WIPE_STARTED_BY],
+        format!("test-{node_name}"),
+        "the mark names the pod"
+    );
 }

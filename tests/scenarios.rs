@@ -6,7 +6,7 @@ mod support;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use serde_json::{Value, json};
-use support::loop_device::FILL_BYTE;
+use support::loop_device::{FILL_BYTE, LoopDevice};
 use support::world::inspect::phase;
 use support::world::waits::{WAIT, eventually};
 use support::world::{QUICK_POLLING, World, data, hostname_of, polling};
@@ -29,6 +29,49 @@ fn decided_fields(pv: &PersistentVolume) -> Value {
     }
     value.as_object_mut().unwrap().remove("status");
     value
+}
+
+/// The PV expected for `disk:a` (16 MiB, device `disk`) in `dir` on
+/// `node-a` with UID `node_uid`: every field the provisioner decides.
+fn expected_disk_a_pv(dir: &str, disk: &LoopDevice, node_uid: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": "local-node-a-disk-a",
+            "labels": {"local-pv-provisioner.cybozu.io/node": "node-a"},
+            "annotations": {
+                "local-pv-provisioner.cybozu.io/device-dir": dir,
+                "local-pv-provisioner.cybozu.io/device-name-filter": "^disk",
+                "local-pv-provisioner.cybozu.io/volume-mode": "Filesystem",
+                "local-pv-provisioner.cybozu.io/fs-type": "xfs",
+                "local-pv-provisioner.cybozu.io/device-number": disk.number(),
+                "local-pv-provisioner.cybozu.io/device-size": (16 * MIB).to_string(),
+                "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk.backing_file().display()),
+                "local-pv-provisioner.cybozu.io/node-name": "node-a",
+                "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
+            },
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": "node-a",
+                "uid": node_uid,
+            }],
+        },
+        "spec": {
+            "capacity": {"storage": (16 * MIB).to_string()},
+            "volumeMode": "Filesystem",
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "local-storage",
+            "local": {"path": format!("{dir}/disk:a"), "fsType": "xfs"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
+                "key": "kubernetes.io/hostname",
+                "operator": "In",
+                "values": [hostname_of("node-a")],
+            }]}]}},
+        },
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,44 +103,8 @@ async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
         .pv("local-node-a-disk-a")
         .await
         .expect("PV for disk:a");
-    let expected = json!({
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": "local-node-a-disk-a",
-            "labels": {"local-pv-provisioner.cybozu.io/node": "node-a"},
-            "annotations": {
-                "local-pv-provisioner.cybozu.io/device-dir": dir,
-                "local-pv-provisioner.cybozu.io/device-name-filter": "^disk",
-                "local-pv-provisioner.cybozu.io/volume-mode": "Filesystem",
-                "local-pv-provisioner.cybozu.io/fs-type": "xfs",
-                "local-pv-provisioner.cybozu.io/device-number": disk_a.number(),
-                "local-pv-provisioner.cybozu.io/device-size": (16 * MIB).to_string(),
-                "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk_a.backing_file().display()),
-                "local-pv-provisioner.cybozu.io/node-name": "node-a",
-                "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
-            },
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": "node-a",
-                "uid": node.metadata.uid.clone().unwrap(),
-            }],
-        },
-        "spec": {
-            "capacity": {"storage": (16 * MIB).to_string()},
-            "volumeMode": "Filesystem",
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "local-storage",
-            "local": {"path": format!("{dir}/disk:a"), "fsType": "xfs"},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
-                "key": "kubernetes.io/hostname",
-                "operator": "In",
-                "values": [hostname_of("node-a")],
-            }]}]}},
-        },
-    });
+    let node_uid = node.metadata.uid.clone().unwrap();
+    let expected = expected_disk_a_pv(&dir, &disk_a, &node_uid);
     assert_eq!(decided_fields(&pv_a), expected);
     let pv_b = world
         .pv("local-node-a-disk-b")

@@ -158,12 +158,7 @@ async fn foreign(row: RowWorld) {
     row.configure().await;
     let process = row.start(vec![sweeps()]);
     row.wait_pv("disk1").await;
-    let note = row
-        .world
-        .wait_for_event("DeviceSkipped")
-        .await
-        .note
-        .unwrap();
+    let note = row.world.wait_for_note("DeviceSkipped").await;
     assert!(
         note.contains("disk0") && note.contains(&name) && note.contains("does not own"),
         "{note}"

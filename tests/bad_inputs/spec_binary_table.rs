@@ -278,12 +278,7 @@ async fn unknown_key_is_reported_and_ignored(node: &str) {
     row.world.add_node(node, Some("spec")).await;
     let process = row.start(vec![]);
     row.wait_pv("disk0").await;
-    let note = row
-        .world
-        .wait_for_event("PVSpecApplied")
-        .await
-        .note
-        .unwrap();
+    let note = row.world.wait_for_note("PVSpecApplied").await;
     assert!(note.contains("ignored unknown keys: futureKey"), "{note}");
     process.wait_metric("pv_spec_errors", 0.0).await;
     assert!(process.log().contains("futureKey"), "logged");

@@ -89,9 +89,7 @@ async fn get_and_delete_failures_never_delete_an_unwiped_pv() {
     // Released (its DELETE fails once with 500, after a completed wipe), 4
     // Released but its device was swapped underneath (the wipe is refused),
     // 5 Released (its DELETE gets a 409 Conflict once).
-    let faults = FaultWorld::new("fault-cleanup", 6).await;
-    let process = faults.start();
-    faults.wait_all_available().await;
+    let (faults, process) = FaultWorld::running("fault-cleanup", 6).await;
     faults.bind(1);
     faults.devices[4].swap_backing_file();
     fail_pv(&faults, 500, "get", &faults.pv_name(2));
@@ -156,9 +154,7 @@ async fn get_and_delete_failures_never_delete_an_unwiped_pv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_released_state_is_rechecked_before_any_wipe_and_not_hammered() {
-    let faults = FaultWorld::new("fault-stale", 2).await;
-    let process = faults.start();
-    faults.wait_all_available().await;
+    let (faults, process) = FaultWorld::running("fault-stale", 2).await;
     let pv0 = faults.pv_name(0);
 
     // The controller sees PV 0 Released, but its first GET fails: it waits

@@ -81,6 +81,15 @@ impl FaultWorld {
         self.world.start(self.node, vec![])
     }
 
+    /// [`Self::new`], the provisioner started, and an Available PV for
+    /// every device.
+    pub async fn running(node: &'static str, count: usize) -> (FaultWorld, ProvisionerProcess) {
+        let faults = FaultWorld::new(node, count).await;
+        let process = faults.start();
+        faults.wait_all_available().await;
+        (faults, process)
+    }
+
     /// The PV name of device `index`.
     pub fn pv_name(&self, index: usize) -> String {
         format!("local-{}-disk{index}", self.node)
@@ -180,6 +189,13 @@ impl FaultWorld {
             .server()
             .set_pv_phase(&self.pv_name(index), "Released");
         uid
+    }
+
+    /// Releases device `index`'s PV and waits until it is wiped, deleted
+    /// and offered again.
+    pub async fn recycle(&self, index: usize) {
+        let uid = self.release(index).await;
+        self.wait_recreated(index, &uid).await;
     }
 
     /// Binds device `index`'s PV to a claim.

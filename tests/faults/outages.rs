@@ -12,9 +12,7 @@ use crate::support::world::waits::{WAIT, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_with_its_store_resumes_without_duplicates() {
-    let mut faults = FaultWorld::new("fault-restart", 3).await;
-    let _process = faults.start();
-    faults.wait_all_available().await;
+    let (mut faults, _process) = FaultWorld::running("fault-restart", 3).await;
     faults.bind(1);
 
     // Released just before the restart: the event may or may not have gone
@@ -25,8 +23,7 @@ async fn server_restart_with_its_store_resumes_without_duplicates() {
 
     // Released right after a restart, while the controller re-watches.
     faults.world.server_mut().restart(true).await;
-    let second = faults.release(2).await;
-    faults.wait_recreated(2, &second).await;
+    faults.recycle(2).await;
 
     faults.assert_settled(3 + 2).await;
     faults.assert_wiped(0);
@@ -36,9 +33,7 @@ async fn server_restart_with_its_store_resumes_without_duplicates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_empty_then_recreated_objects_gives_one_pv_per_device_and_no_wipe() {
-    let mut faults = FaultWorld::new("fault-reset", 3).await;
-    let process = faults.start();
-    faults.wait_all_available().await;
+    let (mut faults, process) = FaultWorld::running("fault-reset", 3).await;
     faults.bind(1);
     process.wait_ready(true).await;
     let old_uid = faults.node_uid.clone();
@@ -95,9 +90,7 @@ const OUTAGE_WINDOW: Duration = Duration::from_secs(4);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_500_outage_and_watch_retries_are_bounded() {
-    let faults = FaultWorld::new("fault-ready500", 2).await;
-    let process = faults.start();
-    faults.wait_all_available().await;
+    let (faults, process) = FaultWorld::running("fault-ready500", 2).await;
     process.wait_ready(true).await;
     let server = faults.world.server();
 
@@ -125,9 +118,7 @@ async fn readiness_follows_a_500_outage_and_watch_retries_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_follows_a_stopped_server_and_recovers_after_restart() {
-    let mut faults = FaultWorld::new("fault-readystop", 2).await;
-    let process = faults.start();
-    faults.wait_all_available().await;
+    let (mut faults, process) = FaultWorld::running("fault-readystop", 2).await;
     faults.bind(1);
     process.wait_ready(true).await;
 
@@ -142,8 +133,7 @@ async fn readiness_follows_a_stopped_server_and_recovers_after_restart() {
     process.wait_ready(true).await;
 
     // And it works again.
-    let released = faults.release(0).await;
-    faults.wait_recreated(0, &released).await;
+    faults.recycle(0).await;
     faults.assert_settled(2 + 1).await;
     faults.assert_intact(1);
 }

@@ -9,22 +9,18 @@ use crate::support::world::waits::{WAIT, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_cut_mid_event_or_between_events_loses_no_release() {
-    let faults = FaultWorld::new("fault-cut", 2).await;
-    let _process = faults.start();
-    faults.wait_all_available().await;
+    let (faults, _process) = FaultWorld::running("fault-cut", 2).await;
     let server = faults.world.server();
 
     // The Released event goes out half-written and the connection dies: the
     // controller must drop the partial line, re-watch and see it again.
     server.cut_watches_mid_event("persistentvolumes");
-    let first = faults.release(1).await;
-    faults.wait_recreated(1, &first).await;
+    faults.recycle(1).await;
     assert!(server.mid_event_cuts() >= 1, "an event was cut in half");
 
     // A cut between events, then a release while the controller re-watches.
     server.cut_watches();
-    let second = faults.release(1).await;
-    faults.wait_recreated(1, &second).await;
+    faults.recycle(1).await;
 
     faults.assert_settled(2 + 2).await;
     assert_eq!(faults.deletes_of(&faults.pv_name(1)).len(), 2);
@@ -34,9 +30,7 @@ async fn watch_cut_mid_event_or_between_events_loses_no_release() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_watch_410_relists_through_list_500s_and_handles_missed_changes() {
-    let faults = FaultWorld::new("fault-expired", 3).await;
-    let _process = faults.start();
-    faults.wait_all_available().await;
+    let (faults, _process) = FaultWorld::running("fault-expired", 3).await;
     let server = faults.world.server();
 
     // Blind the PV watch (re-watches fail), change PVs behind its back,
@@ -85,8 +79,7 @@ async fn slow_api_responses_converge_without_duplicates() {
     let _process = faults.start();
     faults.wait_all_available().await;
     faults.bind(1);
-    let released = faults.release(0).await;
-    faults.wait_recreated(0, &released).await;
+    faults.recycle(0).await;
     faults.assert_settled(3 + 1).await;
     faults.assert_wiped(0);
     faults.assert_intact(1);

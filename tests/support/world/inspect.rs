@@ -115,6 +115,12 @@ impl World {
         eventually(&format!("an Event {reason}"), WAIT, || self.event(reason)).await
     }
 
+    /// Waits for an Event with `reason`, about anything; returns its note.
+    pub async fn wait_for_note(&self, reason: &str) -> String {
+        let event = self.wait_for_event(reason).await;
+        event.note.unwrap_or_default()
+    }
+
     /// Waits for an Event with `reason` about the object of `kind` named `name`.
     pub async fn wait_for_event_about(&self, reason: &str, kind: &str, name: &str) -> Event {
         eventually(
