@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fake_api::FakeApiServer;
 use support::loop_device::LoopDevice;
-use support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
+use support::provisioner::{ProvisionerOptions, ProvisionerProcess};
+use support::world::waits::eventually;
 
 const DEVICES: usize = 200;
 const STEADY: Duration = Duration::from_secs(20);

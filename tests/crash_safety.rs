@@ -5,22 +5,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::symlink;
-use std::time::Duration;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume};
-use kube::Api;
-use kube::api::{ListParams, PostParams};
 use nix::sys::signal::Signal;
-use serde_json::json;
-use support::fake_api::FakeApiServer;
 use support::loop_device::{FILL_BYTE, LoopDevice};
-use support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
+use support::world::World;
+use support::world::waits::{WAIT, eventually};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
-const NAMESPACE: &str = "lpp-system";
 const WIPE_STARTED_AT: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
 const WIPE_STARTED_BY: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
 
@@ -42,94 +35,51 @@ async fn sigterm_mid_wipe_exits_zero_and_the_next_start_finishes() {
     interrupted_wipe_is_finished_by_the_next_start(Signal::SIGTERM, "node-t").await;
 }
 
+/// Offsets of the markers on the device: the start and the late part of
+/// the 3 GiB head, a place beyond the head, and the tail.
+const HEAD_START: u64 = 0;
+const HEAD_LATE: u64 = 3 * GIB - 64 * MIB;
+const UNTOUCHED: u64 = 3 * GIB + 256 * MIB;
+const DEVICE_SIZE: u64 = 4 * GIB;
+const TAIL: u64 = DEVICE_SIZE - 4096;
+
+/// A world with a 4 GiB device whose PV zeroes a 3 GiB head: the wipe
+/// takes long enough (seconds) that the kill lands in the middle of it.
+async fn world_with_a_big_device(node_name: &str) -> (World, Arc<LoopDevice>) {
+    let world = World::fake().await;
+    let device = world.attach_sparse(DEVICE_SIZE);
+    world.link("big0", &device);
+    for offset in [HEAD_START, HEAD_LATE, UNTOUCHED, TAIL] {
+        device.write_at(offset, &[FILL_BYTE; 4096]);
+    }
+    let mut spec = world.block_spec("^big");
+    spec.insert("wipeBytes".into(), "3Gi".into());
+    world.put_configmap("spec", spec).await;
+    world.add_node(node_name, Some("spec")).await;
+    (world, device)
+}
+
 /// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
 /// then checks nothing was handed out and the next start finishes the job.
 async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
-    support::loop_device::require_root();
-    // A 4 GiB device whose PV zeroes a 3 GiB head: the wipe takes long
-    // enough (seconds) that the kill lands in the middle of it.
-    let size = 4 * GIB;
-    let device = LoopDevice::sparse(size);
-    let head_start = 0;
-    let head_late = 3 * GIB - 64 * MIB;
-    let untouched = 3 * GIB + 256 * MIB;
-    let tail = size - 4096;
-    for offset in [head_start, head_late, untouched, tail] {
-        device.write_at(offset, &[FILL_BYTE; 4096]);
-    }
-
-    let server = FakeApiServer::start().await;
-    let client = server.client().await;
-    let work = tempfile::tempdir().unwrap();
-    let device_dir = tempfile::tempdir().unwrap();
-    symlink(&device.path, device_dir.path().join("big0")).unwrap();
-    server.create_object(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    );
-    let data: BTreeMap<String, String> = [
-        ("deviceDir", device_dir.path().to_str().unwrap()),
-        ("deviceNameFilter", "^big"),
-        ("volumeMode", "Block"),
-        ("wipeBytes", "3Gi"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let configmap: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "spec", "namespace": NAMESPACE},
-        "data": data,
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
-        .create(&PostParams::default(), &configmap)
-        .await
-        .unwrap();
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": node_name, "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"}},
-    }))
-    .unwrap();
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
-    let kubeconfig = server.write_kubeconfig(work.path());
-    let start = || {
-        ProvisionerProcess::start(ProvisionerOptions {
-            kubeconfig: &kubeconfig,
-            node: node_name,
-            namespace: NAMESPACE,
-            env: vec![],
-            log_dir: work.path(),
-        })
-    };
+    let (world, device) = world_with_a_big_device(node_name).await;
     let pv_name = format!("local-{node_name}-big0");
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let list = || async { pvs.list(&ListParams::default()).await.unwrap().items };
-
-    let mut first = start();
-    let original = eventually("the PV", Duration::from_secs(30), || async {
-        list().await.into_iter().next()
-    })
-    .await;
+    let mut first = world.start(node_name, vec![]);
+    let original = world.wait_for_pv(&pv_name).await;
     let original_uid = original.metadata.uid.clone().unwrap();
     assert_eq!(
         original.metadata.annotations.as_ref().unwrap()["local-pv-provisioner.cybozu.io/wipe-bytes"],
         (3 * GIB).to_string()
     );
 
-    server.set_pv_phase(&pv_name, "Released");
-    eventually(
-        "the wipe mark on the PV",
-        Duration::from_secs(30),
-        || async {
-            let pv = pvs.get(&pv_name).await.ok()?;
-            pv.metadata
-                .annotations?
-                .contains_key(WIPE_STARTED_AT)
-                .then_some(())
-        },
-    )
+    world.server().set_pv_phase(&pv_name, "Released");
+    eventually("the wipe mark on the PV", WAIT, || async {
+        let pv = world.pv(&pv_name).await?;
+        pv.metadata
+            .annotations?
+            .contains_key(WIPE_STARTED_AT)
+            .then_some(())
+    })
     .await;
     let status = first.stop_with(signal);
     if signal == Signal::SIGTERM {
@@ -139,14 +89,52 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
             "the cancelled wipe is logged"
         );
     }
+    check_interrupted(&world, &device, &original_uid, node_name).await;
 
-    // Interrupted mid-wipe: the start of the head is zeroed, its end is not yet.
-    assert!(is_zero(&device, head_start), "the wipe had started");
+    let second = world.start(node_name, vec![]);
+    let fresh = eventually("a fresh PV after the finished wipe", WAIT, || async {
+        world
+            .pvs()
+            .await
+            .into_iter()
+            .find(|pv| pv.metadata.uid.as_deref() != Some(original_uid.as_str()))
+    })
+    .await;
     assert!(
-        has_marker(&device, head_late),
+        !fresh
+            .metadata
+            .annotations
+            .unwrap()
+            .contains_key(WIPE_STARTED_AT),
+        "the new PV carries no mark"
+    );
+    assert!(is_zero(&device, HEAD_LATE), "the head is zeroed to its end");
+    assert!(is_zero(&device, TAIL), "the tail is zeroed");
+    assert!(
+        has_marker(&device, UNTOUCHED),
+        "beyond the head and tail nothing changed"
+    );
+    assert!(
+        second.log().contains("did not finish"),
+        "the resumed wipe is logged"
+    );
+    assert_eq!(world.pvs().await.len(), 1);
+}
+
+/// Right after the interruption: the start of the head zeroed, its end not
+/// yet; the PV the same, still Released, its mark naming the pod.
+async fn check_interrupted(
+    world: &World,
+    device: &LoopDevice,
+    original_uid: &str,
+    node_name: &str,
+) {
+    assert!(is_zero(device, HEAD_START), "the wipe had started");
+    assert!(
+        has_marker(device, HEAD_LATE),
         "the wipe was interrupted before the end of the head"
     );
-    let after_kill = list().await;
+    let after_kill = world.pvs().await;
     assert_eq!(
         after_kill.len(),
         1,
@@ -155,7 +143,7 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
     let pv = &after_kill[0];
     assert_eq!(
         pv.metadata.uid.as_deref(),
-        Some(original_uid.as_str()),
+        Some(original_uid),
         "the PV was not deleted"
     );
     assert_eq!(
@@ -168,36 +156,4 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
         format!("test-{node_name}"),
         "the mark names the pod"
     );
-
-    let second = start();
-    let fresh = eventually(
-        "a fresh PV after the finished wipe",
-        Duration::from_secs(60),
-        || async {
-            list()
-                .await
-                .into_iter()
-                .find(|pv| pv.metadata.uid.as_deref() != Some(original_uid.as_str()))
-        },
-    )
-    .await;
-    assert!(
-        !fresh
-            .metadata
-            .annotations
-            .unwrap()
-            .contains_key(WIPE_STARTED_AT),
-        "the new PV carries no mark"
-    );
-    assert!(is_zero(&device, head_late), "the head is zeroed to its end");
-    assert!(is_zero(&device, tail), "the tail is zeroed");
-    assert!(
-        has_marker(&device, untouched),
-        "beyond the head and tail nothing changed"
-    );
-    assert!(
-        second.log().contains("did not finish"),
-        "the resumed wipe is logged"
-    );
-    assert_eq!(list().await.len(), 1);
 }

@@ -297,7 +297,7 @@ fn guard_block_device_refuses_a_regular_file() {
     let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     fs::remove_file(dir.path().join("disk0")).unwrap();
-    symlink(&device.backing_file, dir.path().join("disk0")).unwrap();
+    symlink(device.backing_file(), dir.path().join("disk0")).unwrap();
     assert_refused(
         wipe_device(&request, &AtomicBool::new(false)),
         Guard::BlockDevice,
@@ -307,7 +307,7 @@ fn guard_block_device_refuses_a_regular_file() {
 
 #[test]
 fn guard_same_device_refuses_a_changed_identity() {
-    let mut device = LoopDevice::filled(8 * MIB);
+    let device = LoopDevice::filled(8 * MIB);
     let dir = linked(&device, "disk0");
     let request = request_for(dir.path(), "disk0");
     let cancel = AtomicBool::new(false);

@@ -9,17 +9,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::symlink;
-use std::time::Duration;
 
-use serde_json::json;
 use serde_yaml_ng::Value;
-use support::fake_api::FakeApiServer;
-use support::loop_device::LoopDevice;
-use support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
-
-const NAMESPACE: &str = "lpp-system";
-const WAIT: Duration = Duration::from_secs(30);
+use support::world::inspect::phase;
+use support::world::waits::{WAIT, eventually};
+use support::world::{Data, World, polling};
 
 /// (API group, resource, verb, granted in the provisioner's namespace only).
 type Permission = (String, String, String, bool);
@@ -48,122 +42,73 @@ fn granted(path: &str, namespaced: bool) -> BTreeSet<Permission> {
     permissions
 }
 
-fn configmap(data: serde_json::Value) -> serde_json::Value {
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "spec", "namespace": NAMESPACE}, "data": data})
-}
-
-fn replace_configmap(server: &FakeApiServer, data: serde_json::Value) {
-    // Through the store, so the request log holds only the controller's calls.
-    let mut current = server
-        .object("configmaps", Some(NAMESPACE), "spec")
-        .unwrap();
-    current["data"] = data;
-    server.replace_object("configmaps", current);
+/// The spec ConfigMap's data with `volumeMode` set to `mode`.
+fn spec_with_mode(world: &World, mode: &str) -> Data {
+    let mut spec = world.block_spec(".*");
+    spec.insert("volumeMode".into(), mode.into());
+    spec
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn granted_permissions_equal_the_calls_the_controller_makes() {
-    support::loop_device::require_root();
-    let server = FakeApiServer::start().await;
-    let work = tempfile::tempdir().unwrap();
-    let devices = tempfile::tempdir().unwrap();
-    let kept = LoopDevice::filled(8 * 1024 * 1024);
-    let wiped = LoopDevice::filled(8 * 1024 * 1024);
-    symlink(&kept.path, devices.path().join("kept")).unwrap();
-    symlink(&wiped.path, devices.path().join("wiped")).unwrap();
-    let dir = devices.path().to_str().unwrap();
-    let valid = json!({"deviceDir": dir, "deviceNameFilter": ".*", "volumeMode": "Block"});
-    let invalid = json!({"deviceDir": dir, "deviceNameFilter": ".*", "volumeMode": "Sideways"});
-
-    server.create_object(
-        "namespaces",
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
-    );
-    server.create_object("configmaps", configmap(invalid.clone()));
-    server.create_object(
-        "nodes",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {
-            "name": "node-r",
-            "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"},
-        }}),
-    );
-    let process = ProvisionerProcess::start(ProvisionerOptions {
-        kubeconfig: &server.write_kubeconfig(work.path()),
-        node: "node-r",
-        namespace: NAMESPACE,
-        env: vec![
-            ("LP_DEVICE_LOSS_GRACE", "0s".into()),
-            ("LP_POLLING_INTERVAL", "1s".into()),
-        ],
-        log_dir: work.path(),
-    });
-    let events_with = |reason: &'static str| {
-        let server = &server;
-        move || async move {
-            let count = server
-                .objects("events.events.k8s.io")
-                .iter()
-                .filter(|event| event["reason"] == reason)
-                .count();
-            (count > 0).then_some(count)
-        }
-    };
-    eventually("a PVSpecInvalid Event", WAIT, events_with("PVSpecInvalid")).await;
+    // The world writes and reads the fake server's store directly, so the
+    // request log holds only the controller's calls.
+    let world = World::fake().await;
+    world.attach_linked("kept", 8 * 1024 * 1024);
+    world.attach_linked("wiped", 8 * 1024 * 1024);
+    let namespace = world.namespace().to_string();
+    world
+        .put_configmap("spec", spec_with_mode(&world, "Sideways"))
+        .await;
+    world.add_node("node-r", Some("spec")).await;
+    let grace = ("LP_DEVICE_LOSS_GRACE", "0s".to_string());
+    let process = world.start("node-r", vec![grace, polling("1s")]);
+    world.wait_for_event("PVSpecInvalid").await;
 
     // Valid, then the same invalid spec again: the repeated Event is patched as a series.
-    replace_configmap(&server, valid.clone());
+    world.put_configmap("spec", world.block_spec(".*")).await;
     eventually("two PVs", WAIT, || async {
-        (server.objects("persistentvolumes").len() == 2).then_some(())
+        (world.pvs().await.len() == 2).then_some(())
     })
     .await;
-    replace_configmap(&server, invalid);
+    world
+        .put_configmap("spec", spec_with_mode(&world, "Sideways"))
+        .await;
     eventually("the repeated Event patched", WAIT, || async {
-        server
-            .requests()
-            .iter()
-            .any(|r| r.verb == "patch" && r.resource == "events")
-            .then_some(())
+        (!world.requests("patch", "events").is_empty()).then_some(())
     })
     .await;
-    replace_configmap(&server, valid);
+    world.put_configmap("spec", world.block_spec(".*")).await;
 
     // A wipe: get, patch (the mark), delete.
     eventually("the PVs Available", WAIT, || async {
-        server
-            .objects("persistentvolumes")
-            .iter()
-            .all(|pv| pv["status"]["phase"] == "Available")
-            .then_some(())
+        let pvs = world.pvs().await;
+        pvs.iter().all(|pv| phase(pv) == "Available").then_some(())
     })
     .await;
-    server.set_pv_phase("local-node-r-wiped", "Released");
+    world
+        .server()
+        .set_pv_phase("local-node-r-wiped", "Released");
     eventually("the wiped PV deleted", WAIT, || async {
-        server
-            .requests()
-            .iter()
-            .any(|r| r.verb == "delete" && r.name.as_deref() == Some("local-node-r-wiped"))
-            .then_some(())
+        (world.pv_requests("delete", Some("local-node-r-wiped")) > 0).then_some(())
     })
     .await;
     // A lost device: the Available PV of a vanished disk is deleted.
-    std::fs::remove_file(devices.path().join("kept")).unwrap();
+    world.unlink("kept");
     eventually("the lost device's PV deleted", WAIT, || async {
-        server
-            .requests()
-            .iter()
-            .any(|r| r.verb == "delete" && r.name.as_deref() == Some("local-node-r-kept"))
-            .then_some(())
+        (world.pv_requests("delete", Some("local-node-r-kept")) > 0).then_some(())
     })
     .await;
     drop(process);
 
-    let used: BTreeSet<Permission> = server
+    let used: BTreeSet<Permission> = world
+        .server()
         .requests()
         .iter()
         .filter(|r| !r.resource.is_empty())
         .map(|r| {
             let namespaced =
-                r.namespace.as_deref() == Some(NAMESPACE) && r.resource == "configmaps";
+                r.namespace.as_deref() == Some(namespace.as_str()) && r.resource == "configmaps";
             (
                 r.group.clone(),
                 r.resource.clone(),

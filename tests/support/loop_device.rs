@@ -24,8 +24,8 @@ pub const FILL_BYTE: u8 = 0xA5;
 pub struct LoopDevice {
     /// `/dev/loopN`.
     pub path: PathBuf,
-    /// The backing file.
-    pub backing_file: PathBuf,
+    /// The backing file; replaced by [`Self::swap_backing_file`].
+    backing_file: Mutex<PathBuf>,
     partitioned: bool,
     _dir: TempDir,
 }
@@ -37,6 +37,13 @@ pub fn require_root() {
         nix::unistd::geteuid().is_root(),
         "this test needs root to attach loop devices: run it as root (CI does)"
     );
+}
+
+/// Locks a mutex, also after a panic poisoned it (detaching must still work).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn run(command: &mut Command) -> String {
@@ -85,9 +92,7 @@ impl LoopDevice {
             write_mbr_with_one_partition(&backing_file);
         }
         let attached = {
-            let _serialised = ATTACH_LOCK
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _serialised = lock(&ATTACH_LOCK);
             run(Command::new("losetup")
                 .args(["-f", "--show"])
                 .arg(&backing_file))
@@ -95,7 +100,7 @@ impl LoopDevice {
         let path = PathBuf::from(attached.trim());
         let device = LoopDevice {
             path,
-            backing_file,
+            backing_file: Mutex::new(backing_file),
             partitioned,
             _dir: dir,
         };
@@ -108,32 +113,52 @@ impl LoopDevice {
     /// Reads `length` bytes at `offset` of the device's content (through the
     /// backing file, which the loop driver writes through to).
     pub fn read(&self, offset: u64, length: usize) -> Vec<u8> {
-        let mut file = File::open(&self.backing_file).expect("open backing file");
+        let mut file = File::open(self.backing_file()).expect("open backing file");
         file.seek(SeekFrom::Start(offset)).expect("seek");
         let mut buffer = vec![0u8; length];
         file.read_exact(&mut buffer).expect("read backing file");
         buffer
     }
 
+    /// The file behind the device now.
+    pub fn backing_file(&self) -> PathBuf {
+        lock(&self.backing_file).clone()
+    }
+
+    /// Whether every byte of the device's content is `value` (read through
+    /// the backing file a MiB at a time).
+    pub fn holds_only(&self, value: u8) -> bool {
+        let mut file = File::open(self.backing_file()).expect("open backing file");
+        let mut chunk = vec![0u8; 1 << 20];
+        loop {
+            let length = file.read(&mut chunk).expect("read backing file");
+            if length == 0 {
+                return true;
+            }
+            if chunk[..length].iter().any(|byte| *byte != value) {
+                return false;
+            }
+        }
+    }
+
     /// Swaps the backing file for a new one of the same size: same device
     /// number and size, different device underneath.
-    pub fn swap_backing_file(&mut self) {
-        let size = fs::metadata(&self.backing_file).expect("stat").len();
-        let replacement = self.backing_file.with_file_name("replacement.img");
+    pub fn swap_backing_file(&self) {
+        let mut backing_file = lock(&self.backing_file);
+        let size = fs::metadata(&*backing_file).expect("stat").len();
+        let replacement = backing_file.with_file_name("replacement.img");
         write_pattern(&replacement, size);
-        let _serialised = ATTACH_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _serialised = lock(&ATTACH_LOCK);
         run(Command::new("losetup").arg("-d").arg(&self.path));
         run(Command::new("losetup").arg(&self.path).arg(&replacement));
-        self.backing_file = replacement;
+        *backing_file = replacement;
     }
 
     /// Writes `bytes` at `offset` of the device's content (through the backing file).
     pub fn write_at(&self, offset: u64, bytes: &[u8]) {
         let file = OpenOptions::new()
             .write(true)
-            .open(&self.backing_file)
+            .open(self.backing_file())
             .expect("open backing file");
         file.write_all_at(bytes, offset)
             .expect("write backing file");

@@ -1,6 +1,8 @@
 //! Runs the real `local-pv-provisioner` binary as a child process against a
 //! kubeconfig, the way a user would, and reads its metrics and readiness over
-//! HTTP. The child is killed on drop; its log is printed when a test fails.
+//! HTTP: single reads, waits for a value, and the reconcile counter that
+//! tells a test when the program has looked at a change. The child is killed
+//! on drop; its log is printed when a test fails.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -11,9 +13,13 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::world::waits::{WAIT, eventually};
+
 /// A running provisioner process.
 pub struct ProvisionerProcess {
     child: Option<Child>,
+    /// `--node-name`: the `node` label of every metric sample.
+    node: String,
     /// Port of `/metrics`, `/healthz` and `/readyz` on 127.0.0.1, read from
     /// the log once the process has bound it.
     metrics_port: OnceLock<u16>,
@@ -69,6 +75,7 @@ impl ProvisionerProcess {
         let child = command.spawn().expect("start local-pv-provisioner");
         ProvisionerProcess {
             child: Some(child),
+            node: options.node.to_string(),
             metrics_port: OnceLock::new(),
             log_path,
         }
@@ -118,6 +125,80 @@ impl ProvisionerProcess {
             .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
     }
 
+    /// The sample name of metric `local_pv_provisioner_<name>` for this
+    /// process's node, e.g. `local_pv_provisioner_wipes_total{node="n"}`.
+    pub fn sample(&self, name: &str) -> String {
+        format!("local_pv_provisioner_{name}{{node=\"{}\"}}", self.node)
+    }
+
+    /// The sample of a metric with one label besides `node`, e.g.
+    /// `wipe_failures_total{node="n",reason="SameDevice"}`.
+    pub fn labelled_sample(&self, name: &str, label: &str, value: &str) -> String {
+        format!(
+            "local_pv_provisioner_{name}{{node=\"{}\",{label}=\"{value}\"}}",
+            self.node
+        )
+    }
+
+    /// The value of `local_pv_provisioner_<name>` for this node.
+    pub async fn value(&self, name: &str) -> Option<f64> {
+        self.metric(&self.sample(name)).await
+    }
+
+    /// Waits until `local_pv_provisioner_<name>` of this node reads `value`.
+    pub async fn wait_metric(&self, name: &str, value: f64) {
+        let sample = self.sample(name);
+        eventually(&format!("{sample} == {value}"), WAIT, || async {
+            (self.metric(&sample).await == Some(value)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the sample `sample` (see [`Self::labelled_sample`])
+    /// reads at least `value`.
+    pub async fn wait_sample_at_least(&self, sample: &str, value: f64) {
+        eventually(&format!("{sample} >= {value}"), WAIT, || async {
+            (self.metric(sample).await >= Some(value)).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `/readyz` answers 200 (`ready`) or anything else.
+    pub async fn wait_ready(&self, ready: bool) {
+        let what = if ready {
+            "/readyz to answer 200"
+        } else {
+            "/readyz to fail"
+        };
+        eventually(what, WAIT, || async {
+            (self.is_ready().await == ready).then_some(())
+        })
+        .await;
+    }
+
+    /// Reconcile passes finished so far (`reconciles_total`); 0 before the
+    /// metrics endpoint answers.
+    pub async fn reconciles(&self) -> f64 {
+        self.value("reconciles_total").await.unwrap_or(0.0)
+    }
+
+    /// Waits until `passes` whole reconcile passes have begun and finished
+    /// after this call: the counter must go up by `passes + 1`, as a pass
+    /// already running when it is called may end after it. The signal a
+    /// check of "nothing happened" rests on: every change made before the
+    /// call was seen by those passes. Something must keep passes coming: a
+    /// short `LP_POLLING_INTERVAL`, or changes the program watches.
+    pub async fn wait_for_fresh_passes(&self, passes: u32) {
+        let start = self.reconciles().await;
+        let target = start + f64::from(passes) + 1.0;
+        eventually(
+            &format!("{passes} reconcile pass(es) begun after reconciles_total was {start}"),
+            WAIT,
+            || async { (self.reconciles().await >= target).then_some(()) },
+        )
+        .await;
+    }
+
     /// Sends `signal` and waits for the process to exit.
     pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -161,26 +242,5 @@ impl Drop for ProvisionerProcess {
                 eprintln!("{line}");
             }
         }
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, failing the test with
-/// `what` after `limit`. A wait for an asynchronous outcome, not a timing
-/// assertion: the limit is generous.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
