@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -26,6 +27,9 @@ use crate::pv::{HOSTNAME_LABEL, NodeFacts, local_path};
 use crate::report::NodeReports;
 use crate::spec::PvSpec;
 use crate::watch::{WatchSetup, Watched};
+
+/// How long a created PV the watch has not shown yet still counts as existing.
+const CREATED_MEMORY: Duration = Duration::from_secs(30);
 
 /// The node's spec, once resolved.
 enum Resolved {
@@ -54,6 +58,9 @@ pub struct Reconciler {
     refused: BackoffTable<PathBuf>,
     refusals: Vec<DeviceProblem>,
     unreachable: BackoffTable<()>,
+    /// PVs created that the watch has not shown yet: planned as existing,
+    /// so a lagging store never causes a second create.
+    recently_created: Vec<(Instant, PersistentVolume)>,
     reports: NodeReports,
 }
 
@@ -69,6 +76,7 @@ impl Reconciler {
             refused: BackoffTable::new(REFUSED_CREATE_RETRY),
             refusals: Vec::new(),
             unreachable: BackoffTable::new(UNREACHABLE_RETRY),
+            recently_created: Vec::new(),
             reports: NodeReports::new(ctx.reporter.clone()),
         }
     }
@@ -99,7 +107,7 @@ impl Reconciler {
                 .filter(|pv| crate::cleanup::needs_cleanup(pv))
                 .count() as i64,
         );
-        let existing: Vec<ExistingPv> = pvs.iter().map(|pv| ExistingPv::from_pv(pv)).collect();
+        let existing = self.existing(&pvs);
         let scanned = match scan(&spec, &existing).await {
             Ok(scanned) => scanned,
             Err(error) => {
@@ -134,6 +142,26 @@ impl Reconciler {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// This node's PVs: those in the store, and those created that the
+    /// watch has not shown yet.
+    fn existing(&mut self, pvs: &[Arc<PersistentVolume>]) -> Vec<ExistingPv> {
+        let now = Instant::now();
+        self.recently_created.retain(|(at, created)| {
+            now.duration_since(*at) < CREATED_MEMORY
+                && !pvs
+                    .iter()
+                    .any(|pv| pv.metadata.name == created.metadata.name)
+        });
+        pvs.iter()
+            .map(|pv| ExistingPv::from_pv(pv))
+            .chain(
+                self.recently_created
+                    .iter()
+                    .map(|(_, pv)| ExistingPv::from_pv(pv)),
+            )
+            .collect()
     }
 
     fn record(&self, node_present: bool, api_reachable: Option<bool>) {
@@ -387,6 +415,7 @@ impl Reconciler {
                 CreateOutcome::Created(created) => {
                     self.refused.clear(&PathBuf::from(&path));
                     ctx.reporter.created(&created);
+                    self.recently_created.push((Instant::now(), *created));
                 }
                 CreateOutcome::AlreadyOurs => {}
                 CreateOutcome::Refused(reason) => {
