@@ -11,6 +11,7 @@
 mod support;
 
 use std::os::unix::fs::symlink;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -18,6 +19,7 @@ use support::fake_api::FakeApiServer;
 use support::loop_device::LoopDevice;
 use support::provisioner::{ProvisionerOptions, ProvisionerProcess};
 use support::world::waits::eventually;
+use tempfile::TempDir;
 
 const DEVICES: usize = 200;
 const STEADY: Duration = Duration::from_secs(20);
@@ -31,8 +33,9 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// [`DEVICES`] sparse loop devices of 1 MiB, linked as `disk000`,
+/// `disk001`, ... in a new directory.
+fn linked_devices() -> (Vec<LoopDevice>, TempDir) {
     let devices: Vec<LoopDevice> = (0..DEVICES)
         .map(|_| LoopDevice::sparse(1024 * 1024))
         .collect();
@@ -40,8 +43,11 @@ async fn main() {
     for (index, device) in devices.iter().enumerate() {
         symlink(&device.path, dir.path().join(format!("disk{index:03}"))).expect("link");
     }
-    let server = FakeApiServer::start().await;
-    let work = tempfile::tempdir().expect("tempdir");
+    (devices, dir)
+}
+
+/// The namespace, the PV spec ConfigMap over `dir` and the Node naming it.
+fn create_objects(server: &FakeApiServer, dir: &Path) {
     server.create_object(
         "namespaces",
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "lpp"}}),
@@ -49,16 +55,19 @@ async fn main() {
     server.create_object(
         "configmaps",
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "spec", "namespace": "lpp"},
-               "data": {"deviceDir": dir.path().to_str().unwrap(), "deviceNameFilter": "^disk", "volumeMode": "Block"}}),
+               "data": {"deviceDir": dir.to_str().unwrap(), "deviceNameFilter": "^disk", "volumeMode": "Block"}}),
     );
     server.create_object(
         "nodes",
         json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "scale",
                "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"}}}),
     );
-    let started = Instant::now();
-    let process = ProvisionerProcess::start(ProvisionerOptions {
-        kubeconfig: &server.write_kubeconfig(work.path()),
+}
+
+/// The provisioner for node `scale`, polling every second.
+fn start_provisioner(server: &FakeApiServer, work: &Path) -> ProvisionerProcess {
+    ProvisionerProcess::start(ProvisionerOptions {
+        kubeconfig: &server.write_kubeconfig(work),
         node: "scale",
         namespace: "lpp",
         env: vec![
@@ -66,34 +75,23 @@ async fn main() {
             ("LP_DEVELOPMENT", "false".into()),
             ("RUST_LOG", "warn,local_pv_provisioner=info".into()),
         ],
-        log_dir: work.path(),
-    });
-    eventually("every PV", Duration::from_secs(120), || async {
-        (server.objects("persistentvolumes").len() == DEVICES).then_some(())
+        log_dir: work,
     })
-    .await;
-    let provisioned = started.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    server.clear_requests();
-    let pid = process.pid().expect("running");
+}
+
+/// The peak resident memory of `pid`, sampled every 500 ms over [`STEADY`].
+async fn peak_rss_in_steady_state(pid: u32) -> u64 {
     let mut peak = rss_kib(pid);
     let steady_start = Instant::now();
     while steady_start.elapsed() < STEADY {
         tokio::time::sleep(Duration::from_millis(500)).await;
         peak = peak.max(rss_kib(pid));
     }
-    let steady_requests: Vec<String> = server
-        .requests()
-        .iter()
-        .filter(|r| r.verb != "watch")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    let watches = server
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "watch")
-        .count();
+    peak
+}
 
+/// The Markdown table, and the first few unexpected requests.
+fn print_table(provisioned: Duration, peak: u64, steady_requests: &[String], watches: usize) {
     println!("One provisioner, {DEVICES} loop devices, fake API server, polling every 1 s");
     println!();
     println!("| measure | value |");
@@ -115,4 +113,35 @@ async fn main() {
     for request in steady_requests.iter().take(5) {
         println!("  unexpected request: {request}");
     }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (_devices, dir) = linked_devices();
+    let server = FakeApiServer::start().await;
+    let work = tempfile::tempdir().expect("tempdir");
+    create_objects(&server, dir.path());
+    let started = Instant::now();
+    let process = start_provisioner(&server, work.path());
+    eventually("every PV", Duration::from_secs(120), || async {
+        (server.objects("persistentvolumes").len() == DEVICES).then_some(())
+    })
+    .await;
+    let provisioned = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    server.clear_requests();
+    let pid = process.pid().expect("running");
+    let peak = peak_rss_in_steady_state(pid).await;
+    let steady_requests: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.verb != "watch")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    let watches = server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "watch")
+        .count();
+    print_table(provisioned, peak, &steady_requests, watches);
 }

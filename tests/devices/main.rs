@@ -1,0 +1,18 @@
+//! Discovery and wiping on real loop devices (`losetup -f --show`, always
+//! detached); needs root, as in CI.
+//!
+//! - `fixture`: the PV spec, node and owner every test uses, the wipe
+//!   request the controller would build for a linked device, mounts, and the
+//!   check that a refused wipe wrote nothing;
+//! - `discovery`: what a scan takes, what it reports and what it marks in
+//!   use;
+//! - `wipe`: the regions a wipe zeroes and leaves alone, and cancellation;
+//! - `guards`: every wipe guard that can be provoked on this machine.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod discovery;
+mod fixture;
+mod guards;
+mod wipe;

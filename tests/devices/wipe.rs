@@ -1,0 +1,71 @@
+//! Wiping: the head (`wipeBytes`, 100 MiB by default, or the whole of a
+//! smaller device) and the last MiB are zeroed and nothing else; a
+//! cancelled wipe writes nothing more.
+
+use std::sync::atomic::AtomicBool;
+
+use local_pv_provisioner::wipe::{TAIL_BYTES, WipeError, wipe_device};
+
+use crate::fixture::{MIB, disk0, wipe};
+use crate::support::loop_device::FILL_BYTE;
+
+#[test]
+fn wipe_zeroes_the_first_100_mib_and_the_last_mib_only() {
+    let size = 200 * MIB;
+    let (device, _dir, request) = disk0(size);
+
+    let report = wipe(&request).expect("wipe succeeds");
+    assert_eq!(report.regions, vec![0..100 * MIB, size - TAIL_BYTES..size]);
+
+    let head = device.read(0, (100 * MIB) as usize);
+    assert!(head.iter().all(|b| *b == 0), "head zeroed");
+    let middle = device.read(100 * MIB, (size - TAIL_BYTES - 100 * MIB) as usize);
+    assert!(
+        middle.iter().all(|b| *b == FILL_BYTE),
+        "byte 100 MiB onward is intact"
+    );
+    let tail = device.read(size - TAIL_BYTES, TAIL_BYTES as usize);
+    assert!(tail.iter().all(|b| *b == 0), "tail zeroed");
+}
+
+#[test]
+fn wipe_bytes_recorded_on_the_pv_sets_the_head() {
+    let size = 64 * MIB;
+    let (device, _dir, mut request) = disk0(size);
+    assert_eq!(request.head_bytes, 100 * MIB, "the default");
+    request.head_bytes = 8 * MIB;
+    wipe(&request).unwrap();
+    assert!(device.read(0, (8 * MIB) as usize).iter().all(|b| *b == 0));
+    assert!(
+        device
+            .read(8 * MIB, (size - 9 * MIB) as usize)
+            .iter()
+            .all(|b| *b == FILL_BYTE)
+    );
+    assert!(
+        device
+            .read(size - MIB, MIB as usize)
+            .iter()
+            .all(|b| *b == 0)
+    );
+}
+
+#[test]
+fn a_device_smaller_than_the_head_is_zeroed_whole() {
+    let (device, _dir, request) = disk0(3 * MIB + 512);
+    wipe(&request).unwrap();
+    assert!(
+        device
+            .read(0, (3 * MIB + 512) as usize)
+            .iter()
+            .all(|b| *b == 0)
+    );
+}
+
+#[test]
+fn cancelled_wipe_stops_before_writing_more() {
+    let (device, _dir, request) = disk0(16 * MIB);
+    let result = wipe_device(&request, &AtomicBool::new(true));
+    assert!(matches!(result, Err(WipeError::Cancelled)), "{result:?}");
+    assert!(device.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE));
+}

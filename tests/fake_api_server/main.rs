@@ -1,0 +1,29 @@
+//! Self-tests of the fake API server fixture (`tests/support/fake_api`),
+//! driven through kube's real client (`Api<…>`, raw requests and
+//! `kube::runtime::watcher`).
+//!
+//! - `client`: the objects the tests create, and reading their outcomes
+//!   (API errors, waits, watcher events, raw requests);
+//! - `objects`: create, get and list with label and field selectors, server
+//!   metadata, name and namespace validation;
+//! - `writes`: updates and patches, optimistic concurrency, the status
+//!   subresource, delete preconditions and finalizers;
+//! - `controller`: the controller-manager emulation (PV phases and
+//!   protection, claim binding and release, garbage collection);
+//! - `watches`: watcher events with selectors, expired resourceVersions, cut
+//!   watches;
+//! - `controls`: what tests steer and read (injected faults, latency,
+//!   restarts, the request log);
+//! - `discovery`: discovery, the kubeconfig, namespaces, and objects created
+//!   directly in the store.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod controller;
+mod controls;
+mod discovery;
+mod objects;
+mod watches;
+mod writes;
