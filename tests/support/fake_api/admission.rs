@@ -23,6 +23,7 @@
 //! ```
 
 mod policy;
+mod request;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,8 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Value, json};
 
 #[allow(unused_imports)] // re-exported by `fake_api` for the test files
-pub use policy::{AdmissionPolicy, Failure, Operation, Outcome, Review, UserInfo};
+pub use policy::{AdmissionPolicy, Failure, Outcome};
+pub use request::{Operation, Review, UserInfo};
 
 use super::resources::{ApiError, RESOURCES};
 use super::{FakeApiServer, Shared};
