@@ -224,13 +224,18 @@ impl FakeApiServer {
 
     /// Kubeconfig YAML like [`Self::kubeconfig_yaml`] whose user sends `token`.
     pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
-        self.kubeconfig_for_user(&format!("{{token: {token}}}"))
+        let quoted = serde_json::to_string(token).expect("a JSON string");
+        self.kubeconfig_for_user(&format!("{{token: {quoted}}}"))
     }
 
-    /// Writes [`Self::kubeconfig_yaml_with_token`] to `dir/kubeconfig-<token>`
-    /// and returns the path.
+    /// Writes [`Self::kubeconfig_yaml_with_token`] to `dir/kubeconfig-<hash
+    /// of the token>` (a token may be longer than a file name) and returns
+    /// the path.
     pub fn write_kubeconfig_with_token(&self, dir: &Path, token: &str) -> PathBuf {
-        let path = dir.join(format!("kubeconfig-{token}"));
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(token, &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
+        let path = dir.join(format!("kubeconfig-{hash:016x}"));
         std::fs::write(&path, self.kubeconfig_yaml_with_token(token)).expect("write kubeconfig");
         path
     }
