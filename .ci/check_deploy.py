@@ -688,6 +688,7 @@ def main() -> int:
             print(f"ok    wrote {len(ctx.rbac)} RBAC rules to {args.dump_rbac}")
 
     if ctx.policy is None:
+        Path(args.dump_policy).unlink(missing_ok=True)  # no stale policy for the tests
         print(f"FAIL  --dump-policy: no consistent node restriction policy to write to {args.dump_policy}")
         failed.append("dump-policy")
     else:
