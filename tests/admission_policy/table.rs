@@ -19,13 +19,17 @@ const CREATE: usize = 2;
 /// Validation 3: UPDATE that moves a PV to another node.
 const MOVE: usize = 3;
 
+/// What the policy must decide about a fixture.
 enum Expect {
+    /// Matched and let through.
     Allowed,
+    /// Not matched (another user, another resource).
     NotMatched,
     /// Denied by this validation, with a message containing these.
     Denied(usize, &'static [&'static str]),
 }
 
+/// One request fixture.
 struct Case {
     what: &'static str,
     user: UserInfo,
@@ -35,6 +39,8 @@ struct Case {
     expect: Expect,
 }
 
+/// A fixture; the operation follows from which objects there are (no stored
+/// object: CREATE; no new object: DELETE; both: UPDATE).
 fn case(
     what: &'static str,
     user: UserInfo,
