@@ -4,19 +4,24 @@
 Run from the repository root after `pip install -r .ci/requirements-deploy.txt`
 (kubectl, with its built-in kustomize, must be on PATH):
 
-    python3 .ci/check_deploy.py [--dump-rbac PATH]
+    python3 .ci/check_deploy.py [--dump-rbac PATH] [--dump-policy PATH]
 
 It lints the chart strictly and renders it with Helm's own engine
 (helm-python-sdk, which binds Helm's Go SDK; no helm binary, no cluster),
 validates values against values.schema.json, renders the kustomize
 directories, compares the chart with the kustomize manifests (RBAC rules,
-DaemonSet pod spec, samples) and runs hadolint on the Dockerfile. It exits 1,
-naming each failed check, if anything is wrong.
+DaemonSet pod spec, node restriction policy, samples) and runs hadolint on the
+Dockerfile. It exits 1, naming each failed check, if anything is wrong.
 
 --dump-rbac PATH writes the RBAC rules (checked identical in both) as JSON:
 [{"apiGroup": "", "resource": "nodes", "verbs": ["get", ...],
   "namespaced": false}, ...], where namespaced means "granted by the Role in
 the provisioner's namespace" as opposed to the ClusterRole.
+
+--dump-policy PATH (default: target/deploy-policy.json) writes the node
+restriction as rendered by the chart and by kustomize (checked identical), as
+JSON {"chart": {"policy": ..., "binding": ...}, "kustomize": {...}}, for
+tests/admission_policy.rs, which evaluates its expressions.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import sysconfig
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+import check_deploy_policy as policy_checks  # beside this file
 
 try:
     import helm_python as helm
@@ -128,6 +135,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("bad pullPolicy", {"image": {"pullPolicy": "Sometimes"}}),
     ("bad updateStrategy", {"updateStrategy": {"type": "Recreate"}}),
     ("negative wipeBytes", {"pvSpecConfigMaps": {"pv-spec-cm-fs": {"wipeBytes": -1}}}),
+    ("admissionPolicy.enabled not a bool", {"admissionPolicy": {"enabled": "yes"}}),
 ]
 
 
@@ -359,6 +367,7 @@ class Context:
         self.kustomize_default: list[dict[str, Any]] | None = None
         self.kustomize_samples: list[dict[str, Any]] | None = None
         self.rbac: list[dict[str, Any]] | None = None
+        self.policy: dict[str, Any] | None = None
 
 
 def lint_findings(values: dict[str, Any] | None) -> list[str]:
@@ -382,10 +391,15 @@ def check_lint(ctx: Context) -> str:
 def check_render(ctx: Context) -> str:
     default = objects_by_kind(render_chart(None))
     expected_default = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"}
+    expected_default |= policy_checks.KINDS
     if set(default) != expected_default:
         raise CheckFailed(f"default render has kinds {sorted(default)}, expected {sorted(expected_default)}")
     check_daemonset_invariants(one(default, "DaemonSet", "chart"), "chart (default values)")
     check_bindings(default, "chart (default values)")
+    check_policy(default, "chart (default values)")
+    no_policy = {doc["kind"] for doc in render_chart({"admissionPolicy": {"enabled": False}})}
+    if no_policy & policy_checks.KINDS:
+        raise CheckFailed("admissionPolicy.enabled=false still renders the node restriction policy")
 
     all_on = objects_by_kind(render_chart(ALL_ON_VALUES))
     expected_all = expected_default | {"ConfigMap", "StorageClass", "Service", "ServiceMonitor", "PodMonitor"}
@@ -400,6 +414,7 @@ def check_render(ctx: Context) -> str:
     ds = one(custom, "DaemonSet", "chart (custom)")
     check_daemonset_invariants(ds, "chart (custom values)")
     check_bindings(custom, "chart (custom values)")
+    check_policy(custom, "chart (custom values)")
     pod = ds["spec"]["template"]["spec"]
     c = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -494,14 +509,23 @@ def check_kustomize(ctx: Context) -> str:
     samples = kustomize("config/samples")
     objs = objects_by_kind(default)
     expected = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"}
+    expected |= policy_checks.KINDS
     if set(objs) != expected:
         raise CheckFailed(f"config/default has kinds {sorted(objs)}, expected {sorted(expected)}")
     ns = one(objs, "Namespace", "config/default")["metadata"]["name"]
     for doc in default:
-        if doc["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding") and doc["metadata"].get("namespace") != ns:
+        # kustomize also puts the policy kinds into the namespace (its schema
+        # predates them); the API server drops that for cluster-scoped objects.
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        if doc["kind"] not in cluster_scoped and doc["metadata"].get("namespace") != ns:
             raise CheckFailed(f"config/default: {doc['kind']} {doc['metadata']['name']} is not in namespace {ns}")
     check_daemonset_invariants(one(objs, "DaemonSet", "config/default"), "config/default")
     check_bindings(objs, "config/default")
+    check_policy(objs, "config/default")
+    try:
+        policy_checks.check_edited_namespace(ROOT, kustomize, objects_by_kind)
+    except policy_checks.PolicyProblem as err:
+        raise CheckFailed(str(err)) from err
     sample_kinds = sorted(d["kind"] for d in samples)
     if sample_kinds != ["ConfigMap", "ConfigMap", "StorageClass"]:
         raise CheckFailed(f"config/samples has {sample_kinds}")
@@ -541,6 +565,13 @@ def check_drift(ctx: Context) -> str:
         compare(chart_rbac, kust_rbac, "RBAC rules (ClusterRole and Role)")
     compare(pod_spec_view(one(chart, "DaemonSet", "chart")), pod_spec_view(one(kust, "DaemonSet", "kustomize")),
             "DaemonSet pod specs (image aside)")
+    try:
+        compare(policy_checks.view(chart, "chart"), policy_checks.view(kust, "kustomize"),
+                "node restriction policies and bindings (labels aside)")
+        policy = policy_checks.dump(chart, kust)
+    except policy_checks.PolicyProblem as err:
+        failures.append(str(err))
+        policy = None
 
     chart_image = one(chart, "DaemonSet", "chart")["spec"]["template"]["spec"]["containers"][0]["image"]
     kust_image = one(kust, "DaemonSet", "kustomize")["spec"]["template"]["spec"]["containers"][0]["image"]
@@ -561,8 +592,16 @@ def check_drift(ctx: Context) -> str:
             "StorageClass (chart vs config/samples)")
     if failures:
         raise CheckFailed("chart and kustomize drifted apart:\n" + "\n".join(failures))
-    ctx.rbac = chart_rbac
-    return f"RBAC ({len(chart_rbac or [])} rules), DaemonSet pod spec, samples identical"
+    ctx.rbac, ctx.policy = chart_rbac, policy
+    return f"RBAC ({len(chart_rbac or [])} rules), DaemonSet pod spec, node restriction policy, samples identical"
+
+
+def check_policy(objs: dict[str, list[dict[str, Any]]], source: str) -> None:
+    """The node restriction policy of one rendering (see check_deploy_policy)."""
+    try:
+        policy_checks.check_invariants(objs, source)
+    except policy_checks.PolicyProblem as err:
+        raise CheckFailed(str(err)) from err
 
 
 def check_app_version(ctx: Context) -> str:
@@ -622,6 +661,8 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dump-rbac", metavar="PATH", help="write the RBAC rules as JSON to PATH")
+    parser.add_argument("--dump-policy", metavar="PATH", default=str(ROOT / "target" / "deploy-policy.json"),
+                        help="write the rendered node restriction policies as JSON to PATH (default: %(default)s)")
     args = parser.parse_args()
 
     ctx = Context()
@@ -646,8 +687,17 @@ def main() -> int:
             Path(args.dump_rbac).write_text(json.dumps(ctx.rbac, indent=2) + "\n")
             print(f"ok    wrote {len(ctx.rbac)} RBAC rules to {args.dump_rbac}")
 
+    if ctx.policy is None:
+        Path(args.dump_policy).unlink(missing_ok=True)  # no stale policy for the tests
+        print(f"FAIL  --dump-policy: no consistent node restriction policy to write to {args.dump_policy}")
+        failed.append("dump-policy")
+    else:
+        Path(args.dump_policy).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.dump_policy).write_text(json.dumps(ctx.policy, indent=2) + "\n")
+        print(f"ok    wrote the chart's and kustomize's node restriction policy to {args.dump_policy}")
+
     if failed:
-        total = len(CHECKS) + (1 if args.dump_rbac else 0)
+        total = len(CHECKS) + (1 if args.dump_rbac else 0) + 1
         print(f"check_deploy: FAILED {len(failed)} of {total} checks: {', '.join(failed)}")
         return 1
     print(f"check_deploy: all {len(CHECKS)} checks are clean")

@@ -89,3 +89,15 @@ metricRelabelings:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+"true" when the API server serves admissionregistration.k8s.io/v1
+ValidatingAdmissionPolicy: listed by discovery (helm install, upgrade), or,
+where nothing is discovered (helm template), a Kubernetes version of 1.30 or
+later, where that API is GA.
+*/}}
+{{- define "local-pv-provisioner.admissionPolicyServed" -}}
+{{- if .Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy" }}true
+{{- else if and (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1") (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version) }}true
+{{- end }}
+{{- end }}

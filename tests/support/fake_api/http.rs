@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Shared;
+use super::admission::{self, UserInfo};
 use super::faults::RecordedRequest;
 use super::patch;
 use super::resources::{ApiError, RESOURCES, meta_mut, meta_str};
@@ -334,14 +335,22 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         body: serde_json::from_slice(&body).ok(),
     };
     shared.faults.observe(&recorded);
+    let (user, unauthorized) = match admission::authenticate(&shared, &parts.headers) {
+        Ok(user) => (user, None),
+        Err(refused) => (None, Some(refused)),
+    };
 
     let latency = shared.faults.latency();
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let response = match shared.faults.take(parts.method.as_str(), &path, &verb) {
-        Some(code) => error_response(&ApiError::injected(code)),
-        None => match &route {
+    let response = match (
+        shared.faults.take(parts.method.as_str(), &path, &verb),
+        unauthorized,
+    ) {
+        (Some(code), _) => error_response(&ApiError::injected(code)),
+        (None, Some(refused)) => error_response(&refused),
+        (None, None) => match &route {
             Route::Version => json_response(StatusCode::OK, &version_info()),
             Route::Health => Response::new(Body::from("ok")),
             Route::CoreVersions => json_response(
@@ -357,6 +366,7 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             Route::Unknown => error_response(&ApiError::no_route()),
             Route::Object(t) => handle_object(
                 &shared,
+                user.as_ref(),
                 &parts.method,
                 t,
                 &query,
@@ -399,6 +409,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 fn handle_object(
     shared: &Arc<Shared>,
+    user: Option<&UserInfo>,
     method: &Method,
     t: &Target,
     query: &HashMap<String, String>,
@@ -415,6 +426,10 @@ fn handle_object(
         )
     };
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    let sub = t.sub.as_deref();
+    let admit = |object: Option<&Value>, old: Option<&Value>| {
+        admission::admit(shared, user, t.res, sub, object, old)
+    };
     match (method, &t.name) {
         (&Method::GET, _) if is_watch(query) => {
             let mut sel = selectors()?;
@@ -447,6 +462,7 @@ fn handle_object(
         }
         (&Method::POST, None) if t.sub.is_none() && (t.namespace.is_some() || !def.namespaced) => {
             let obj = parse_body(body)?;
+            admit(Some(&obj), None)?;
             let created =
                 shared
                     .store
@@ -458,6 +474,9 @@ fn handle_object(
         (&Method::PUT, Some(name)) => {
             let obj = parse_body(body)?;
             let mut store = shared.store.lock().expect("store");
+            if let Some(old) = store.get(t.res, ns, name) {
+                admit(Some(&obj), Some(old))?;
+            }
             ok(store.update(t.res, ns, name, obj, t.sub.is_some())?)
         }
         (&Method::PATCH, Some(name)) => {
@@ -475,11 +494,15 @@ fn handle_object(
                     meta_mut(&mut patched).insert(field.into(), json!(v));
                 }
             }
+            admit(Some(&patched), Some(&current))?;
             ok(store.update(t.res, ns, name, patched, t.sub.is_some())?)
         }
         (&Method::DELETE, Some(name)) if t.sub.is_none() => {
             let pre = preconditions(body)?;
             let mut store = shared.store.lock().expect("store");
+            if let Some(old) = store.get(t.res, ns, name) {
+                admit(None, Some(old))?;
+            }
             ok(store.delete(t.res, ns, name, &pre)?)
         }
         (&Method::DELETE, None) if t.sub.is_none() => {
@@ -497,6 +520,7 @@ fn handle_object(
                 .collect();
             let mut items = Vec::new();
             for (obj_ns, name) in keys {
+                admit(None, store.get(t.res, &obj_ns, &name))?;
                 items.push(store.delete(t.res, &obj_ns, &name, &Preconditions::default())?);
             }
             ok(json!({

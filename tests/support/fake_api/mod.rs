@@ -13,7 +13,8 @@
 //!   between or in the middle of events), connection tracking;
 //! - `selectors`: label and field selectors; `patch`: PATCH bodies;
 //! - `faults`: fault rules, latency, request log, request observer;
-//! - `controller`: the controller-manager emulation.
+//! - `controller`: the controller-manager emulation;
+//! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in).
 //!
 //! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
 //! `configmaps`, `persistentvolumeclaims`, `events`, `events.k8s.io/v1`
@@ -24,9 +25,10 @@
 //! and `kube-node-lease`; namespaced objects can only be created in an
 //! existing namespace.
 //!
-//! Simplifications against a real kube-apiserver: no authentication, JSON
-//! only; `limit`/`continue` are ignored (lists are never paginated) and lists
-//! ignore `resourceVersion`/`resourceVersionMatch`; a strategic merge patch is
+//! Simplifications against a real kube-apiserver: no authentication unless a
+//! test registers tokens, no RBAC, JSON only; `limit`/`continue` are ignored
+//! (lists are never paginated) and lists ignore
+//! `resourceVersion`/`resourceVersionMatch`; a strategic merge patch is
 //! applied as a merge patch; server-side apply is refused with 415;
 //! `DeleteOptions` other than preconditions (propagation policy, grace period,
 //! dry run) are ignored; a watch from a resourceVersion newer than the
@@ -41,6 +43,7 @@
 //! the emulated binder does not read it: every claim binds as under
 //! `Immediate`.
 
+mod admission;
 mod controller;
 mod faults;
 mod http;
@@ -59,6 +62,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+// Used by the test files that authenticate or run a policy only.
+#[allow(unused_imports)]
+pub use admission::{
+    AdmissionDecision, AdmissionPolicy, Failure, Operation, Outcome, PROVISIONER_SERVICE_ACCOUNT,
+    Review, UserInfo, node_policy_from_config,
+};
 pub use faults::{FaultRule, RecordedRequest};
 
 use faults::Faults;
@@ -80,6 +89,7 @@ struct Shared {
     controller_on: AtomicBool,
     pvc_binding: AtomicBool,
     gone_as_http: AtomicBool,
+    admission: admission::Admission,
 }
 
 /// A running fake API server; dropping it stops the server and its
@@ -105,6 +115,7 @@ impl FakeApiServer {
             controller_on: AtomicBool::new(true),
             pvc_binding: AtomicBool::new(false),
             gone_as_http: AtomicBool::new(false),
+            admission: admission::Admission::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -130,9 +141,14 @@ impl FakeApiServer {
     /// Kubeconfig YAML (no credentials) with cluster, user and context `fake`
     /// pointing at [`Self::url`], default namespace `default`.
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_for_user("{}")
+    }
+
+    /// Kubeconfig YAML whose user `fake` is the flow mapping `user`.
+    fn kubeconfig_for_user(&self, user: &str) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
-             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
+             users:\n- name: fake\n  user: {user}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    \
              user: fake\n    namespace: default\ncurrent-context: fake\n",
             self.url()
         )
@@ -148,8 +164,12 @@ impl FakeApiServer {
     /// A kube client built from [`Self::kubeconfig_yaml`] through
     /// `kube::Config::from_custom_kubeconfig`, like a program would build it.
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig =
-            kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml()).expect("parse kubeconfig");
+        self.client_from(&self.kubeconfig_yaml()).await
+    }
+
+    /// A kube client built from kubeconfig YAML.
+    async fn client_from(&self, yaml: &str) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(yaml).expect("parse kubeconfig");
         let config = kube::Config::from_custom_kubeconfig(
             kubeconfig,
             &kube::config::KubeConfigOptions::default(),

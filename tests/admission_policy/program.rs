@@ -1,0 +1,194 @@
+//! The real binary under the enforced policy: with a token bound to its node
+//! every write it makes passes (creates, the wipe mark, deletes); with a
+//! token that names no node every PV write is denied and no PV exists.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::support::fake_api::{FakeApiServer, UserInfo};
+use super::support::loop_device::LoopDevice;
+use super::support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
+use super::{OTHER, live_pv, unbound};
+
+const NAMESPACE: &str = "lpp-system";
+const WAIT: Duration = Duration::from_secs(30);
+const MIB: u64 = 1024 * 1024;
+
+/// A server enforcing the policy, with the namespace, a Block PV spec over
+/// `devices`, the Node `node` (hostname label = its name) and another node's
+/// PV.
+async fn world(node: &str, devices: &Path) -> FakeApiServer {
+    super::support::loop_device::require_root();
+    let server = FakeApiServer::start().await;
+    server.enforce_node_policy();
+    server.create_object(
+        "namespaces",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    );
+    server.create_object(
+        "configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "spec", "namespace": NAMESPACE},
+               "data": {"deviceDir": devices.to_str().unwrap(), "deviceNameFilter": ".*", "volumeMode": "Block"}}),
+    );
+    server.create_object(
+        "nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": node,
+            "labels": {"kubernetes.io/hostname": node},
+            "annotations": {"local-pv-provisioner.cybozu.io/pv-spec-configmap": "spec"},
+        }}),
+    );
+    server.create_object(
+        "persistentvolumes",
+        live_pv(&server, "local-node-b-disk0", OTHER),
+    );
+    server
+}
+
+fn start(server: &FakeApiServer, work: &Path, node: &str, token: &str) -> ProvisionerProcess {
+    ProvisionerProcess::start(ProvisionerOptions {
+        kubeconfig: &server.write_kubeconfig_with_token(work, token),
+        node,
+        namespace: NAMESPACE,
+        env: vec![("LP_POLLING_INTERVAL", "1s".into())],
+        log_dir: work,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_program_passes_the_policy_through_a_lifecycle() {
+    let (work, devices) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let kept = LoopDevice::filled(8 * MIB);
+    let wiped = LoopDevice::filled(8 * MIB);
+    symlink(&kept.path, devices.path().join("kept")).unwrap();
+    symlink(&wiped.path, devices.path().join("wiped")).unwrap();
+    let node = "node-p";
+    let server = world(node, devices.path()).await;
+    let token = server.provisioner_token(node);
+    let process = start(&server, work.path(), node, &token);
+
+    let pv_uid = |name: &'static str| {
+        let server = &server;
+        move || async move {
+            let pv = server.object("persistentvolumes", None, name)?;
+            (pv["status"]["phase"] == "Available").then(|| pv["metadata"]["uid"].clone())
+        }
+    };
+    let first = eventually(
+        "the wiped device's PV Available",
+        WAIT,
+        pv_uid("local-node-p-wiped"),
+    )
+    .await;
+    eventually(
+        "the kept device's PV Available",
+        WAIT,
+        pv_uid("local-node-p-kept"),
+    )
+    .await;
+    server.set_pv_phase("local-node-p-wiped", "Released");
+    eventually(
+        "the released PV wiped, deleted and made anew",
+        WAIT,
+        || async {
+            let uid = pv_uid("local-node-p-wiped")().await?;
+            (uid != first).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        wiped.read(0, MIB as usize).iter().all(|b| *b == 0),
+        "the device was wiped"
+    );
+    drop(process);
+
+    assert_eq!(
+        server.admission_denials(),
+        [],
+        "the policy denied a write of the program"
+    );
+    let decisions = server.admission_decisions();
+    let (namespace, name) = super::support::fake_api::PROVISIONER_SERVICE_ACCOUNT;
+    let user = UserInfo::service_account(namespace, name).username;
+    for operation in ["CREATE", "UPDATE", "DELETE"] {
+        assert!(
+            decisions
+                .iter()
+                .any(|d| d.operation == operation && d.username == user),
+            "no {operation} of the program reached the policy: {decisions:?}"
+        );
+    }
+    let pv_writes = server.requests().into_iter().filter(|r| {
+        r.resource == "persistentvolumes"
+            && ["create", "update", "patch", "delete"].contains(&r.verb.as_str())
+    });
+    assert_eq!(
+        pv_writes.count(),
+        decisions.len(),
+        "every PV write of the program was admitted by the policy"
+    );
+    assert!(
+        server
+            .object("persistentvolumes", None, "local-node-b-disk0")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_a_node_gets_every_pv_write_denied() {
+    let (work, devices) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let disk = LoopDevice::filled(8 * MIB);
+    symlink(&disk.path, devices.path().join("disk0")).unwrap();
+    let node = "node-q";
+    let server = world(node, devices.path()).await;
+    server.add_token("not-bound-to-a-node", unbound());
+    let process = start(&server, work.path(), node, "not-bound-to-a-node");
+
+    eventually("a denied PV create", WAIT, || async {
+        server
+            .admission_denials()
+            .iter()
+            .any(|d| d.operation == "CREATE")
+            .then_some(())
+    })
+    .await;
+    let sample = format!("local_pv_provisioner_reconciles_total{{node=\"{node}\"}}");
+    let passes = eventually("a reconcile pass", WAIT, || async {
+        process.metric(&sample).await
+    })
+    .await;
+    eventually("another reconcile pass", WAIT, || async {
+        (process.metric(&sample).await? > passes).then_some(())
+    })
+    .await;
+    drop(process);
+
+    let denials = server.admission_denials();
+    assert!(!denials.is_empty());
+    for denial in &denials {
+        assert!(
+            denial.code == 403
+                && denial.message.contains("node-name")
+                && denial.message.contains("fail closed"),
+            "{denial:?}"
+        );
+    }
+    assert!(
+        server.admission_decisions().iter().all(|d| !d.allowed),
+        "a write was allowed"
+    );
+    let names: Vec<String> = server
+        .objects("persistentvolumes")
+        .iter()
+        .map(|pv| {
+            pv["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["local-node-b-disk0"], "no PV of node-q exists");
+}
