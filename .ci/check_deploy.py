@@ -80,7 +80,6 @@ CUSTOM_VALUES: dict[str, Any] = {
     "serviceAccount": {"name": "lpp-sa", "annotations": {"a": "b"}},
     "config": {
         "pollingInterval": "30s",
-        "cleanupInterval": "1h30m",
         "development": True,
         "defaultPvSpecConfigMap": "nvme",
     },
@@ -419,7 +418,7 @@ def check_render(ctx: Context) -> str:
     c = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
     want = {
-        "LP_METRICS_ADDR": ":9102", "LP_POLLING_INTERVAL": "30s", "LP_CLEANUP_INTERVAL": "1h30m",
+        "LP_METRICS_ADDR": ":9102", "LP_POLLING_INTERVAL": "30s",
         "LP_DEVELOPMENT": "true", "LP_DEFAULT_PV_SPEC_CONFIGMAP": "nvme",
     }
     got = {k: env.get(k) for k in want}

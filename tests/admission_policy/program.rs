@@ -10,7 +10,8 @@ use serde_json::json;
 
 use super::support::fake_api::{FakeApiServer, UserInfo};
 use super::support::loop_device::LoopDevice;
-use super::support::provisioner::{ProvisionerOptions, ProvisionerProcess, eventually};
+use super::support::provisioner::{ProvisionerOptions, ProvisionerProcess};
+use super::support::world::waits::eventually;
 use super::{OTHER, live_pv, unbound};
 
 const NAMESPACE: &str = "lpp-system";
