@@ -1,12 +1,14 @@
 //! Every request this program makes about PersistentVolumes and its Node,
 //! in one place: reads that guard a decision (the live Node, a fresh PV)
-//! and every write (create, wipe mark, delete). Each failed request is
+//! and every write (create, annotations, delete; the finalizer helper
+//! patches through [`ApiRequests::pv_api`]). Each failed request is
 //! counted in `local_pv_provisioner_api_errors_total{operation}` here, and
 //! a refused create is classified by [`classify_create_error`], a pure
 //! function.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
@@ -14,11 +16,6 @@ use kube::{Api, Client};
 use crate::error::{ApiError, Operation, status_code};
 use crate::metrics::Metrics;
 use crate::pv::NODE_LABEL;
-
-/// Annotation set before the first write of a wipe: when it started (RFC 3339).
-pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
-/// Annotation set before the first write of a wipe: the pod that started it.
-pub const WIPE_STARTED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
 
 /// How a PV create ended.
 #[derive(Debug)]
@@ -144,38 +141,52 @@ impl ApiRequests {
         }
     }
 
-    /// Records on the PV that a wipe starts now, by `instance`; conditional
-    /// on the resourceVersion of `fresh`, so a PV changed meanwhile is not wiped.
-    pub async fn mark_wipe_started(
+    /// The PV API, for kube-runtime's finalizer helper.
+    pub fn pv_api(&self) -> &Api<PersistentVolume> {
+        &self.pvs
+    }
+
+    /// Counts a failed request made outside these methods (the finalizer helper's patches).
+    pub fn count_failure(&self, operation: Operation) {
+        self.metrics
+            .api_errors
+            .with_label_values(&[operation.label()])
+            .inc();
+    }
+
+    /// Adds `annotations` to the PV, only if it still has the
+    /// resourceVersion of `current` (else `Ok(false)`: it changed meanwhile).
+    pub async fn annotate_pv(
         &self,
-        fresh: &PersistentVolume,
-        instance: &str,
-    ) -> Result<PersistentVolume, ApiError> {
+        current: &PersistentVolume,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<bool, ApiError> {
         let patch = serde_json::json!({
             "metadata": {
-                "resourceVersion": fresh.metadata.resource_version,
-                "annotations": {
-                    WIPE_STARTED_AT_ANNOTATION: Timestamp::now().to_string(),
-                    WIPE_STARTED_BY_ANNOTATION: instance,
-                },
+                "resourceVersion": current.metadata.resource_version,
+                "annotations": annotations,
             },
         });
-        let name = fresh.metadata.name.as_deref().unwrap_or_default();
+        let name = current.metadata.name.as_deref().unwrap_or_default();
         let patched = self
             .pvs
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await;
-        patched.map_err(|error| self.failed(Operation::PatchPv, error))
+        match patched {
+            Ok(_) => Ok(true),
+            Err(error) if status_code(&error) == Some(409) => Ok(false),
+            Err(error) => Err(self.failed(Operation::PatchPv, error)),
+        }
     }
 
-    /// Deletes a PV only if it still has this UID and resourceVersion. A PV
-    /// that is already gone counts as deleted.
+    /// Deletes a PV only if it still has this UID and resourceVersion:
+    /// `Ok(false)` when it changed meanwhile. A PV already gone counts as deleted.
     pub async fn delete_pv(
         &self,
         name: &str,
         uid: Option<String>,
         resource_version: Option<String>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<bool, ApiError> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid,
@@ -184,8 +195,9 @@ impl ApiRequests {
             ..DeleteParams::default()
         };
         match self.pvs.delete(name, &params).await {
-            Ok(_) => Ok(()),
-            Err(error) if status_code(&error) == Some(404) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(error) if status_code(&error) == Some(404) => Ok(true),
+            Err(error) if status_code(&error) == Some(409) => Ok(false),
             Err(error) => Err(self.failed(Operation::DeletePv, error)),
         }
     }

@@ -185,16 +185,23 @@ pub enum Partitions {
 
 /// Whether a device is busy — mounted, held by another device, or
 /// partitioned when `partitions` says so — judged from the mount table and
-/// sysfs; `None` when it looks free.
-pub fn busy(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -> Option<Busy> {
+/// sysfs; `Ok(None)` when it looks free. Fails closed: when sysfs cannot be
+/// read, the answer is an error, never "free".
+pub fn busy(
+    device: DeviceNumber,
+    mounts: &MountTable,
+    partitions: Partitions,
+) -> io::Result<Option<Busy>> {
     let sysfs = device.sysfs_dir();
-    if let Some(busy) = mounted_or_held("the device", device, &sysfs, mounts) {
-        return Some(busy);
+    if let Some(busy) = mounted_or_held("the device", device, &sysfs, mounts)? {
+        return Ok(Some(busy));
     }
-    let children: Vec<String> = directory_names(&sysfs)
-        .into_iter()
-        .filter(|child| sysfs.join(child).join("partition").exists())
-        .collect();
+    let mut children = Vec::new();
+    for child in directory_names(&sysfs)? {
+        if sysfs.join(&child).join("partition").exists() {
+            children.push(child);
+        }
+    }
     for child in &children {
         let child_dir = sysfs.join(child);
         let child_number = fs::read_to_string(child_dir.join("dev"))
@@ -202,17 +209,17 @@ pub fn busy(device: DeviceNumber, mounts: &MountTable, partitions: Partitions) -
             .and_then(|text| text.trim().parse().ok());
         if let Some(number) = child_number
             && let Some(busy) =
-                mounted_or_held(&format!("partition {child}"), number, &child_dir, mounts)
+                mounted_or_held(&format!("partition {child}"), number, &child_dir, mounts)?
         {
-            return Some(busy);
+            return Ok(Some(busy));
         }
     }
     if partitions == Partitions::CountAsUse && !children.is_empty() {
-        return Some(Busy::Partitioned {
+        return Ok(Some(Busy::Partitioned {
             partitions: children,
-        });
+        }));
     }
-    None
+    Ok(None)
 }
 
 fn mounted_or_held(
@@ -220,18 +227,18 @@ fn mounted_or_held(
     device: DeviceNumber,
     sysfs: &Path,
     mounts: &MountTable,
-) -> Option<Busy> {
+) -> io::Result<Option<Busy>> {
     if let Some(mount_point) = mounts.mount_point(device) {
-        return Some(Busy::Mounted {
+        return Ok(Some(Busy::Mounted {
             what: what.to_string(),
             mount_point: mount_point.to_string(),
-        });
+        }));
     }
-    let holders = directory_names(&sysfs.join("holders"));
-    (!holders.is_empty()).then(|| Busy::Held {
+    let holders = directory_names(&sysfs.join("holders"))?;
+    Ok((!holders.is_empty()).then(|| Busy::Held {
         what: what.to_string(),
         holders,
-    })
+    }))
 }
 
 /// A stable identity of the device from sysfs, where the kernel exposes
@@ -269,22 +276,69 @@ pub fn stable_id(device: DeviceNumber) -> Option<String> {
     Some(format!("loop:{backing_file}@{offset}"))
 }
 
-fn directory_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
+/// The sorted entry names of a sysfs directory; an error names the directory.
+fn directory_names(dir: &Path) -> io::Result<Vec<String>> {
+    let entries = fs::read_dir(dir).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("cannot read {}: {error}", dir.display()),
+        )
+    })?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot read {}: {error}", dir.display()),
+            )
+        })?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
     names.sort();
-    names
+    Ok(names)
+}
+
+/// Buffer alignment for `O_DIRECT` (at least any logical block size in use).
+pub const DIRECT_IO_ALIGN: usize = 4096;
+
+/// A zero-filled buffer whose start is aligned for `O_DIRECT`, carved out of
+/// a slightly larger vector so no unsafe allocation is needed.
+pub struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuffer {
+    /// A buffer of `len` zero bytes.
+    pub fn zeroed(len: usize) -> Self {
+        let storage = vec![0u8; len + DIRECT_IO_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        AlignedBuffer {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// The aligned bytes.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aligned_buffer_is_aligned_and_zero() {
+        let mut buffer = AlignedBuffer::zeroed(3 * 4096);
+        let slice = buffer.bytes_mut();
+        assert_eq!(slice.as_ptr() as usize % DIRECT_IO_ALIGN, 0);
+        assert_eq!(slice.len(), 3 * 4096);
+        assert!(slice.iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn device_numbers_round_trip() {

@@ -1,25 +1,30 @@
-//! Cleanup of Released PersistentVolumes, one PV at a time: confirm the PV
-//! against a fresh read, mark it (annotations: wipe started, by which pod,
-//! when), wipe its device through the guarded [`crate::wipe`] path off the
-//! async runtime, and only after a completed, verified wipe delete the PV
-//! with UID and resourceVersion preconditions. A refused or failed wipe
-//! keeps the PV and is retried with backoff ([`CLEANUP_RETRY`]).
+//! Cleanup: every PV of this node carries the finalizer
+//! [`CLEANUP_FINALIZER`], and its device is wiped before the finalizer goes,
+//! whoever deletes the PV — this program after the PV turned `Released`, an
+//! admin by hand, or the garbage collector after the Node went away. Driven
+//! by kube-runtime's [`Controller`] over the shared PV watch (never two
+//! reconciles of one PV at once, at most [`MAX_CONCURRENT_CLEANUPS`] at a
+//! time, [`error_policy`] deciding retries) and its `finalizer` helper
+//! (the finalizer is added to PVs made before it existed, and removed only
+//! after a cleanup succeeded).
 //!
-//! Driven by kube-runtime's [`Controller`] over the shared PV watch: it
-//! reconciles each PV on its changes, never two reconciles of one PV at
-//! once, at most [`MAX_CONCURRENT_CLEANUPS`] at a time, with
-//! [`error_policy`] deciding the retry.
+//! For a PV that is not being deleted ([`decide::apply_step`]): a PV of the
+//! Go upstream is adopted ([`crate::adopt`]); a bound claim is recorded on
+//! the PV; a `Released` PV is deleted with UID and resourceVersion
+//! preconditions (a PV changed meanwhile is left alone), unless the node is
+//! paused. For a PV being deleted ([`decide::cleanup_step`]): while a claim
+//! may still use it, it waits; a PV never claimed is released without a
+//! wipe, and the decision is recorded on it; any other is wiped through the
+//! guarded [`crate::wipe`] path off the async runtime, and only a completed,
+//! verified wipe releases it. A refused or failed wipe keeps the finalizer,
+//! is reported and retried with backoff. A crash mid-wipe leaves the PV
+//! being deleted with the finalizer, so the next start wipes it again.
 //!
-//! While the node is paused (its PV spec is missing or invalid, or the Node
-//! is gone) nothing is wiped; every PV is looked at again when it resumes.
-//!
-//! The mark makes an interrupted wipe (a crash, SIGKILL, node reboot)
-//! visible and finishable: a marked PV is wiped again at the next start even
-//! if its phase changed meanwhile (unless a claim is bound to it), so a
-//! half-zeroed device is never handed out.
-//!
-//! [`CLEANUP_RETRY`]: crate::backoff::CLEANUP_RETRY
+//! [`CLEANUP_FINALIZER`]: crate::pv::CLEANUP_FINALIZER
 
+pub mod decide;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,18 +32,21 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::finalizer::{self, Event};
 use kube::runtime::reflector::ReflectHandle;
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::apply::WIPE_STARTED_AT_ANNOTATION;
-use crate::blockdev::DeviceNumber;
+use crate::adopt;
 use crate::context::Context;
-use crate::error::ApiError;
-use crate::pv::local_path;
-use crate::report::pv_reference;
+use crate::error::{ApiError, Operation};
+use crate::plan::ExistingPv;
+use crate::pv::{self, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION};
 use crate::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
+use decide::{ApplyStep, CleanupStep};
+
+pub use decide::needs_cleanup;
 
 /// Most cleanups reconciling at once on one node.
 pub const MAX_CONCURRENT_CLEANUPS: u16 = 4;
@@ -46,36 +54,27 @@ pub const MAX_CONCURRENT_CLEANUPS: u16 = 4;
 /// How long a PV waits while another PV of the same device is being wiped.
 const DEVICE_BUSY_RETRY: Duration = Duration::from_secs(1);
 
-/// Why a cleanup did not complete; the PV is kept in every case.
+/// Why a cleanup did not complete; the PV and its finalizer are kept.
 #[derive(Debug, Error)]
 pub enum CleanupError {
-    /// Reading, marking or deleting the PV failed.
+    /// A request about the PV failed.
     #[error(transparent)]
     Api(#[from] ApiError),
     /// The wipe was refused, failed or was cancelled.
     #[error(transparent)]
     Wipe(#[from] WipeError),
-}
-
-fn phase(pv: &PersistentVolume) -> Option<&str> {
-    pv.status
-        .as_ref()
-        .and_then(|status| status.phase.as_deref())
-}
-
-/// Whether a PV carries the mark of a wipe that started and has not finished.
-pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|annotations| annotations.contains_key(WIPE_STARTED_AT_ANNOTATION))
-}
-
-/// Whether a PV must be wiped and deleted: Released, or marked by an
-/// interrupted wipe and not bound to a claim; never while being deleted.
-pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
-    pv.metadata.deletion_timestamp.is_none()
-        && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
+    /// A claim may still use the PV being deleted.
+    #[error("claim {0} may still use the PersistentVolume")]
+    ClaimInUse(String),
+    /// A PV of the Go upstream whose device identity is ambiguous.
+    #[error("cannot adopt the PersistentVolume: {0}")]
+    NotAdoptable(String),
+    /// The finalizer could not be added or removed.
+    #[error("finalizer {CLEANUP_FINALIZER}: {0}")]
+    Finalizer(String),
+    /// Not now: a retry is already scheduled, or another wipe holds the device.
+    #[error("retrying in {0:?}")]
+    RetryLater(Duration),
 }
 
 /// Runs the cleanup controller until `shutdown` resolves and the cleanups
@@ -102,72 +101,157 @@ pub async fn run(
         .await;
 }
 
-/// Cleans one PV if it needs it.
+/// Whether this program looks after `pv`: made by it for this node, or by
+/// the Go upstream for this node, or already carrying our finalizer.
+fn looked_after(pv: &PersistentVolume, ctx: &Context) -> bool {
+    let annotations = pv.metadata.annotations.as_ref();
+    let ours = annotations
+        .and_then(|a| a.get(pv::NODE_NAME_ANNOTATION))
+        .is_some_and(|node| *node == ctx.settings.node_name);
+    ours || adopt::is_upstream_pv(pv, &ctx.settings.node_name)
+        || pv
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLEANUP_FINALIZER)
+}
+
+/// One PV: through kube-runtime's finalizer helper to [`apply`] or [`clean`].
 async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, CleanupError> {
-    if !needs_cleanup(&pv) || ctx.is_paused() {
+    if !looked_after(&pv, &ctx) {
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!(
         "cleanup",
         node = %ctx.settings.node_name,
         pv = pv.metadata.name.as_deref().unwrap_or_default(),
-        device = local_path(&pv).unwrap_or_default(),
+        device = pv::local_path(&pv).unwrap_or_default(),
     );
-    clean(&pv, &ctx).instrument(span).await
+    let api = ctx.api.pv_api().clone();
+    finalizer::finalizer(&api, CLEANUP_FINALIZER, pv, |event| async {
+        match event {
+            Event::Apply(pv) => apply(&pv, &ctx).await,
+            Event::Cleanup(pv) => clean(&pv, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        other => CleanupError::Finalizer(other.to_string()),
+    })
 }
 
-async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
-    let (Some(name), Some(uid)) = (pv.metadata.name.as_deref(), pv.metadata.uid.as_deref()) else {
-        return Ok(Action::await_change());
-    };
-    let waiting = ctx
-        .cleanup_backoff
-        .lock()
-        .expect("backoff lock")
-        .remaining(&uid.to_string(), Instant::now());
-    if let Some(left) = waiting {
-        return Ok(Action::requeue(left));
-    }
-    // A fresh read: the store may lag, and a PV that is no longer
-    // Released (an admin cleared its claimRef) must not be wiped.
-    let fresh = match ctx.api.get_pv(name).await? {
-        Some(fresh) if fresh.metadata.uid.as_deref() == Some(uid) && needs_cleanup(&fresh) => fresh,
-        _ => {
-            tracing::debug!("the PV is gone, replaced or no longer needs a cleanup");
-            return Ok(Action::await_change());
+/// A PV that is not being deleted.
+async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    match decide::apply_step(pv, &ctx.settings.node_name, ctx.is_paused()) {
+        ApplyStep::Nothing => {}
+        ApplyStep::Adopt => {
+            let identity = adoption(pv, ctx).await?;
+            if ctx.api.annotate_pv(pv, &identity).await? {
+                ctx.reporter.adopted(pv, &identity);
+            }
         }
-    };
+        ApplyStep::RecordClaim(claim) => {
+            let record = BTreeMap::from([(CLAIMED_BY_ANNOTATION.to_string(), claim)]);
+            ctx.api.annotate_pv(pv, &record).await?;
+        }
+        ApplyStep::StartCleanup => {
+            let (uid, version) = (
+                pv.metadata.uid.clone(),
+                pv.metadata.resource_version.clone(),
+            );
+            if !ctx.api.delete_pv(name, uid, version).await? {
+                tracing::debug!("the PV changed since it was seen Released; looking again");
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// The identity of an upstream PV, checked against its device off the runtime.
+async fn adoption(
+    pv: &PersistentVolume,
+    ctx: &Context,
+) -> Result<BTreeMap<String, String>, CleanupError> {
+    let others: Vec<ExistingPv> = ctx
+        .pvs
+        .state()
+        .iter()
+        .map(|pv| ExistingPv::from_pv(pv))
+        .collect();
+    let candidate = pv.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        adopt::check(&candidate, &others, crate::spec::DEFAULT_WIPE_BYTES)
+    })
+    .await
+    .unwrap_or_else(|error| Err(format!("the check failed: {error}")));
+    checked.map_err(CleanupError::NotAdoptable)
+}
+
+/// A PV being deleted that still carries our finalizer. `Ok` releases it.
+async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+    match decide::cleanup_step(pv) {
+        CleanupStep::WaitForClaim(claim) => Err(CleanupError::ClaimInUse(claim)),
+        CleanupStep::SkipWipe => {
+            let note = format!(
+                "{}: never claimed, released without a wipe",
+                k8s_openapi::jiff::Timestamp::now()
+            );
+            let record = BTreeMap::from([(WIPE_SKIPPED_ANNOTATION.to_string(), note)]);
+            if !ctx.api.annotate_pv(pv, &record).await? {
+                return Err(CleanupError::Finalizer(
+                    "the PV changed while being released; looking again".into(),
+                ));
+            }
+            ctx.reporter.wipe_skipped(pv);
+            Ok(Action::await_change())
+        }
+        CleanupStep::Wipe => {
+            let uid = pv.metadata.uid.clone().unwrap_or_default();
+            let backoff = ctx
+                .cleanup_backoff
+                .lock()
+                .expect("backoff lock")
+                .remaining(&uid, Instant::now());
+            if let Some(left) = backoff {
+                return Err(CleanupError::RetryLater(left));
+            }
+            let request = wipe_request(pv, ctx).await?;
+            let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
+                return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
+            };
+            let report = wipe_off_runtime(request, ctx).await?;
+            ctx.reporter.wipe_completed(pv, &report);
+            ctx.cleanup_backoff
+                .lock()
+                .expect("backoff lock")
+                .clear(&uid);
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// What the wipe needs, from the PV (or, for a PV of the Go upstream not
+/// adopted yet, from the adoption check).
+async fn wipe_request(pv: &PersistentVolume, ctx: &Context) -> Result<WipeRequest, CleanupError> {
     let owner = Owner {
         node_name: &ctx.settings.node_name,
         label_value: &ctx.label_value,
     };
-    let request = WipeRequest::from_pv(&fresh, &owner)?;
-    let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
-        return Ok(Action::requeue(DEVICE_BUSY_RETRY));
-    };
-    if has_wipe_mark(&fresh) {
-        tracing::warn!("an earlier wipe of this device did not finish; wiping it again");
+    if !adopt::is_upstream_pv(pv, &ctx.settings.node_name) {
+        return Ok(WipeRequest::from_pv(pv, &owner)?);
     }
-    let marked = ctx
-        .api
-        .mark_wipe_started(&fresh, &ctx.settings.instance)
-        .await?;
-    let report = wipe_off_runtime(request, ctx).await?;
-    // The version our mark produced: any later change cancels the delete.
-    ctx.api
-        .delete_pv(
-            name,
-            Some(uid.to_string()),
-            marked.metadata.resource_version.clone(),
-        )
-        .await?;
-    ctx.reporter
-        .wipe_completed(&pv_reference(name, Some(uid)), &report);
-    ctx.cleanup_backoff
-        .lock()
-        .expect("backoff lock")
-        .clear(&uid.to_string());
-    Ok(Action::await_change())
+    let identity = adoption(pv, ctx).await?;
+    let mut adopted = pv.clone();
+    adopted
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .extend(identity);
+    Ok(WipeRequest::from_pv(&adopted, &owner)?)
 }
 
 /// Runs the blocking wipe on a blocking thread.
@@ -182,39 +266,36 @@ async fn wipe_off_runtime(request: WipeRequest, ctx: &Context) -> Result<WipeRep
     })
 }
 
-/// Decides the retry after a failed cleanup and reports it.
+/// Decides the retry after a cleanup that did not complete, and reports it.
 fn error_policy(pv: Arc<PersistentVolume>, error: &CleanupError, ctx: Arc<Context>) -> Action {
-    let name = pv.metadata.name.as_deref().unwrap_or_default();
     let uid = pv.metadata.uid.clone().unwrap_or_default();
-    let reference = pv_reference(name, Some(&uid));
-    if let CleanupError::Wipe(WipeError::Cancelled) = error {
-        ctx.reporter
-            .wipe_failed(&reference, &WipeError::Cancelled, None);
-        return Action::await_change();
+    let retry = match error {
+        CleanupError::RetryLater(left) => return Action::requeue(*left),
+        CleanupError::Wipe(WipeError::Cancelled) => None,
+        CleanupError::ClaimInUse(_) | CleanupError::NotAdoptable(_) => None,
+        _ => Some(
+            ctx.cleanup_backoff
+                .lock()
+                .expect("backoff lock")
+                .record_failure(&uid, Instant::now()),
+        ),
+    };
+    if let CleanupError::Finalizer(_) = error {
+        ctx.api.count_failure(Operation::PatchPv);
     }
-    let delay = ctx
-        .cleanup_backoff
-        .lock()
-        .expect("backoff lock")
-        .record_failure(&uid, Instant::now());
-    match error {
-        CleanupError::Wipe(error) => ctx.reporter.wipe_failed(&reference, error, Some(delay)),
-        CleanupError::Api(error) => {
-            tracing::warn!(pv = name, %error, "cleanup request failed; the PV is kept; retrying in {}s", delay.as_secs());
-        }
-    }
-    Action::requeue(delay)
+    ctx.reporter.cleanup_failed(&pv, error, retry);
+    retry.map_or_else(Action::await_change, Action::requeue)
 }
 
 /// A device claimed for a wipe; released (and the provisioning loop woken,
 /// so the device is offered again at once) when dropped.
 struct DeviceClaim<'a> {
     ctx: &'a Context,
-    device: DeviceNumber,
+    device: crate::blockdev::DeviceNumber,
 }
 
 impl<'a> DeviceClaim<'a> {
-    fn new(ctx: &'a Context, device: DeviceNumber) -> Option<Self> {
+    fn new(ctx: &'a Context, device: crate::blockdev::DeviceNumber) -> Option<Self> {
         ctx.wipes
             .claim(device)
             .then_some(DeviceClaim { ctx, device })
@@ -225,44 +306,5 @@ impl Drop for DeviceClaim<'_> {
     fn drop(&mut self) {
         self.ctx.wipes.release(self.device);
         self.ctx.trigger.notify_one();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::jiff::Timestamp;
-
-    fn pv(phase: &str, marked: bool) -> PersistentVolume {
-        let mut value = serde_json::json!({
-            "metadata": {"name": "pv"},
-            "status": {"phase": phase},
-        });
-        if marked {
-            value["metadata"]["annotations"] =
-                serde_json::json!({WIPE_STARTED_AT_ANNOTATION: "2026-11-22T00:00:00Z"});
-        }
-        serde_json::from_value(value).unwrap()
-    }
-
-    #[test]
-    fn released_or_interrupted_pvs_need_cleanup_but_never_bound_ones() {
-        assert!(needs_cleanup(&pv("Released", false)));
-        assert!(needs_cleanup(&pv("Released", true)));
-        assert!(
-            needs_cleanup(&pv("Available", true)),
-            "a half-wiped device is never offered"
-        );
-        assert!(!needs_cleanup(&pv("Available", false)));
-        assert!(
-            !needs_cleanup(&pv("Bound", true)),
-            "a claim is bound: never wiped under it"
-        );
-        assert!(!needs_cleanup(&pv("Pending", false)));
-        let mut deleting = pv("Released", false);
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-        );
-        assert!(!needs_cleanup(&deleting));
     }
 }

@@ -34,8 +34,21 @@ pub struct Device {
     pub stable_id: Option<String>,
 }
 
+/// What kind of problem keeps a device from getting a PV; each kind is
+/// reported with its own Event reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// Unusable or busy (`DeviceSkipped`).
+    #[default]
+    Skipped,
+    /// Holds data and was never offered (`DeviceHasData`).
+    HasData,
+    /// The API server refused its PV (`InvalidVolume`).
+    Refused,
+}
+
 /// A matching entry that cannot become a PV, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceProblem {
     /// The entry's file name (lossily decoded when not UTF-8).
     pub name: String,
@@ -45,6 +58,8 @@ pub struct DeviceProblem {
     pub reason: String,
     /// The block device the entry leads to, when it got that far.
     pub number: Option<DeviceNumber>,
+    /// How it is reported.
+    pub kind: ProblemKind,
 }
 
 /// The result of one scan of `deviceDir`.
@@ -79,7 +94,10 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
         dir: dir.to_path_buf(),
         source,
     })?;
-    let mounts = MountTable::read().unwrap_or_default();
+    // Fail closed: without the mount table nothing can be judged free.
+    let mounts = MountTable::read().map_err(|error| {
+        format!("cannot tell whether it is in use: cannot read the mount table: {error}")
+    });
     let mut scan = Scan::default();
     let mut names: Vec<(String, Result<(), String>)> = Vec::new();
     for entry in entries {
@@ -105,7 +123,7 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
         let path = dir.join(&name);
         let outcome = name_check
             .map_err(Unusable::from)
-            .and_then(|()| inspect(&path, &name, &mounts));
+            .and_then(|()| inspect(&path, &name, mounts.as_ref()));
         match outcome {
             Ok(device) => {
                 if let Some(first) = first_name_of.get(&device.number) {
@@ -114,6 +132,7 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
                         number: Some(device.number),
                         name,
                         path,
+                        kind: ProblemKind::Skipped,
                     });
                 } else {
                     first_name_of.insert(device.number, name);
@@ -125,6 +144,7 @@ pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> 
                 path,
                 reason,
                 number,
+                kind: ProblemKind::Skipped,
             }),
         }
     }
@@ -147,7 +167,11 @@ impl From<String> for Unusable {
 }
 
 /// Inspects one entry.
-fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Unusable> {
+fn inspect(
+    path: &Path,
+    name: &str,
+    mounts: Result<&MountTable, &String>,
+) -> Result<Device, Unusable> {
     let resolved = fs::canonicalize(path).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => "dangling symlink".to_string(),
         _ => format!("cannot resolve: {error}"),
@@ -191,13 +215,16 @@ fn inspect(path: &Path, name: &str, mounts: &MountTable) -> Result<Device, Unusa
             resolved.display()
         )));
     }
+    let mounts = mounts.map_err(|error| unusable(error.clone()))?;
+    let in_use = blockdev::busy(number, mounts, Partitions::CountAsUse)
+        .map_err(|error| unusable(format!("cannot tell whether it is in use: {error}")))?;
     Ok(Device {
         name: name.to_string(),
         path: path.to_path_buf(),
         resolved,
         number,
         size_bytes,
-        in_use: blockdev::busy(number, mounts, Partitions::CountAsUse).map(|busy| busy.to_string()),
+        in_use: in_use.map(|busy| busy.to_string()),
         stable_id: blockdev::stable_id(number),
     })
 }

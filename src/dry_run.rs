@@ -46,7 +46,8 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         label_value: node_label_value(&node_name),
         name: node_name.clone(),
     };
-    let decided = plan(&facts, &spec, &scan, &[], &BTreeSet::new());
+    let mut decided = plan(&facts, &spec, &scan, &[], &BTreeSet::new());
+    let probes = probe_candidates(&mut decided, &scan);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -59,7 +60,9 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         out,
         "# The ownerReference UID is a placeholder: the controller fills in the live Node's UID."
     );
-    for pv in &decided.create {
+    for (pv, probe) in decided.create.iter().zip(&probes) {
+        let path = crate::pv::local_path(pv).unwrap_or_default();
+        let _ = writeln!(out, "# {path}: {probe}");
         out.push_str("---\n");
         out.push_str(
             &serde_yaml_ng::to_string(pv)
@@ -82,6 +85,41 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         );
     }
     Ok(out)
+}
+
+/// Probes each device the plan would offer, as the controller does before
+/// a first offer; devices that are not blank move to the plan's problems.
+/// Returns what the probe said about each PV left to create.
+fn probe_candidates(decided: &mut crate::plan::Plan, scan: &crate::discovery::Scan) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut said = Vec::new();
+    for pv in std::mem::take(&mut decided.create) {
+        let path = crate::pv::local_path(&pv).unwrap_or_default().to_string();
+        let device = scan.devices.iter().find(|d| d.path.to_str() == Some(&path));
+        let result = device.map(|d| crate::probe::probe_device(&d.resolved));
+        match result {
+            Some(Ok(probe)) if probe.refusal().is_some() => {
+                decided.problems.push(crate::discovery::DeviceProblem {
+                    name: device.map(|d| d.name.clone()).unwrap_or_default(),
+                    path: path.into(),
+                    reason: probe.refusal().unwrap_or_default(),
+                    ..Default::default()
+                });
+            }
+            Some(Err(error)) => {
+                said.push(format!(
+                    "probe failed ({error}); the controller would retry"
+                ));
+                kept.push(pv);
+            }
+            _ => {
+                said.push("probed blank: it would be offered".to_string());
+                kept.push(pv);
+            }
+        }
+    }
+    decided.create = kept;
+    said
 }
 
 /// Reads the spec's `data` from YAML: a ConfigMap manifest, or the bare

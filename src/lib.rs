@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod adopt;
 pub mod apply;
 pub mod backoff;
 pub mod blockdev;
@@ -28,11 +29,14 @@ pub mod discovery;
 pub mod dry_run;
 pub mod error;
 pub mod events;
+pub mod first_offer;
 pub mod health;
 pub mod metrics;
 pub mod naming;
 pub mod node_spec;
 pub mod plan;
+pub mod probe;
+pub mod provision;
 pub mod provisioner;
 pub mod pv;
 pub mod reconcile;

@@ -12,12 +12,16 @@ pub struct Metrics {
     pub available_devices: IntGauge,
     /// Matching but unusable devices in the last scan (upstream's gauge).
     pub error_devices: IntGauge,
+    /// Devices never offered because they hold data (part of `error_devices`).
+    pub devices_with_data: IntGauge,
     /// 1 while the node's PV spec is missing or invalid, else 0.
     pub spec_errors: IntGauge,
     /// PersistentVolumes created.
     pub pvs_created: IntCounter,
     /// Wipes completed (device zeroed and verified).
     pub wipes_completed: IntCounter,
+    /// PVs never claimed, released without a wipe.
+    pub wipes_skipped: IntCounter,
     /// Wipes that failed, by reason: a guard's name, or `io`.
     pub wipes_failed: IntCounterVec,
     /// Released PVs of this node waiting for a wipe (in progress or retrying).
@@ -71,6 +75,10 @@ impl Metrics {
                 "error_devices",
                 "Number of devices matching the filter that cannot be used, in the last scan.",
             ),
+            devices_with_data: gauge(
+                "devices_with_data",
+                "Matching devices without a PV that hold data and are not offered (counted in error_devices too).",
+            ),
             spec_errors: gauge(
                 "pv_spec_errors",
                 "1 when the node's PV spec ConfigMap is missing or invalid, else 0.",
@@ -79,6 +87,10 @@ impl Metrics {
             wipes_completed: counter(
                 "wipes_total",
                 "Devices wiped and verified before their PV was deleted.",
+            ),
+            wipes_skipped: counter(
+                "wipes_skipped_total",
+                "PersistentVolumes never claimed, released without a wipe.",
             ),
             wipes_failed: counter_vec(
                 "wipe_failures_total",

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::blockdev::DeviceNumber;
-use crate::discovery::{Device, DeviceProblem, Scan};
+use crate::discovery::{Device, DeviceProblem, ProblemKind, Scan};
 use crate::naming::{NameAssignment, assign_pv_names};
 use crate::pv::{self, NodeFacts, build_pv};
 use crate::spec::PvSpec;
@@ -180,6 +180,7 @@ pub fn plan(
                 path: device.path.clone(),
                 reason,
                 number: Some(device.number),
+                kind: ProblemKind::Skipped,
             }),
             Verdict::Create(name) => {
                 result.create.push(build_pv(node, spec, device, name));
@@ -312,6 +313,7 @@ mod tests {
             path: PathBuf::from(format!("/dev/disks/d{minor}")),
             reason: "locked by a wipe in progress".into(),
             number: Some(DeviceNumber { major: 7, minor }),
+            kind: ProblemKind::Skipped,
         };
         let scan = Scan {
             devices: vec![],

@@ -23,7 +23,7 @@ use crate::events::EventPublisher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pv::NODE_LABEL;
-use crate::reconcile::Reconciler;
+use crate::reconcile::{Reconciler, Wake};
 use crate::report::Reporter;
 use crate::watch::{WatchSetup, Watched};
 
@@ -114,20 +114,21 @@ async fn provision(
     let mut poll = tokio::time::interval(ctx.settings.polling_interval);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     poll.tick().await;
+    let mut wake = Wake::Poll;
     loop {
-        let next = reconciler.reconcile(ctx).await;
+        let next = reconciler.reconcile(ctx, wake).await;
         ctx.reporter.metrics.reconciles.inc();
-        let wake = async move {
+        let asked = async move {
             match next {
                 Some(at) => tokio::time::sleep_until(at.max(Instant::now())).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        wake = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
-            _ = ctx.trigger.notified() => {}
-            _ = poll.tick() => {}
-            _ = wake => {}
-        }
+            _ = ctx.trigger.notified() => Wake::Change,
+            _ = poll.tick() => Wake::Poll,
+            _ = asked => Wake::Change,
+        };
     }
 }

@@ -34,6 +34,16 @@ pub const DEVICE_STABLE_ID_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/de
 pub const WIPE_BYTES_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-bytes";
 /// Annotation: the full node name (the label may hold a hash of it).
 pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name";
+/// Finalizer on every PV of ours: the device is wiped before the PV goes,
+/// whoever deletes it.
+pub const CLEANUP_FINALIZER: &str = "local-pv-provisioner.cybozu.io/cleanup";
+/// Annotation: the claim (`namespace/name`) last seen bound to the PV.
+pub const CLAIMED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-by";
+/// Annotation: when the PV was released without a wipe, and why.
+pub const WIPE_SKIPPED_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-skipped";
+/// Annotation an older version set before the first write of a wipe; a PV
+/// carrying it is wiped again.
+pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
 /// Node label the scheduler matches local PVs' affinity against.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
@@ -110,6 +120,7 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
                 node.label_value.clone(),
             )])),
             annotations: Some(recorded_annotations(node, spec, device)),
+            finalizers: Some(vec![CLEANUP_FINALIZER.to_string()]),
             owner_references: Some(vec![OwnerReference {
                 api_version: "v1".to_string(),
                 kind: "Node".to_string(),
@@ -221,6 +232,7 @@ mod tests {
                     "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
                     "local-pv-provisioner.cybozu.io/device-stable-id": "wwid:naa.5000c500a1b2c3d4",
                 },
+                "finalizers": ["local-pv-provisioner.cybozu.io/cleanup"],
                 "ownerReferences": [{
                     "apiVersion": "v1",
                     "kind": "Node",

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -15,21 +14,26 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
 use tokio::time::Instant;
 
-use crate::apply::CreateOutcome;
-use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::context::Context;
 use crate::device_loss::DeviceLossTracker;
-use crate::discovery::{DeviceProblem, Scan, scan_devices};
+use crate::discovery::{Scan, scan_devices};
 use crate::health::{Health, ReconcileHealth};
 use crate::node_spec::{SpecSource, SpecState, read_spec, spec_source, summarize};
-use crate::plan::{ExistingPv, plan};
-use crate::pv::{HOSTNAME_LABEL, NodeFacts, local_path};
+use crate::plan::ExistingPv;
+use crate::provision::{Inputs, Provisioning};
+use crate::pv::{HOSTNAME_LABEL, NodeFacts};
 use crate::report::NodeReports;
 use crate::spec::PvSpec;
 use crate::watch::{WatchSetup, Watched};
 
-/// How long a created PV the watch has not shown yet still counts as existing.
-const CREATED_MEMORY: Duration = Duration::from_secs(30);
+/// Why a reconcile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The poll tick (or the start): a full rescan.
+    Poll,
+    /// A watched change, a retry or a deadline.
+    Change,
+}
 
 /// The node's spec, once resolved.
 enum Resolved {
@@ -55,12 +59,7 @@ pub struct Reconciler {
     nodes: Store<Node>,
     spec_watch: Option<(String, Watched<ConfigMap>)>,
     loss: DeviceLossTracker,
-    refused: BackoffTable<PathBuf>,
-    refusals: Vec<DeviceProblem>,
-    unreachable: BackoffTable<()>,
-    /// PVs created that the watch has not shown yet: planned as existing,
-    /// so a lagging store never causes a second create.
-    recently_created: Vec<(Instant, PersistentVolume)>,
+    provisioning: Provisioning,
     reports: NodeReports,
 }
 
@@ -73,17 +72,17 @@ impl Reconciler {
             nodes,
             spec_watch: None,
             loss: DeviceLossTracker::new(ctx.settings.device_loss_grace),
-            refused: BackoffTable::new(REFUSED_CREATE_RETRY),
-            refusals: Vec::new(),
-            unreachable: BackoffTable::new(UNREACHABLE_RETRY),
-            recently_created: Vec::new(),
+            provisioning: Provisioning::default(),
             reports: NodeReports::new(ctx.reporter.clone()),
         }
     }
 
     /// Runs one reconcile; returns when it wants to run again.
     #[tracing::instrument(name = "reconcile", skip_all, fields(node = %ctx.settings.node_name))]
-    pub async fn reconcile(&mut self, ctx: &Context) -> Option<Instant> {
+    pub async fn reconcile(&mut self, ctx: &Context, wake: Wake) -> Option<Instant> {
+        if wake == Wake::Poll {
+            self.provisioning.rescan();
+        }
         let name = ObjectRef::new(&ctx.settings.node_name);
         let Some(node) = self.nodes.get(&name) else {
             ctx.set_paused(true);
@@ -107,7 +106,7 @@ impl Reconciler {
                 .filter(|pv| crate::cleanup::needs_cleanup(pv))
                 .count() as i64,
         );
-        let existing = self.existing(&pvs);
+        let existing = self.provisioning.existing(&pvs);
         let scanned = match scan(&spec, &existing).await {
             Ok(scanned) => scanned,
             Err(error) => {
@@ -130,38 +129,24 @@ impl Reconciler {
             .await;
         let facts = node_facts(ctx, &node);
         let devices = scanned.devices.unwrap_or_default();
-        let api_reachable = self
-            .provision(ctx, &facts, &spec, &devices, &existing, &node_ref)
+        let inputs = Inputs {
+            facts: &facts,
+            spec: &spec,
+            scan: &devices,
+            existing: &existing,
+            node: &node_ref,
+        };
+        let provisioned = self
+            .provisioning
+            .provision(ctx, inputs, &mut self.reports)
             .await;
-        self.record(true, api_reachable);
-        [
-            recheck_at,
-            self.refused.next_due(),
-            self.unreachable.next_due(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    /// This node's PVs: those in the store, and those created that the
-    /// watch has not shown yet.
-    fn existing(&mut self, pvs: &[Arc<PersistentVolume>]) -> Vec<ExistingPv> {
-        let now = Instant::now();
-        self.recently_created.retain(|(at, created)| {
-            now.duration_since(*at) < CREATED_MEMORY
-                && !pvs
-                    .iter()
-                    .any(|pv| pv.metadata.name == created.metadata.name)
-        });
-        pvs.iter()
-            .map(|pv| ExistingPv::from_pv(pv))
-            .chain(
-                self.recently_created
-                    .iter()
-                    .map(|(_, pv)| ExistingPv::from_pv(pv)),
-            )
-            .collect()
+        self.reports
+            .devices(&node_ref, provisioned.available, &provisioned.problems);
+        self.record(true, provisioned.api_reachable);
+        recheck_at
+            .into_iter()
+            .chain(self.provisioning.next_due())
+            .min()
     }
 
     fn record(&self, node_present: bool, api_reachable: Option<bool>) {
@@ -251,7 +236,8 @@ impl Reconciler {
                 )
                 .await;
             match deleted {
-                Ok(()) => reporter.lost_device_pv_deleted(pv),
+                Ok(true) => reporter.lost_device_pv_deleted(pv),
+                Ok(false) => tracing::debug!(pv = %name, "the PV changed meanwhile; looking again"),
                 Err(error) => {
                     tracing::warn!(pv = %name, %error, "deleting the PV of a missing device failed; retrying");
                 }
@@ -314,126 +300,5 @@ async fn scan(spec: &PvSpec, existing: &[ExistingPv]) -> Result<Scanned, String>
             missing,
         }),
         Err(error) => Err(error.to_string()),
-    }
-}
-
-/// The device problem of a PV the API server would not take.
-pub(crate) fn refused_pv_problem(path: &str, reason: String) -> DeviceProblem {
-    DeviceProblem {
-        name: path.rsplit('/').next().unwrap_or_default().to_string(),
-        path: path.into(),
-        reason,
-        number: None,
-    }
-}
-
-impl Reconciler {
-    /// Plans and creates the missing PVs, then reports the devices. Returns
-    /// whether the API server answered (`None`: nothing was asked).
-    async fn provision(
-        &mut self,
-        ctx: &Context,
-        facts: &NodeFacts,
-        spec: &PvSpec,
-        devices: &Scan,
-        existing: &[ExistingPv],
-        node_ref: &ObjectReference,
-    ) -> Option<bool> {
-        let decided = plan(facts, spec, devices, existing, &ctx.wipes.snapshot());
-        for group in &decided.collisions {
-            tracing::warn!(devices = ?group, "device names collide after sanitizing; they get hashed PV names");
-        }
-        let mut problems = decided.problems.clone();
-        let mut available = decided.available;
-        let now = Instant::now();
-        let planned: BTreeSet<PathBuf> = decided
-            .create
-            .iter()
-            .filter_map(|pv| local_path(pv).map(PathBuf::from))
-            .collect();
-        self.refused.retain(|path| planned.contains(path));
-        self.refusals
-            .retain(|problem| planned.contains(&problem.path));
-        let (due, waiting): (Vec<&PersistentVolume>, Vec<&PersistentVolume>) =
-            decided.create.iter().partition(|pv| {
-                let path = PathBuf::from(local_path(pv).unwrap_or_default());
-                self.refused.remaining(&path, now).is_none()
-            });
-        for pv in waiting {
-            let path = PathBuf::from(local_path(pv).unwrap_or_default());
-            if let Some(problem) = self.refusals.iter().find(|problem| problem.path == path) {
-                available -= 1;
-                problems.push(problem.clone());
-            }
-        }
-        let mut api_reachable = None;
-        if !due.is_empty() && self.unreachable.remaining(&(), now).is_none() {
-            match self.create(ctx, facts, &due, node_ref).await {
-                Ok(refused) => {
-                    api_reachable = Some(true);
-                    available -= refused.len();
-                    problems.extend(refused);
-                }
-                Err(()) => api_reachable = Some(false),
-            }
-        }
-        problems.sort_by(|a, b| a.name.cmp(&b.name));
-        self.reports.devices(node_ref, available, &problems);
-        api_reachable
-    }
-
-    /// Creates `pvs` for the live Node; returns the devices the API server
-    /// refused, or `Err` when it could not be reached (the batch waits).
-    async fn create(
-        &mut self,
-        ctx: &Context,
-        facts: &NodeFacts,
-        pvs: &[&PersistentVolume],
-        node_ref: &ObjectReference,
-    ) -> Result<Vec<DeviceProblem>, ()> {
-        // The owner must be the live Node: after an API server restart the
-        // PV watch can relist before the Node watch does, and a PV owned by
-        // a Node that is gone is garbage-collected at once.
-        match ctx.api.get_node(&ctx.settings.node_name).await {
-            Ok(Some(live)) if live.metadata.uid.as_deref() == Some(facts.uid.as_str()) => {}
-            Ok(_) => {
-                tracing::debug!(
-                    "the Node in the watch store is not the live one; creating nothing until the watch catches up"
-                );
-                return Ok(Vec::new());
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading the Node before creating PVs failed; retrying");
-                self.unreachable.record_failure(&(), Instant::now());
-                return Err(());
-            }
-        }
-        let mut refused = Vec::new();
-        for pv in pvs {
-            let path = local_path(pv).unwrap_or_default().to_string();
-            match ctx.api.create_pv(pv, &ctx.pvs, &ctx.label_value).await {
-                CreateOutcome::Created(created) => {
-                    self.refused.clear(&PathBuf::from(&path));
-                    ctx.reporter.created(&created);
-                    self.recently_created.push((Instant::now(), *created));
-                }
-                CreateOutcome::AlreadyOurs => {}
-                CreateOutcome::Refused(reason) => {
-                    let problem = refused_pv_problem(&path, reason);
-                    self.refused.record_failure(&problem.path, Instant::now());
-                    self.reports.create_refused(node_ref, &problem);
-                    self.refusals.retain(|known| known.path != problem.path);
-                    self.refusals.push(problem.clone());
-                    refused.push(problem);
-                }
-                CreateOutcome::Unreachable(error) => {
-                    tracing::warn!(%error, "creating the PersistentVolume failed; retrying");
-                    self.unreachable.record_failure(&(), Instant::now());
-                    return Err(());
-                }
-            }
-        }
-        self.unreachable.clear(&());
-        Ok(refused)
     }
 }

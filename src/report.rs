@@ -5,13 +5,15 @@
 //! lost devices) and speaks once per change, so a stuck condition never
 //! floods the API server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::Resource;
 
-use crate::discovery::DeviceProblem;
+use crate::cleanup::CleanupError;
+use crate::discovery::{DeviceProblem, ProblemKind};
 use crate::events::{EventPublisher, Severity};
 use crate::metrics::Metrics;
 use crate::node_spec::SpecState;
@@ -26,6 +28,16 @@ pub struct Reporter {
     /// Where numbers go.
     pub metrics: Metrics,
     node_name: String,
+    /// Per PV UID, the standing condition last reported (a wait, a refusal).
+    said: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// How an admin releases a PV whose wipe cannot run (its disk or node is
+/// gone for good), once they have dealt with the disk.
+pub fn release_by_hand(pv: &str) -> String {
+    format!(
+        "if the disk is gone for good or was wiped by hand, release it with: kubectl patch pv {pv} --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'"
+    )
 }
 
 /// A reference to a PV for an Event, from its name and UID.
@@ -46,6 +58,108 @@ impl Reporter {
             events,
             metrics,
             node_name: node_name.to_string(),
+            said: Arc::default(),
+        }
+    }
+
+    /// Whether `condition` of the PV `uid` is new (and remembers it).
+    fn first_time(&self, uid: &str, condition: &str) -> bool {
+        let mut said = self.said.lock().expect("report lock");
+        if said.get(uid).map(String::as_str) == Some(condition) {
+            return false;
+        }
+        said.insert(uid.to_string(), condition.to_string());
+        true
+    }
+
+    /// Forgets what was said about the PV `uid` (its condition ended).
+    fn forget(&self, uid: &str) {
+        self.said.lock().expect("report lock").remove(uid);
+    }
+
+    /// A PV of the Go upstream got its device identity recorded.
+    pub fn adopted(&self, pv: &PersistentVolume, identity: &BTreeMap<String, String>) {
+        let device = identity
+            .get(crate::pv::DEVICE_NUMBER_ANNOTATION)
+            .cloned()
+            .unwrap_or_default();
+        tracing::info!(device = %device, "adopted a PersistentVolume of the Go local-pv-provisioner");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "Adopted",
+            "Adopt",
+            &format!("Made by the Go local-pv-provisioner; its device {device} is recorded, so it is wiped and offered again when released"),
+        );
+    }
+
+    /// A PV never claimed was released without a wipe.
+    pub fn wipe_skipped(&self, pv: &PersistentVolume) {
+        tracing::info!("the PersistentVolume was never claimed: released without a wipe");
+        self.metrics.wipes_skipped.inc();
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "WipeSkipped",
+            "Delete",
+            "Never claimed, so nothing was written to the device: released without a wipe",
+        );
+    }
+
+    /// A cleanup did not complete; retried after `retry` (`None`: when the PV changes).
+    pub fn cleanup_failed(
+        &self,
+        pv: &PersistentVolume,
+        error: &CleanupError,
+        retry: Option<Duration>,
+    ) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        let uid = pv.metadata.uid.as_deref().unwrap_or_default();
+        let regarding = pv.object_ref(&());
+        match error {
+            CleanupError::Wipe(wipe) => {
+                let deleting = pv.metadata.deletion_timestamp.is_some();
+                self.wipe_failed(
+                    &regarding,
+                    wipe,
+                    retry,
+                    deleting.then(|| release_by_hand(name)),
+                );
+            }
+            CleanupError::ClaimInUse(claim) => {
+                if self.first_time(uid, &error.to_string()) {
+                    tracing::info!(%claim, "the PersistentVolume is being deleted; waiting for its claim");
+                    self.events.publish(
+                        &regarding,
+                        Severity::Normal,
+                        "WaitingForClaim",
+                        "Wipe",
+                        &format!("Being deleted while claim {claim} may still use it: the device is wiped and the PersistentVolume released once the claim lets go"),
+                    );
+                }
+            }
+            CleanupError::NotAdoptable(reason) => {
+                self.metrics
+                    .wipes_failed
+                    .with_label_values(&["NotAdoptable"])
+                    .inc();
+                if self.first_time(uid, &error.to_string()) {
+                    tracing::error!(%reason, "cannot adopt a PersistentVolume of the Go local-pv-provisioner");
+                    self.events.publish(
+                        &regarding,
+                        Severity::Warning,
+                        "AdoptionRefused",
+                        "Adopt",
+                        &format!("Made by the Go local-pv-provisioner, but its device cannot be identified safely: {reason}. It is kept and never wiped by this program; check which disk it names, wipe it by hand, then delete the PersistentVolume; {}", release_by_hand(name)),
+                    );
+                }
+            }
+            other => {
+                let note = retry.map_or(String::new(), |delay| {
+                    format!("; retrying in {}s", delay.as_secs())
+                });
+                tracing::warn!(error = %other, "cleanup did not complete; the PV is kept{note}");
+            }
         }
     }
 
@@ -110,22 +224,25 @@ impl Reporter {
         );
     }
 
-    /// A device was wiped and verified, and its PV deleted.
-    pub fn wipe_completed(&self, pv: &ObjectReference, report: &WipeReport) {
+    /// A device was wiped and verified; its PV is released.
+    pub fn wipe_completed(&self, pv: &PersistentVolume, report: &WipeReport) {
+        self.forget(pv.metadata.uid.as_deref().unwrap_or_default());
+        let regarding = pv.object_ref(&());
+        let pv = &regarding;
         self.metrics.wipes_completed.inc();
         let regions: Vec<String> = report
             .regions
             .iter()
             .map(|r| format!("{}..{}", r.start, r.end))
             .collect();
-        tracing::info!(pv = ?pv.name, device = %report.device.display(), ?regions, elapsed_ms = report.elapsed.as_millis() as u64, "wiped the device and deleted the released PersistentVolume");
+        tracing::info!(device = %report.device.display(), ?regions, elapsed_ms = report.elapsed.as_millis() as u64, "wiped the device; the PersistentVolume is released");
         self.events.publish(
             pv,
             Severity::Normal,
             "VolumeWiped",
             "Delete",
             &format!(
-                "Zeroed bytes {} of {} and verified; the PersistentVolume is deleted and the device will be offered again",
+                "Zeroed bytes {} of {} and verified; the PersistentVolume goes and the device is offered again",
                 regions.join(", "),
                 report.device.display()
             ),
@@ -133,8 +250,15 @@ impl Reporter {
     }
 
     /// A wipe did not complete; the PV is kept and retried after `retry`
-    /// (`None`: at the next start, after a shutdown).
-    pub fn wipe_failed(&self, pv: &ObjectReference, error: &WipeError, retry: Option<Duration>) {
+    /// (`None`: at the next start, after a shutdown); `hint` tells the admin
+    /// what they can do.
+    fn wipe_failed(
+        &self,
+        pv: &ObjectReference,
+        error: &WipeError,
+        retry: Option<Duration>,
+        hint: Option<String>,
+    ) {
         let retry_note = retry.map_or(String::new(), |delay| {
             format!("; retrying in {}s", delay.as_secs())
         });
@@ -144,20 +268,23 @@ impl Reporter {
                     .wipes_failed
                     .with_label_values(&["cancelled"])
                     .inc();
-                tracing::warn!(pv = ?pv.name, "wipe cancelled by shutdown; the PV stays Released and is wiped on the next start");
+                tracing::warn!(
+                    "wipe cancelled by shutdown; the PV is wiped again on the next start"
+                );
                 return;
             }
             WipeError::Refused { guard, .. } => (guard.name(), "WipeRefused"),
             WipeError::Io { .. } => ("io", "WipeFailed"),
         };
         self.metrics.wipes_failed.with_label_values(&[label]).inc();
-        tracing::error!(pv = ?pv.name, reason = label, %error, "wipe did not complete; the PV is kept");
+        tracing::error!(reason = label, %error, "wipe did not complete; the PV is kept");
+        let hint = hint.map_or(String::new(), |hint| format!("; {hint}"));
         self.events.publish(
             pv,
             Severity::Warning,
             reason,
             "Wipe",
-            &format!("{error}; the PersistentVolume is kept{retry_note}"),
+            &format!("{error}; the PersistentVolume is kept{retry_note}{hint}"),
         );
     }
 }
@@ -194,6 +321,7 @@ impl NodeReports {
         if !matches!(state, SpecState::Ready { .. }) {
             metrics.available_devices.set(0);
             metrics.error_devices.set(0);
+            metrics.devices_with_data.set(0);
         }
         if self.spec_state.as_ref() == Some(&state) {
             return;
@@ -242,29 +370,34 @@ impl NodeReports {
         self.refused.insert(device, problem.reason.clone());
     }
 
-    /// The devices that get no PV, and the device gauges: a
-    /// `DeviceSkipped` Event on the Node once per new device or new reason.
+    /// The devices that get no PV, and the device gauges: an Event on the
+    /// Node once per new device or new reason — `DeviceSkipped`, or
+    /// `DeviceHasData` for a device that holds data (a refused create was
+    /// reported as `InvalidVolume` already).
     pub fn devices(
         &mut self,
         node: &ObjectReference,
         available: usize,
         problems: &[DeviceProblem],
     ) {
-        let current: BTreeMap<String, String> = problems
-            .iter()
-            .map(|problem| (problem.path.display().to_string(), problem.reason.clone()))
-            .collect();
-        for (path, reason) in &current {
-            if self.skipped.get(path) != Some(reason) {
-                tracing::warn!(device = %path, reason = %reason, "device skipped");
-                self.reporter.events.publish(
-                    node,
-                    Severity::Warning,
-                    "DeviceSkipped",
-                    "Discover",
-                    &format!("{path} gets no PersistentVolume: {reason}"),
-                );
+        let mut current = BTreeMap::new();
+        for problem in problems {
+            let path = problem.path.display().to_string();
+            let (event, severity) = match problem.kind {
+                ProblemKind::Skipped => (Some("DeviceSkipped"), Severity::Warning),
+                ProblemKind::HasData => (Some("DeviceHasData"), Severity::Warning),
+                ProblemKind::Refused => (None, Severity::Warning),
+            };
+            if self.skipped.get(&path) != Some(&problem.reason) {
+                tracing::warn!(device = %path, reason = %problem.reason, "device skipped");
+                if let Some(event) = event {
+                    let note = format!("{path} gets no PersistentVolume: {}", problem.reason);
+                    self.reporter
+                        .events
+                        .publish(node, severity, event, "Discover", &note);
+                }
             }
+            current.insert(path, problem.reason.clone());
         }
         self.refused
             .retain(|device, _| current.contains_key(device));
@@ -272,5 +405,10 @@ impl NodeReports {
         let metrics = &self.reporter.metrics;
         metrics.available_devices.set(available as i64);
         metrics.error_devices.set(problems.len() as i64);
+        let holding = problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::HasData)
+            .count();
+        metrics.devices_with_data.set(holding as i64);
     }
 }

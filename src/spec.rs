@@ -24,6 +24,9 @@ pub const KEY_STORAGE_CLASS_NAME: &str = "storageClassName";
 /// ConfigMap key: bytes zeroed at the head of a device before its PV is
 /// deleted (optional; plain bytes or with a `Ki`, `Mi`, `Gi`, `Ti` suffix).
 pub const KEY_WIPE_BYTES: &str = "wipeBytes";
+/// Key: `"true"` to wipe a never-seen device that holds data and then offer
+/// it (upstream's behaviour); by default such a device is not offered.
+pub const KEY_WIPE_DEVICES_WITH_DATA: &str = "wipeDevicesWithData";
 
 /// Head bytes zeroed when the ConfigMap sets no `wipeBytes`: 100 MiB, as upstream.
 pub const DEFAULT_WIPE_BYTES: u64 = 100 * 1024 * 1024;
@@ -99,6 +102,8 @@ pub struct PvSpec {
     pub storage_class_name: String,
     /// Bytes zeroed at the head of the device on cleanup.
     pub wipe_bytes: u64,
+    /// Whether a never-seen device holding data is wiped and offered.
+    pub wipe_devices_with_data: bool,
     /// Keys present in the ConfigMap that this version does not know;
     /// they are reported and ignored so newer upstream keys do not break it.
     pub unknown_keys: Vec<String>,
@@ -112,6 +117,7 @@ impl PartialEq for PvSpec {
             && self.fs_type == other.fs_type
             && self.storage_class_name == other.storage_class_name
             && self.wipe_bytes == other.wipe_bytes
+            && self.wipe_devices_with_data == other.wipe_devices_with_data
             && self.unknown_keys == other.unknown_keys
     }
 }
@@ -173,8 +179,9 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecErr
     }
 }
 
-const KNOWN_KEYS: [&str; 6] = [
+const KNOWN_KEYS: [&str; 7] = [
     KEY_WIPE_BYTES,
+    KEY_WIPE_DEVICES_WITH_DATA,
     KEY_DEVICE_DIR,
     KEY_DEVICE_NAME_FILTER,
     KEY_VOLUME_MODE,
@@ -204,7 +211,57 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
             ));
         }
     };
-    let fs_type = match (volume_mode, data.get(KEY_FS_TYPE).map(String::as_str)) {
+    let fs_type = parse_fs_type(volume_mode, data.get(KEY_FS_TYPE).map(String::as_str))?;
+    let storage_class_name = match data.get(KEY_STORAGE_CLASS_NAME) {
+        None => DEFAULT_STORAGE_CLASS_NAME.to_string(),
+        Some(name) if crate::naming::is_dns1123_subdomain(name) => name.clone(),
+        Some(name) => {
+            return Err(invalid(
+                KEY_STORAGE_CLASS_NAME,
+                name,
+                "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
+            ));
+        }
+    };
+    let wipe_bytes = match data.get(KEY_WIPE_BYTES) {
+        None => DEFAULT_WIPE_BYTES,
+        Some(value) => parse_wipe_bytes(value)?,
+    };
+    let wipe_devices_with_data = match data.get(KEY_WIPE_DEVICES_WITH_DATA).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(
+                KEY_WIPE_DEVICES_WITH_DATA,
+                other,
+                "must be \"true\" or \"false\"",
+            ));
+        }
+    };
+    let unknown_keys = data
+        .keys()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    Ok(PvSpec {
+        device_dir,
+        device_name_filter_source: filter_source.to_string(),
+        device_name_filter,
+        volume_mode,
+        fs_type,
+        storage_class_name,
+        wipe_bytes,
+        wipe_devices_with_data,
+        unknown_keys,
+    })
+}
+
+/// `fsType`: required with Filesystem, refused with Block.
+fn parse_fs_type(
+    volume_mode: VolumeMode,
+    value: Option<&str>,
+) -> Result<Option<FsType>, SpecError> {
+    Ok(match (volume_mode, value) {
         (VolumeMode::Filesystem, None) => return Err(SpecError::MissingKey { key: KEY_FS_TYPE }),
         (VolumeMode::Filesystem, Some("ext4")) => Some(FsType::Ext4),
         (VolumeMode::Filesystem, Some("xfs")) => Some(FsType::Xfs),
@@ -224,36 +281,6 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
                 "must not be set when volumeMode is \"Block\"",
             ));
         }
-    };
-    let storage_class_name = match data.get(KEY_STORAGE_CLASS_NAME) {
-        None => DEFAULT_STORAGE_CLASS_NAME.to_string(),
-        Some(name) if crate::naming::is_dns1123_subdomain(name) => name.clone(),
-        Some(name) => {
-            return Err(invalid(
-                KEY_STORAGE_CLASS_NAME,
-                name,
-                "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
-            ));
-        }
-    };
-    let wipe_bytes = match data.get(KEY_WIPE_BYTES) {
-        None => DEFAULT_WIPE_BYTES,
-        Some(value) => parse_wipe_bytes(value)?,
-    };
-    let unknown_keys = data
-        .keys()
-        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
-        .cloned()
-        .collect();
-    Ok(PvSpec {
-        device_dir,
-        device_name_filter_source: filter_source.to_string(),
-        device_name_filter,
-        volume_mode,
-        fs_type,
-        storage_class_name,
-        wipe_bytes,
-        unknown_keys,
     })
 }
 

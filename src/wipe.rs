@@ -1,10 +1,20 @@
 //! The guarded wipe: the only code that opens a device for writing.
 //!
-//! A wipe zeroes the *head* of the device (the first `wipe_bytes`, 100 MiB
-//! by default, or the whole device when it is smaller) and its *tail* (the
-//! last 1 MiB, where GPT backup headers, md 0.90/1.0 superblocks and ZFS
-//! labels live) with `O_DIRECT` writes, flushes them, and reads back the
-//! first and last logical block of each region to prove they are zero.
+//! A wipe zeroes these regions (see [`wipe_regions`]) with `O_DIRECT`
+//! writes, flushes them, and reads back the first and last logical block of
+//! each region to prove they are zero:
+//!
+//! - the *head*: the first `wipeBytes` (100 MiB by default; never less than
+//!   the 1 MiB that [`crate::probe`] reads, so a device this program wiped
+//!   always probes clean), or the whole device when it is smaller;
+//! - `wipeBytes` at each of 1 GiB, 10 GiB, 100 GiB and 1000 GiB that lies
+//!   inside the device, where Ceph BlueStore (19.2+) keeps copies of its
+//!   bdev label (upstream 0.5 zeroes the same offsets);
+//! - the *tail*: the last 1 MiB, where GPT backup headers, md 0.90/1.0
+//!   superblocks and ZFS labels live.
+//!
+//! Regions that touch are merged. The cost is bounded by the number of
+//! regions, not the device size: at most 5 × `wipeBytes` + 1 MiB.
 //!
 //! Before the first byte is written every [`Guard`] must pass, in this
 //! order; the first that fails refuses the wipe and is reported by name:
@@ -33,16 +43,19 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use thiserror::Error;
 
-use crate::blockdev::{self, Busy, MountTable, Partitions};
+use crate::blockdev::{self, AlignedBuffer, Busy, MountTable, Partitions};
 
 /// Bytes zeroed at the head when the PV records no `wipeBytes`: 100 MiB, as upstream.
 pub const DEFAULT_HEAD_BYTES: u64 = crate::spec::DEFAULT_WIPE_BYTES;
 /// Bytes zeroed at the tail.
 pub const TAIL_BYTES: u64 = 1024 * 1024;
+/// The fewest bytes zeroed at the head (and at each Ceph label offset):
+/// what the probe before a first offer reads.
+pub const MIN_HEAD_BYTES: u64 = crate::probe::HEAD_BYTES;
+/// Offsets of the copies of the Ceph BlueStore bdev label besides offset 0.
+pub const CEPH_LABEL_OFFSETS: [u64; 4] = [1 << 30, 10 << 30, 100 << 30, 1000 << 30];
 /// Size of one write.
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
-/// Buffer alignment for `O_DIRECT` (at least any logical block size in use).
-const DIRECT_IO_ALIGN: usize = 4096;
 
 /// One check that must pass before a device is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,16 +187,16 @@ pub fn wipe_device(request: &WipeRequest, cancel: &AtomicBool) -> Result<WipeRep
         source,
     })?;
     let regions = wipe_regions(size, request.head_bytes, block);
-    let mut buffer = AlignedZeros::new(CHUNK_BYTES);
+    let mut buffer = AlignedBuffer::zeroed(CHUNK_BYTES);
     for region in &regions {
-        zero_region(&locked, region.clone(), buffer.as_mut(), cancel)?;
+        zero_region(&locked, region.clone(), buffer.bytes_mut(), cancel)?;
     }
     locked.sync_data().map_err(|source| WipeError::Io {
         step: "flushing".into(),
         source,
     })?;
     for region in &regions {
-        verify_zeroed(&locked, region, block, buffer.as_mut())?;
+        verify_zeroed(&locked, region, block, buffer.bytes_mut())?;
     }
     Ok(WipeReport {
         device: target,
@@ -192,19 +205,32 @@ pub fn wipe_device(request: &WipeRequest, cancel: &AtomicBool) -> Result<WipeRep
     })
 }
 
-/// The byte ranges a wipe zeroes on a device of `size` bytes: the head
-/// (`head_bytes`, at most the device) and the last [`TAIL_BYTES`], merged
-/// when they touch. Ends are rounded to whole logical blocks.
-#[allow(clippy::single_range_in_vec_init)] // a list of byte ranges that may hold just one
+/// The byte ranges a wipe zeroes on a device of `size` bytes, sorted: the
+/// head (`head_bytes`, at least [`MIN_HEAD_BYTES`]), the same length at
+/// each of [`CEPH_LABEL_OFFSETS`] inside the device, and the last
+/// [`TAIL_BYTES`], merged where they touch. Ends are rounded to whole
+/// logical blocks of `block` bytes and never pass the device's end.
 pub fn wipe_regions(size: u64, head_bytes: u64, block: u64) -> Vec<Range<u64>> {
     let round_up = |n: u64| n.div_ceil(block) * block;
-    let head_end = round_up(head_bytes).min(size);
-    let tail_start = size.saturating_sub(TAIL_BYTES) / block * block;
-    if tail_start <= head_end {
-        vec![0..size]
-    } else {
-        vec![0..head_end, tail_start..size]
+    let length = round_up(head_bytes.max(MIN_HEAD_BYTES));
+    let mut starts: Vec<Range<u64>> = std::iter::once(0)
+        .chain(
+            CEPH_LABEL_OFFSETS
+                .into_iter()
+                .filter(|offset| *offset < size),
+        )
+        .map(|start| start..start.saturating_add(length).min(size))
+        .collect();
+    starts.push(size.saturating_sub(TAIL_BYTES) / block * block..size);
+    starts.sort_by_key(|range| range.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(starts.len());
+    for range in starts {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
     }
+    merged
 }
 
 /// Guards [`Guard::PathInsideDeviceDir`] and [`Guard::BlockDevice`],
@@ -273,9 +299,13 @@ fn check_path(request: &WipeRequest) -> Result<PathBuf, WipeError> {
         )
     })?;
     match blockdev::busy(number, &mounts, Partitions::AllowUnused) {
-        None => Ok(target),
-        Some(busy @ Busy::Held { .. }) => Err(refuse(Guard::NoHolders, busy.to_string())),
-        Some(busy) => Err(refuse(Guard::NotMounted, busy.to_string())),
+        Ok(None) => Ok(target),
+        Ok(Some(busy @ Busy::Held { .. })) => Err(refuse(Guard::NoHolders, busy.to_string())),
+        Ok(Some(busy)) => Err(refuse(Guard::NotMounted, busy.to_string())),
+        Err(error) => Err(refuse(
+            Guard::NoHolders,
+            format!("cannot tell whether another device holds it: {error}"),
+        )),
     }
 }
 
@@ -384,30 +414,6 @@ fn verify_zeroed(
         window.fill(0);
     }
     Ok(())
-}
-
-/// A zero-filled buffer whose start is aligned for `O_DIRECT`, carved out of
-/// a slightly larger vector so no unsafe allocation is needed.
-struct AlignedZeros {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl AlignedZeros {
-    fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + DIRECT_IO_ALIGN];
-        let start = storage.as_ptr().align_offset(DIRECT_IO_ALIGN);
-        AlignedZeros {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
 }
 
 #[cfg(test)]

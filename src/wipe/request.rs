@@ -2,12 +2,13 @@
 //! checked by the [`Guard::OwnedByThisNode`] and [`Guard::RecordedIdentity`]
 //! guards before anything else happens.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use super::{DEFAULT_HEAD_BYTES, Guard, WipeError, refuse};
 use crate::blockdev::DeviceNumber;
+use crate::discovery::Device;
 use crate::pv;
 
 /// Everything a wipe needs, taken from the PV and checked by the
@@ -40,6 +41,20 @@ pub struct Owner<'a> {
 }
 
 impl WipeRequest {
+    /// A request for a device that has no PV yet, before its first offer
+    /// (`wipeDevicesWithData`): the identity is the scan's.
+    pub fn for_first_offer(device: &Device, device_dir: &Path, wipe_bytes: u64) -> Self {
+        WipeRequest {
+            pv_name: format!("(none: first offer of {})", device.path.display()),
+            path: device.path.clone(),
+            device_dir: device_dir.to_path_buf(),
+            number: device.number,
+            size_bytes: device.size_bytes,
+            stable_id: device.stable_id.clone(),
+            head_bytes: wipe_bytes,
+        }
+    }
+
     /// Reads a PV of ours into a request, or refuses it.
     pub fn from_pv(pv: &PersistentVolume, owner: &Owner<'_>) -> Result<Self, WipeError> {
         check_owner(pv, owner)?;

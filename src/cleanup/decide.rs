@@ -1,0 +1,208 @@
+//! What the cleanup controller does with one PV, decided from the PV alone.
+//! Pure: the controller applies the decision.
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+
+use crate::adopt::is_upstream_pv;
+use crate::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION};
+
+/// For a PV of this node that is not being deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyStep {
+    /// A PV of the Go upstream: record the identity its path resolves to.
+    Adopt,
+    /// A claim is bound: record it (`namespace/name`), so the PV counts as used.
+    RecordClaim(String),
+    /// Released (or marked by an interrupted wipe of an older version):
+    /// delete it, so the finalizer's cleanup wipes it.
+    StartCleanup,
+    /// Nothing to do until it changes.
+    Nothing,
+}
+
+/// For a PV of this node that is being deleted and still carries our finalizer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupStep {
+    /// A claim may still use it: wait (as `pv-protection` makes it wait).
+    WaitForClaim(String),
+    /// Never claimed: nobody wrote to it, release it without a wipe.
+    SkipWipe,
+    /// Wipe the device, then release it.
+    Wipe,
+}
+
+fn phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status
+        .as_ref()
+        .and_then(|status| status.phase.as_deref())
+}
+
+fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
+}
+
+/// The claim in `spec.claimRef`, as `namespace/name`.
+pub fn claim_of(pv: &PersistentVolume) -> Option<String> {
+    let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
+    Some(format!(
+        "{}/{}",
+        claim.namespace.as_deref().unwrap_or_default(),
+        claim.name.as_deref().unwrap_or_default()
+    ))
+}
+
+/// Whether a PV carries the mark of a wipe an older version started and
+/// did not finish.
+pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
+    annotation(pv, WIPE_STARTED_AT_ANNOTATION).is_some()
+}
+
+/// Whether a PV must be cleaned: Released, or marked by an interrupted wipe
+/// and not bound to a claim; never while being deleted (that is the
+/// finalizer's cleanup).
+pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
+    pv.metadata.deletion_timestamp.is_none()
+        && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
+}
+
+/// Whether a claim ever had the PV: a claim recorded, a claim reference, a
+/// phase only a claim gives, or the mark of an interrupted wipe.
+pub fn was_claimed(pv: &PersistentVolume) -> bool {
+    annotation(pv, CLAIMED_BY_ANNOTATION).is_some()
+        || claim_of(pv).is_some()
+        || matches!(phase(pv), Some("Bound" | "Released" | "Failed"))
+        || has_wipe_mark(pv)
+}
+
+/// The next step for a PV that is not being deleted. `paused`: the node's
+/// spec is unusable or its Node is gone, so no cleanup is started.
+pub fn apply_step(pv: &PersistentVolume, node_name: &str, paused: bool) -> ApplyStep {
+    if is_upstream_pv(pv, node_name) {
+        return ApplyStep::Adopt;
+    }
+    if phase(pv) == Some("Bound")
+        && let Some(claim) = claim_of(pv)
+        && annotation(pv, CLAIMED_BY_ANNOTATION) != Some(claim.as_str())
+    {
+        return ApplyStep::RecordClaim(claim);
+    }
+    if needs_cleanup(pv) && !paused {
+        return ApplyStep::StartCleanup;
+    }
+    ApplyStep::Nothing
+}
+
+/// The step for a PV being deleted.
+pub fn cleanup_step(pv: &PersistentVolume) -> CleanupStep {
+    let released = matches!(phase(pv), Some("Released" | "Failed"));
+    match claim_of(pv) {
+        Some(claim) if !released => CleanupStep::WaitForClaim(claim),
+        _ if was_claimed(pv) => CleanupStep::Wipe,
+        _ => CleanupStep::SkipWipe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn pv(phase: &str, claim: bool, annotations: &[(&str, &str)]) -> PersistentVolume {
+        let mut value = serde_json::json!({
+            "metadata": {"name": "pv", "labels": {crate::pv::NODE_LABEL: "n1"}},
+            "spec": {},
+            "status": {"phase": phase},
+        });
+        if claim {
+            value["spec"]["claimRef"] = serde_json::json!({"namespace": "ns", "name": "data"});
+        }
+        let map: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+            .collect();
+        value["metadata"]["annotations"] = serde_json::Value::Object(map);
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn deleting(mut pv: PersistentVolume) -> PersistentVolume {
+        pv.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        pv
+    }
+
+    #[test]
+    fn released_or_interrupted_pvs_need_cleanup_but_never_bound_ones() {
+        let mark = [(WIPE_STARTED_AT_ANNOTATION, "2026-11-22T00:00:00Z")];
+        assert!(needs_cleanup(&pv("Released", true, &[])));
+        assert!(
+            needs_cleanup(&pv("Available", false, &mark)),
+            "a half-wiped device is never offered"
+        );
+        assert!(!needs_cleanup(&pv("Available", false, &[])));
+        assert!(
+            !needs_cleanup(&pv("Bound", true, &mark)),
+            "never under a claim"
+        );
+        assert!(!needs_cleanup(&pv("Pending", false, &[])));
+        assert!(!needs_cleanup(&deleting(pv("Released", true, &[]))));
+    }
+
+    #[test]
+    fn a_bound_claim_is_recorded_once_and_a_released_pv_is_cleaned() {
+        assert_eq!(
+            apply_step(&pv("Bound", true, &[]), "n1", false),
+            ApplyStep::RecordClaim("ns/data".into())
+        );
+        let recorded = [(CLAIMED_BY_ANNOTATION, "ns/data")];
+        assert_eq!(
+            apply_step(&pv("Bound", true, &recorded), "n1", false),
+            ApplyStep::Nothing
+        );
+        assert_eq!(
+            apply_step(&pv("Released", true, &recorded), "n1", false),
+            ApplyStep::StartCleanup
+        );
+        assert_eq!(
+            apply_step(&pv("Released", true, &recorded), "n1", true),
+            ApplyStep::Nothing,
+            "a paused node starts no cleanup"
+        );
+        let upstream = [(crate::adopt::UPSTREAM_DEVICE_DIR_ANNOTATION, "/dev")];
+        assert_eq!(
+            apply_step(&pv("Released", true, &upstream), "n1", false),
+            ApplyStep::Adopt,
+            "identity first"
+        );
+    }
+
+    #[test]
+    fn a_deleted_pv_waits_for_its_claim_and_is_wiped_unless_never_claimed() {
+        assert_eq!(
+            cleanup_step(&deleting(pv("Bound", true, &[]))),
+            CleanupStep::WaitForClaim("ns/data".into())
+        );
+        assert_eq!(
+            cleanup_step(&deleting(pv("Released", true, &[]))),
+            CleanupStep::Wipe
+        );
+        assert_eq!(
+            cleanup_step(&deleting(pv("Available", false, &[]))),
+            CleanupStep::SkipWipe
+        );
+        let recorded = [(CLAIMED_BY_ANNOTATION, "ns/data")];
+        assert_eq!(
+            cleanup_step(&deleting(pv("Available", false, &recorded))),
+            CleanupStep::Wipe,
+            "a claim was recorded: an admin cleared claimRef, the data may be there"
+        );
+        let mark = [(WIPE_STARTED_AT_ANNOTATION, "2026-11-22T00:00:00Z")];
+        assert_eq!(
+            cleanup_step(&deleting(pv("Available", false, &mark))),
+            CleanupStep::Wipe
+        );
+    }
+}
