@@ -16,6 +16,7 @@ use std::str::FromStr;
 mod ioctl {
     nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
     nix::ioctl_read_bad!(blksszget, 0x1268, std::ffi::c_int);
+    nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
 }
 
 /// A block device's `major:minor` number.
@@ -101,6 +102,23 @@ pub fn logical_block_size(device: &File) -> io::Result<u64> {
         .ok()
         .filter(|size| *size > 0)
         .ok_or_else(|| io::Error::other(format!("kernel reported logical block size {size}")))
+}
+
+/// Asks the kernel to zero `length` bytes at `offset` (`BLKZEROOUT`): the
+/// device does it itself where it can (NVMe and SCSI write-zeroes, thin
+/// LUNs, loop devices over files), else the kernel writes the zeros. The
+/// range must be whole logical blocks. An error of kind `Unsupported`
+/// means the device cannot do it: write the zeros instead.
+pub fn zero_out(device: &File, offset: u64, length: u64) -> io::Result<()> {
+    let range = [offset, length];
+    // SAFETY: BLKZEROOUT reads two u64 through the pointer, which is valid.
+    match unsafe { ioctl::blkzeroout(device.as_raw_fd(), &range) } {
+        Ok(_) => Ok(()),
+        Err(errno @ (nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::ENOTTY)) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, errno.desc()))
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
 }
 
 /// The mounts visible to this process, by device number.

@@ -3,7 +3,7 @@
 //! store of this node's PVs, the devices being wiped and the shutdown flag.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -36,6 +36,9 @@ pub struct Context {
     pub cancel: Arc<AtomicBool>,
     /// PVs (by UID) whose cleanup failed, waiting for their retry.
     pub cleanup_backoff: Mutex<BackoffTable<String>>,
+    /// How many times the PV watch has listed (a new list invalidates
+    /// what was confirmed against the old one).
+    pub pv_relists: Arc<AtomicU64>,
     /// Whether the node is paused (no usable PV spec, or no Node): no PV is
     /// created, wiped or deleted. Set by the reconciler; true until its first run.
     pub paused: watch::Sender<bool>,
@@ -48,6 +51,7 @@ impl Context {
         api: ApiRequests,
         reporter: Reporter,
         pvs: Store<PersistentVolume>,
+        pv_relists: Arc<AtomicU64>,
         trigger: Arc<Notify>,
     ) -> Self {
         Context {
@@ -56,6 +60,7 @@ impl Context {
             api,
             reporter,
             pvs,
+            pv_relists,
             trigger,
             wipes: WipesInFlight::default(),
             cancel: Arc::new(AtomicBool::new(false)),

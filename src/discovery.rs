@@ -82,79 +82,118 @@ pub struct DiscoveryError {
     pub source: io::Error,
 }
 
-/// Scans `dir` (first level only) for entries whose name matches `filter`
-/// anywhere (unanchored, like upstream).
-///
-/// Symlinks are resolved; only block devices count. Entries that resolve to
-/// a device another entry already resolved to are reported as aliases: the
-/// first name in sorted order is the usable one, so one disk never gets two
-/// PVs.
-pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> {
-    let entries = fs::read_dir(dir).map_err(|source| DiscoveryError {
+/// A matching entry's name, and whether the name itself is usable.
+pub type MatchingName = (String, Result<(), String>);
+
+/// What inspecting one entry found.
+pub type Inspected = Result<Device, Unusable>;
+
+/// The mount table, or why it could not be read (then nothing is judged free).
+pub type Mounts = Result<MountTable, String>;
+
+/// Reads the mount table for a batch of inspections; fails closed.
+pub fn read_mounts() -> Mounts {
+    MountTable::read().map_err(|error| {
+        format!("cannot tell whether it is in use: cannot read the mount table: {error}")
+    })
+}
+
+/// The names directly inside `dir` that match `filter` anywhere
+/// (unanchored, like upstream), sorted.
+pub fn matching_names(dir: &Path, filter: &Regex) -> Result<Vec<MatchingName>, DiscoveryError> {
+    let failed = |source| DiscoveryError {
         dir: dir.to_path_buf(),
         source,
-    })?;
-    // Fail closed: without the mount table nothing can be judged free.
-    let mounts = MountTable::read().map_err(|error| {
-        format!("cannot tell whether it is in use: cannot read the mount table: {error}")
-    });
-    let mut scan = Scan::default();
-    let mut names: Vec<(String, Result<(), String>)> = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| DiscoveryError {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        let raw_name = entry.file_name();
-        match raw_name.to_str() {
-            Some(name) if filter.is_match(name) => names.push((name.to_string(), Ok(()))),
-            Some(_) => {}
-            None => {
-                let lossy = raw_name.to_string_lossy().into_owned();
-                if filter.is_match(&lossy) {
-                    names.push((lossy, Err("the entry name is not valid UTF-8".to_string())));
-                }
-            }
+    };
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(failed)? {
+        if let Some(name) = matching_name(&entry.map_err(failed)?.file_name(), filter) {
+            names.push(name);
         }
     }
     names.sort();
-    let mut first_name_of: BTreeMap<DeviceNumber, String> = BTreeMap::new();
-    for (name, name_check) in names {
-        let path = dir.join(&name);
-        let outcome = name_check
-            .map_err(Unusable::from)
-            .and_then(|()| inspect(&path, &name, mounts.as_ref()));
-        match outcome {
-            Ok(device) => {
-                if let Some(first) = first_name_of.get(&device.number) {
-                    scan.problems.push(DeviceProblem {
-                        reason: format!("same device {} as entry {first:?}", device.number),
-                        number: Some(device.number),
-                        name,
-                        path,
-                        kind: ProblemKind::Skipped,
-                    });
-                } else {
+    Ok(names)
+}
+
+/// `raw` as a matching name, when it matches `filter`; a name that is not
+/// UTF-8 matches by its lossy form and is unusable.
+pub fn matching_name(raw: &std::ffi::OsStr, filter: &Regex) -> Option<MatchingName> {
+    match raw.to_str() {
+        Some(name) => filter.is_match(name).then(|| (name.to_string(), Ok(()))),
+        None => {
+            let lossy = raw.to_string_lossy().into_owned();
+            filter
+                .is_match(&lossy)
+                .then(|| (lossy, Err("the entry name is not valid UTF-8".to_string())))
+        }
+    }
+}
+
+/// Inspects the entry `name` of `dir`.
+pub fn inspect_entry(dir: &Path, name: &MatchingName, mounts: &Mounts) -> Inspected {
+    let (name, check) = name;
+    check.clone().map_err(Unusable::from)?;
+    inspect(&dir.join(name), name, mounts.as_ref())
+}
+
+/// Assembles inspected entries (in name order) into a scan. Entries that
+/// resolve to a device another entry already resolved to are reported as
+/// aliases: the first name in sorted order is the usable one, so one disk
+/// never gets two PVs.
+pub fn assemble<'a>(
+    dir: &Path,
+    entries: impl IntoIterator<Item = (&'a String, &'a Inspected)>,
+) -> Scan {
+    let mut scan = Scan::default();
+    let mut first_name_of: BTreeMap<DeviceNumber, &String> = BTreeMap::new();
+    for (name, inspected) in entries {
+        let path = dir.join(name);
+        match inspected {
+            Ok(device) => match first_name_of.get(&device.number) {
+                Some(first) => scan.problems.push(DeviceProblem {
+                    reason: format!("same device {} as entry {first:?}", device.number),
+                    number: Some(device.number),
+                    name: name.clone(),
+                    path,
+                    kind: ProblemKind::Skipped,
+                }),
+                None => {
                     first_name_of.insert(device.number, name);
-                    scan.devices.push(device);
+                    scan.devices.push(device.clone());
                 }
-            }
+            },
             Err(Unusable { reason, number }) => scan.problems.push(DeviceProblem {
-                name,
+                name: name.clone(),
                 path,
-                reason,
-                number,
+                reason: reason.clone(),
+                number: *number,
                 kind: ProblemKind::Skipped,
             }),
         }
     }
-    Ok(scan)
+    scan
+}
+
+/// Scans `dir` (first level only) for entries whose name matches `filter`
+/// anywhere (unanchored, like upstream): every matching entry is inspected
+/// (symlinks resolved, only block devices count) and [assembled](assemble).
+pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> {
+    let names = matching_names(dir, filter)?;
+    let mounts = read_mounts();
+    let inspected: Vec<(String, Inspected)> = names
+        .iter()
+        .map(|name| (name.0.clone(), inspect_entry(dir, name, &mounts)))
+        .collect();
+    Ok(assemble(dir, inspected.iter().map(|(n, i)| (n, i))))
 }
 
 /// Why an entry cannot be used, and its device when it got that far.
-struct Unusable {
-    reason: String,
-    number: Option<DeviceNumber>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// Why.
+    pub reason: String,
+    /// The block device, when the entry led to one.
+    pub number: Option<DeviceNumber>,
 }
 
 impl From<String> for Unusable {

@@ -11,8 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use futures::StreamExt;
-
 use crate::blockdev::DeviceNumber;
 use crate::discovery::{Device, DeviceProblem, ProblemKind};
 use crate::probe::{ProbeResult, probe_device};
@@ -20,7 +18,7 @@ use crate::spec::PvSpec;
 use crate::wipe::{WipeError, WipeRequest, wipe_device};
 
 /// Probes (or wipes) running at once.
-const CONCURRENT_PROBES: usize = 8;
+pub const CONCURRENT_PROBES: usize = 8;
 
 /// What a device's identity is for the cache: number, size, stable id.
 type Identity = (DeviceNumber, u64, Option<String>);
@@ -44,64 +42,76 @@ pub struct FirstOffers {
     holding_data: HashMap<Identity, ProbeResult>,
 }
 
+/// What a first-offer check needs from the spec.
+#[derive(Debug, Clone)]
+pub struct OfferRules {
+    /// `deviceDir` (the wipe's path guard).
+    pub device_dir: std::path::PathBuf,
+    /// Wipe a device that holds data, then offer it.
+    pub wipe_with_data: bool,
+    /// Bytes zeroed per region by such a wipe.
+    pub wipe_bytes: u64,
+}
+
+impl OfferRules {
+    /// The rules of `spec`.
+    pub fn of(spec: &PvSpec) -> Self {
+        OfferRules {
+            device_dir: spec.device_dir.clone(),
+            wipe_with_data: spec.wipe_devices_with_data,
+            wipe_bytes: spec.wipe_bytes,
+        }
+    }
+}
+
 impl FirstOffers {
     /// Forgets every result: the next check probes again (a full rescan).
     pub fn forget(&mut self) {
         self.holding_data.clear();
     }
 
-    /// Judges `candidates` (probing those not known to hold data, at most
-    /// [`CONCURRENT_PROBES`] at a time); with `spec.wipe_devices_with_data`
-    /// a device holding data is wiped first. `cancel` stops wipes at shutdown.
-    pub async fn judge(
-        &mut self,
-        candidates: Vec<Device>,
-        spec: &PvSpec,
-        cancel: &Arc<AtomicBool>,
-    ) -> Vec<(Device, Verdict)> {
+    /// Keeps only the results of `candidates`.
+    pub fn retain(&mut self, candidates: &[Device]) {
         let keep: Vec<Identity> = candidates.iter().map(identity).collect();
         self.holding_data.retain(|key, _| keep.contains(key));
-        let known = self.holding_data.clone();
-        let wipe_with_data = spec.wipe_devices_with_data;
-        let wipe_bytes = spec.wipe_bytes;
-        let device_dir = spec.device_dir.clone();
-        let judged: Vec<(Device, ProbeResult)> = futures::stream::iter(candidates)
-            .map(|device| {
-                let known = known.get(&identity(&device)).cloned();
-                let cancel = cancel.clone();
-                let device_dir = device_dir.clone();
-                async move {
-                    let result = match known {
-                        Some(result) if !wipe_with_data => result,
-                        _ => {
-                            let job = move || {
-                                examine(&device, &device_dir, wipe_with_data, wipe_bytes, &cancel)
-                                    .map(|r| (device, r))
-                            };
-                            match tokio::task::spawn_blocking(job).await {
-                                Ok(done) => return done,
-                                Err(error) => return Err(error.to_string()),
-                            }
-                        }
-                    };
-                    Ok((device, result))
-                }
-            })
-            .buffer_unordered(CONCURRENT_PROBES)
-            .filter_map(|judged| async move { judged.ok() })
-            .collect()
-            .await;
-        judged
-            .into_iter()
-            .map(|(device, result)| {
-                if matches!(result, ProbeResult::HoldsData { .. }) {
-                    self.holding_data.insert(identity(&device), result.clone());
-                }
-                let verdict = verdict(&device, &result);
-                (device, verdict)
-            })
-            .collect()
     }
+
+    /// The cached result for `device`, when it is known to hold data and
+    /// `rules` do not ask for a wipe.
+    pub fn known(&self, device: &Device, rules: &OfferRules) -> Option<ProbeResult> {
+        if rules.wipe_with_data {
+            return None;
+        }
+        self.holding_data.get(&identity(device)).cloned()
+    }
+
+    /// Remembers a result (only "holds data" is kept).
+    pub fn record(&mut self, device: &Device, result: &ProbeResult) {
+        if matches!(result, ProbeResult::HoldsData { .. }) {
+            self.holding_data.insert(identity(device), result.clone());
+        }
+    }
+}
+
+/// Probes `device` (and wipes it first when `rules` say so) off the async
+/// runtime. `Err`: it could not be probed; try again later.
+pub async fn check(
+    device: Device,
+    rules: OfferRules,
+    cancel: Arc<AtomicBool>,
+) -> Result<ProbeResult, String> {
+    let job = move || {
+        examine(
+            &device,
+            &rules.device_dir,
+            rules.wipe_with_data,
+            rules.wipe_bytes,
+            &cancel,
+        )
+    };
+    tokio::task::spawn_blocking(job)
+        .await
+        .unwrap_or_else(|error| Err(error.to_string()))
 }
 
 /// Probes one device; with `wipe_with_data`, wipes one that holds data and
@@ -134,7 +144,8 @@ fn examine(
     }
 }
 
-fn verdict(device: &Device, result: &ProbeResult) -> Verdict {
+/// The verdict a probe result gives `device`.
+pub fn verdict(device: &Device, result: &ProbeResult) -> Verdict {
     let Some(reason) = result.refusal() else {
         return Verdict::Offer;
     };

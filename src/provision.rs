@@ -9,7 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use futures::StreamExt;
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use tokio::time::Instant;
@@ -18,8 +21,9 @@ use crate::apply::CreateOutcome;
 use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::context::Context;
 use crate::discovery::{Device, DeviceProblem, ProblemKind, Scan};
-use crate::first_offer::{FirstOffers, Verdict};
+use crate::first_offer::{FirstOffers, OfferRules, Verdict, check, verdict};
 use crate::plan::{ExistingPv, plan};
+use crate::probe::ProbeResult;
 use crate::pv::{NodeFacts, local_path};
 use crate::report::NodeReports;
 use crate::spec::PvSpec;
@@ -46,7 +50,22 @@ pub struct Provisioning {
     unreachable: Option<BackoffTable<()>>,
     recently_created: Vec<(Instant, PersistentVolume)>,
     offers: FirstOffers,
+    /// The Node UID a GET confirmed live, and the PV watch's relist count then.
+    confirmed: Option<(String, u64)>,
 }
+
+/// One candidate after its check (and create).
+struct Checked<'a> {
+    device: Device,
+    pv: &'a PersistentVolume,
+    probe: Result<ProbeResult, String>,
+    created: Option<CreateOutcome>,
+}
+
+/// Devices probed-and-created at once. The API server's Priority and
+/// Fairness is the throttle for the creates; this bound keeps the probes'
+/// reads and the open connections modest.
+pub const CONCURRENT_OFFERS: usize = 16;
 
 /// What to provision for.
 pub struct Inputs<'a> {
@@ -131,43 +150,158 @@ impl Provisioning {
             api_reachable: None,
         };
         let candidates = self.due_candidates(&decided.create, inputs.scan, &mut outcome);
-        let devices: Vec<Device> = candidates
-            .iter()
-            .map(|(device, _)| device.clone())
-            .collect();
-        let judged = self.offers.judge(devices, inputs.spec, &ctx.cancel).await;
-        let mut offered = Vec::new();
-        for (device, verdict) in judged {
-            match verdict {
-                Verdict::Offer => {
-                    let pv = candidates
-                        .iter()
-                        .find(|(d, _)| d.path == device.path)
-                        .map(|(_, pv)| *pv);
-                    offered.extend(pv);
+        let devices: Vec<Device> = candidates.iter().map(|(d, _)| d.clone()).collect();
+        self.offers.retain(&devices);
+        let waiting = self.unreachable().remaining(&(), Instant::now()).is_some();
+        if !candidates.is_empty() && !waiting {
+            outcome.api_reachable = Some(match self.confirm_node(ctx, inputs.facts).await {
+                Ok(true) => {
+                    let results = self.check_and_create(ctx, inputs.spec, candidates).await;
+                    self.settle(ctx, results, inputs.node, reports, &mut outcome)
                 }
-                Verdict::NotOffered(problem) => {
-                    outcome.available -= 1;
-                    outcome.problems.push(problem);
-                }
-            }
-        }
-        let now = Instant::now();
-        if !offered.is_empty() && self.unreachable().remaining(&(), now).is_none() {
-            match self
-                .create(ctx, inputs.facts, &offered, inputs.node, reports)
-                .await
-            {
-                Ok(refused) => {
-                    outcome.api_reachable = Some(true);
-                    outcome.available -= refused.len();
-                    outcome.problems.extend(refused);
-                }
-                Err(()) => outcome.api_reachable = Some(false),
-            }
+                Ok(false) => true,
+                Err(()) => false,
+            });
         }
         outcome.problems.sort_by(|a, b| a.name.cmp(&b.name));
         outcome
+    }
+
+    /// Whether the Node in the store is the live one. The owner must be the
+    /// live Node: after an API server restart the PV watch can relist
+    /// before the Node watch does, and a PV owned by a Node that is gone is
+    /// garbage-collected at once. One GET confirms it until the PV watch
+    /// lists again. `Err`: the API server could not be reached.
+    async fn confirm_node(&mut self, ctx: &Context, facts: &NodeFacts) -> Result<bool, ()> {
+        let relists = ctx.pv_relists.load(Ordering::Relaxed);
+        if self.confirmed.as_ref() == Some(&(facts.uid.clone(), relists)) {
+            return Ok(true);
+        }
+        match ctx.api.get_node(&ctx.settings.node_name).await {
+            Ok(Some(live)) if live.metadata.uid.as_deref() == Some(facts.uid.as_str()) => {
+                self.confirmed = Some((facts.uid.clone(), relists));
+                Ok(true)
+            }
+            Ok(_) => {
+                tracing::debug!(
+                    "the Node in the watch store is not the live one; creating nothing until the watch catches up"
+                );
+                Ok(false)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the Node before creating PVs failed; retrying");
+                self.unreachable().record_failure(&(), Instant::now());
+                Err(())
+            }
+        }
+    }
+
+    /// Probes each candidate and creates the PV of each blank one, at most
+    /// [`CONCURRENT_OFFERS`] devices at a time, each on its own: one
+    /// device's slow probe or refused create never delays another's. After
+    /// the API server fails to answer, no further create is sent.
+    async fn check_and_create<'a>(
+        &self,
+        ctx: &Context,
+        spec: &PvSpec,
+        candidates: Vec<(Device, &'a PersistentVolume)>,
+    ) -> Vec<Checked<'a>> {
+        let rules = OfferRules::of(spec);
+        let unreachable = AtomicBool::new(false);
+        let unreachable = &unreachable;
+        futures::stream::iter(candidates)
+            .map(|(device, pv)| {
+                let known = self.offers.known(&device, &rules);
+                let rules = rules.clone();
+                async move {
+                    let probe = match known {
+                        Some(result) => Ok(result),
+                        None => check(device.clone(), rules, ctx.cancel.clone()).await,
+                    };
+                    let verdict = probe.as_ref().map(|result| verdict(&device, result));
+                    let created = match &verdict {
+                        Ok(Verdict::Offer) if !unreachable.load(Ordering::Relaxed) => {
+                            let created = ctx.api.create_pv(pv, &ctx.pvs, &ctx.label_value).await;
+                            if matches!(created, CreateOutcome::Unreachable(_)) {
+                                unreachable.store(true, Ordering::Relaxed);
+                            }
+                            Some(created)
+                        }
+                        _ => None,
+                    };
+                    Checked {
+                        device,
+                        pv,
+                        probe,
+                        created,
+                    }
+                }
+            })
+            .buffer_unordered(CONCURRENT_OFFERS)
+            .collect()
+            .await
+    }
+
+    /// Records what the checks and creates did; returns whether the API
+    /// server answered every create it was sent.
+    fn settle(
+        &mut self,
+        ctx: &Context,
+        results: Vec<Checked<'_>>,
+        node: &ObjectReference,
+        reports: &mut NodeReports,
+        outcome: &mut Provisioned,
+    ) -> bool {
+        let mut reachable = true;
+        for Checked {
+            device,
+            pv,
+            probe,
+            created,
+        } in results
+        {
+            let path = PathBuf::from(local_path(pv).unwrap_or_default());
+            let result = match probe {
+                Ok(result) => result,
+                Err(error) => {
+                    tracing::warn!(device = %path.display(), %error, "cannot probe the device; trying again later");
+                    continue;
+                }
+            };
+            self.offers.record(&device, &result);
+            if let Verdict::NotOffered(problem) = verdict(&device, &result) {
+                outcome.available -= 1;
+                outcome.problems.push(problem);
+                continue;
+            }
+            match created {
+                Some(CreateOutcome::Created(created)) => {
+                    self.refused.remove(&path);
+                    self.refused_backoff().clear(&path);
+                    ctx.reporter.created(&created);
+                    self.recently_created.push((Instant::now(), *created));
+                }
+                Some(CreateOutcome::Refused(reason)) => {
+                    let problem = refused_pv_problem(&path, reason);
+                    self.refused_backoff().record_failure(&path, Instant::now());
+                    reports.create_refused(node, &problem);
+                    self.refused.insert(path, problem.clone());
+                    outcome.available -= 1;
+                    outcome.problems.push(problem);
+                }
+                Some(CreateOutcome::Unreachable(error)) => {
+                    tracing::warn!(%error, "creating the PersistentVolume failed; retrying");
+                    reachable = false;
+                }
+                Some(CreateOutcome::AlreadyOurs) | None => {}
+            }
+        }
+        if reachable {
+            self.unreachable().clear(&());
+        } else {
+            self.unreachable().record_failure(&(), Instant::now());
+        }
+        reachable
     }
 
     /// The planned PVs whose device is not waiting after a refusal, with
@@ -202,62 +336,6 @@ impl Provisioning {
             }
         }
         due
-    }
-
-    /// Creates `pvs` for the live Node; returns the devices the API server
-    /// refused, or `Err` when it could not be reached (the batch waits).
-    async fn create(
-        &mut self,
-        ctx: &Context,
-        facts: &NodeFacts,
-        pvs: &[&PersistentVolume],
-        node: &ObjectReference,
-        reports: &mut NodeReports,
-    ) -> Result<Vec<DeviceProblem>, ()> {
-        // The owner must be the live Node: after an API server restart the
-        // PV watch can relist before the Node watch does, and a PV owned by
-        // a Node that is gone is garbage-collected at once.
-        match ctx.api.get_node(&ctx.settings.node_name).await {
-            Ok(Some(live)) if live.metadata.uid.as_deref() == Some(facts.uid.as_str()) => {}
-            Ok(_) => {
-                tracing::debug!(
-                    "the Node in the watch store is not the live one; creating nothing until the watch catches up"
-                );
-                return Ok(Vec::new());
-            }
-            Err(error) => {
-                tracing::warn!(%error, "reading the Node before creating PVs failed; retrying");
-                self.unreachable().record_failure(&(), Instant::now());
-                return Err(());
-            }
-        }
-        let mut refused = Vec::new();
-        for pv in pvs {
-            let path = PathBuf::from(local_path(pv).unwrap_or_default());
-            match ctx.api.create_pv(pv, &ctx.pvs, &ctx.label_value).await {
-                CreateOutcome::Created(created) => {
-                    self.refused.remove(&path);
-                    self.refused_backoff().clear(&path);
-                    ctx.reporter.created(&created);
-                    self.recently_created.push((Instant::now(), *created));
-                }
-                CreateOutcome::AlreadyOurs => {}
-                CreateOutcome::Refused(reason) => {
-                    let problem = refused_pv_problem(&path, reason);
-                    self.refused_backoff().record_failure(&path, Instant::now());
-                    reports.create_refused(node, &problem);
-                    self.refused.insert(path, problem.clone());
-                    refused.push(problem);
-                }
-                CreateOutcome::Unreachable(error) => {
-                    tracing::warn!(%error, "creating the PersistentVolume failed; retrying");
-                    self.unreachable().record_failure(&(), Instant::now());
-                    return Err(());
-                }
-            }
-        }
-        self.unreachable().clear(&());
-        Ok(refused)
     }
 }
 

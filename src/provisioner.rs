@@ -70,6 +70,7 @@ pub async fn run(
         api,
         reporter,
         pvs.store.clone(),
+        pvs.relists(),
         trigger.clone(),
     ));
     let cleanup = {
@@ -79,9 +80,11 @@ pub async fn run(
         }))
     };
     let mut reconciler = Reconciler::new(&ctx, client, health.clone(), nodes.store.clone());
+    // The first reconcile needs only the Node (to start the ConfigMap's
+    // watch); it waits for the PV list itself, which arrives meanwhile.
     let mut started = false;
     while !*shutdown.borrow() {
-        if nodes.is_synced() && pvs.is_synced() {
+        if nodes.is_synced() {
             started = true;
             break;
         }

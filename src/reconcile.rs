@@ -5,7 +5,6 @@
 //! also runs it on every change and poll tick.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
@@ -16,13 +15,13 @@ use tokio::time::Instant;
 
 use crate::context::Context;
 use crate::device_loss::DeviceLossTracker;
-use crate::discovery::{Scan, scan_devices};
 use crate::health::{Health, ReconcileHealth};
 use crate::node_spec::{SpecSource, SpecState, read_spec, spec_source, summarize};
 use crate::plan::ExistingPv;
 use crate::provision::{Inputs, Provisioning};
 use crate::pv::{HOSTNAME_LABEL, NodeFacts};
 use crate::report::NodeReports;
+use crate::scanner::Scanner;
 use crate::spec::PvSpec;
 use crate::watch::{WatchSetup, Watched};
 
@@ -45,13 +44,6 @@ enum Resolved {
     Unusable,
 }
 
-/// What a scan found: the devices (`None` when `deviceDir` does not exist)
-/// and the PVs whose device path no longer leads to a block device.
-struct Scanned {
-    devices: Option<Scan>,
-    missing: BTreeSet<String>,
-}
-
 /// The provisioning state that lives from one reconcile to the next.
 pub struct Reconciler {
     client: Client,
@@ -59,6 +51,7 @@ pub struct Reconciler {
     nodes: Store<Node>,
     spec_watch: Option<(String, Watched<ConfigMap>)>,
     loss: DeviceLossTracker,
+    scanner: Scanner,
     provisioning: Provisioning,
     reports: NodeReports,
 }
@@ -72,6 +65,7 @@ impl Reconciler {
             nodes,
             spec_watch: None,
             loss: DeviceLossTracker::new(ctx.settings.device_loss_grace),
+            scanner: Scanner::default(),
             provisioning: Provisioning::default(),
             reports: NodeReports::new(ctx.reporter.clone()),
         }
@@ -100,6 +94,10 @@ impl Reconciler {
                 return None;
             }
         };
+        if ctx.pv_relists.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            // This node's PVs are not listed yet; their list wakes the loop.
+            return None;
+        }
         let pvs = ctx.pvs.state();
         ctx.reporter.metrics.released_pending.set(
             pvs.iter()
@@ -107,7 +105,12 @@ impl Reconciler {
                 .count() as i64,
         );
         let existing = self.provisioning.existing(&pvs);
-        let scanned = match scan(&spec, &existing).await {
+        let full = wake == Wake::Poll;
+        let scanned = match self
+            .scanner
+            .scan(&spec, &existing, full, &ctx.trigger)
+            .await
+        {
             Ok(scanned) => scanned,
             Err(error) => {
                 ctx.set_paused(true);
@@ -261,44 +264,5 @@ fn node_facts(ctx: &Context, node: &Node) -> NodeFacts {
             .cloned()
             .unwrap_or_else(|| ctx.settings.node_name.clone()),
         label_value: ctx.label_value.clone(),
-    }
-}
-
-/// Scans `deviceDir` (`None` when it does not exist), and checks which
-/// existing PVs' devices are missing (their path no longer leads to a block
-/// device). Blocking I/O, run off the runtime.
-async fn scan(spec: &PvSpec, existing: &[ExistingPv]) -> Result<Scanned, String> {
-    let dir = spec.device_dir.clone();
-    let filter = spec.device_name_filter.clone();
-    let paths: Vec<(String, PathBuf)> = existing
-        .iter()
-        .filter(|pv| !pv.deleting)
-        .filter_map(|pv| Some((pv.name.clone(), pv.path.clone()?)))
-        .collect();
-    let (scanned, missing) = tokio::task::spawn_blocking(move || {
-        let missing: BTreeSet<String> = paths
-            .into_iter()
-            .filter(|(_, path)| {
-                std::fs::metadata(path)
-                    .ok()
-                    .and_then(|metadata| crate::blockdev::block_device_number(&metadata))
-                    .is_none()
-            })
-            .map(|(name, _)| name)
-            .collect();
-        (scan_devices(&dir, &filter), missing)
-    })
-    .await
-    .map_err(|error| format!("device scan failed: {error}"))?;
-    match scanned {
-        Ok(scan) => Ok(Scanned {
-            devices: Some(scan),
-            missing,
-        }),
-        Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => Ok(Scanned {
-            devices: None,
-            missing,
-        }),
-        Err(error) => Err(error.to_string()),
     }
 }

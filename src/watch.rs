@@ -17,7 +17,7 @@
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::StreamExt;
 use kube::Api;
@@ -44,6 +44,7 @@ where
     /// The objects seen, kept current by the watch.
     pub store: Store<K>,
     synced: Arc<AtomicBool>,
+    relists: Arc<AtomicU64>,
     task: JoinHandle<()>,
     _health: Arc<WatchHealth>,
 }
@@ -82,6 +83,11 @@ where
         (Self::drive(api, config, setup, store, writer), subscriber)
     }
 
+    /// How many full lists have arrived so far (shared counter).
+    pub fn relists(&self) -> Arc<AtomicU64> {
+        self.relists.clone()
+    }
+
     /// Whether the first full list has arrived (the trigger is notified when it does).
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
@@ -109,6 +115,7 @@ where
             .default_backoff()
             .boxed();
         let synced = Arc::new(AtomicBool::new(false));
+        let relists = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(run_watch(
             events,
             Probe { api, params: probe },
@@ -117,11 +124,13 @@ where
                 trigger: setup.trigger,
                 health: health.clone(),
                 synced: synced.clone(),
+                relists: relists.clone(),
             },
         ));
         Watched {
             store,
             synced,
+            relists,
             task,
             _health: health,
         }
@@ -139,6 +148,7 @@ struct Reporting {
     trigger: Arc<Notify>,
     health: Arc<WatchHealth>,
     synced: Arc<AtomicBool>,
+    relists: Arc<AtomicU64>,
 }
 
 async fn run_watch<K>(
@@ -153,6 +163,7 @@ async fn run_watch<K>(
         trigger,
         health,
         synced,
+        relists,
     } = reporting;
     loop {
         let event = if health.is_failing() {
@@ -177,6 +188,7 @@ async fn run_watch<K>(
             }
             Ok(event) => {
                 if matches!(event, watcher::Event::InitDone) {
+                    relists.fetch_add(1, Ordering::Relaxed);
                     synced.store(true, Ordering::Relaxed);
                 }
                 health.set_failing(false);

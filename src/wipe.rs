@@ -1,8 +1,10 @@
 //! The guarded wipe: the only code that opens a device for writing.
 //!
-//! A wipe zeroes these regions (see [`wipe_regions`]) with `O_DIRECT`
-//! writes, flushes them, and reads back the first and last logical block of
-//! each region to prove they are zero:
+//! A wipe zeroes these regions (see [`wipe_regions`]) with the kernel's
+//! `BLKZEROOUT` (offloaded to the device where it can: NVMe and SCSI
+//! write-zeroes, thin LUNs, loop devices over files) or, where the device
+//! does not support it, `O_DIRECT` writes; it flushes them, and reads back
+//! the first and last logical block of each region to prove they are zero:
 //!
 //! - the *head*: the first `wipeBytes` (100 MiB by default; never less than
 //!   the 1 MiB that [`crate::probe`] reads, so a device this program wiped
@@ -153,6 +155,15 @@ fn refuse(guard: Guard, detail: impl Into<String>) -> WipeError {
     }
 }
 
+/// How a wipe writes its zeros.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroMethod {
+    /// The kernel's `BLKZEROOUT` (offloaded to the device where it can).
+    WriteZeroes,
+    /// `O_DIRECT` writes from a zeroed buffer, where `BLKZEROOUT` is not supported.
+    DirectWrites,
+}
+
 /// What a completed wipe did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WipeReport {
@@ -160,6 +171,8 @@ pub struct WipeReport {
     pub device: PathBuf,
     /// Byte ranges zeroed, in order.
     pub regions: Vec<Range<u64>>,
+    /// How the zeros were written.
+    pub method: ZeroMethod,
     /// Time taken.
     pub elapsed: Duration,
 }
@@ -187,20 +200,23 @@ pub fn wipe_device(request: &WipeRequest, cancel: &AtomicBool) -> Result<WipeRep
         source,
     })?;
     let regions = wipe_regions(size, request.head_bytes, block);
-    let mut buffer = AlignedBuffer::zeroed(CHUNK_BYTES);
+    let mut buffer = None;
+    let mut method = ZeroMethod::WriteZeroes;
     for region in &regions {
-        zero_region(&locked, region.clone(), buffer.bytes_mut(), cancel)?;
+        zero_region(&locked, region.clone(), &mut method, &mut buffer, cancel)?;
     }
     locked.sync_data().map_err(|source| WipeError::Io {
         step: "flushing".into(),
         source,
     })?;
+    let mut window = AlignedBuffer::zeroed(block as usize);
     for region in &regions {
-        verify_zeroed(&locked, region, block, buffer.bytes_mut())?;
+        verify_zeroed(&locked, region, block, window.bytes_mut())?;
     }
     Ok(WipeReport {
         device: target,
         regions,
+        method,
         elapsed: started.elapsed(),
     })
 }
@@ -369,10 +385,14 @@ fn check_same_device(request: &WipeRequest, target: &Path, file: &File) -> Resul
     Ok(size)
 }
 
+/// Zeroes `region` in chunks (so shutdown can stop it between two), with
+/// `BLKZEROOUT` while the device supports it, else `O_DIRECT` writes; a
+/// device that refuses `BLKZEROOUT` switches `method` for the rest.
 fn zero_region(
     file: &File,
     region: Range<u64>,
-    zeros: &mut [u8],
+    method: &mut ZeroMethod,
+    zeros: &mut Option<AlignedBuffer>,
     cancel: &AtomicBool,
 ) -> Result<(), WipeError> {
     let mut offset = region.start;
@@ -380,13 +400,31 @@ fn zero_region(
         if cancel.load(Ordering::Relaxed) {
             return Err(WipeError::Cancelled);
         }
-        let length = (region.end - offset).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..length], offset)
+        let length = (region.end - offset).min(CHUNK_BYTES as u64);
+        if *method == ZeroMethod::WriteZeroes {
+            match blockdev::zero_out(file, offset, length) {
+                Ok(()) => {
+                    offset += length;
+                    continue;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Unsupported => {
+                    *method = ZeroMethod::DirectWrites;
+                }
+                Err(source) => {
+                    return Err(WipeError::Io {
+                        step: format!("zeroing {length} bytes at offset {offset}"),
+                        source,
+                    });
+                }
+            }
+        }
+        let zeros = zeros.get_or_insert_with(|| AlignedBuffer::zeroed(CHUNK_BYTES));
+        file.write_all_at(&zeros.bytes_mut()[..length as usize], offset)
             .map_err(|source| WipeError::Io {
                 step: format!("writing {length} bytes at offset {offset}"),
                 source,
             })?;
-        offset += length as u64;
+        offset += length;
     }
     Ok(())
 }

@@ -1,0 +1,180 @@
+//! Incremental discovery: what was learnt about each entry of `deviceDir`
+//! is kept, and a scan inspects again only the entries that changed — all
+//! of them on a full rescan (start, the poll tick, a new `deviceDir` or
+//! filter, an inotify overflow), the entries inotify named otherwise, none
+//! for a PV or Node event. Blocking (it reads the directory, sysfs and the
+//! devices): run it off the async runtime.
+//!
+//! What a cached entry may miss until the next full rescan — a device
+//! mounted, claimed or resized without any change in `deviceDir` — cannot
+//! lead to a wrong offer: before a first offer the device is opened with
+//! `O_EXCL` and probed ([`crate::probe`]), and a wipe checks everything again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+use crate::discovery::{
+    DiscoveryError, Inspected, Scan, assemble, inspect_entry, matching_name, matching_names,
+    read_mounts,
+};
+
+/// Which entries changed since the last scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Changes {
+    /// None: the cache holds.
+    #[default]
+    None,
+    /// These entry names (created, removed, renamed, retargeted).
+    Entries(BTreeSet<OsString>),
+    /// Unknown: scan everything.
+    All,
+}
+
+impl Changes {
+    /// Adds what `other` says changed.
+    pub fn merge(&mut self, other: Changes) {
+        *self = match (std::mem::take(self), other) {
+            (Changes::All, _) | (_, Changes::All) => Changes::All,
+            (Changes::None, other) | (other, Changes::None) => other,
+            (Changes::Entries(mut mine), Changes::Entries(theirs)) => {
+                mine.extend(theirs);
+                Changes::Entries(mine)
+            }
+        };
+    }
+}
+
+/// The entries of one `deviceDir` under one filter, as last inspected.
+#[derive(Debug, Default)]
+pub struct DeviceCache {
+    key: Option<(PathBuf, String)>,
+    entries: BTreeMap<String, Inspected>,
+    /// Entries inspected by the last scan (for the benchmark and tests).
+    pub last_inspected: usize,
+}
+
+impl DeviceCache {
+    /// Scans `dir` for entries matching `filter` (whose source text is
+    /// `filter_source`), inspecting again what `changes` names.
+    pub fn scan(
+        &mut self,
+        dir: &Path,
+        filter: &Regex,
+        filter_source: &str,
+        changes: Changes,
+    ) -> Result<Scan, DiscoveryError> {
+        let key = (dir.to_path_buf(), filter_source.to_string());
+        let changes = if self.key.as_ref() != Some(&key) {
+            Changes::All
+        } else {
+            changes
+        };
+        self.last_inspected = 0;
+        match changes {
+            Changes::None => {}
+            Changes::All => {
+                self.key = None;
+                let names = matching_names(dir, filter)?;
+                let mounts = read_mounts();
+                self.entries = names
+                    .iter()
+                    .map(|name| (name.0.clone(), inspect_entry(dir, name, &mounts)))
+                    .collect();
+                self.last_inspected = names.len();
+                self.key = Some(key);
+            }
+            Changes::Entries(names) => {
+                let mounts = read_mounts();
+                for raw in names {
+                    let lossy = raw.to_string_lossy().into_owned();
+                    self.entries.remove(&lossy);
+                    let exists = dir.join(&raw).symlink_metadata().is_ok();
+                    if let Some(name) = matching_name(&raw, filter).filter(|_| exists) {
+                        self.entries
+                            .insert(name.0.clone(), inspect_entry(dir, &name, &mounts));
+                        self.last_inspected += 1;
+                    }
+                }
+            }
+        }
+        Ok(assemble(dir, self.entries.iter()))
+    }
+
+    /// Whether the entry `name` was last seen leading to a block device
+    /// (usable or not: a busy or locked device is still there).
+    pub fn leads_to_block_device(&self, name: &str) -> bool {
+        match self.entries.get(name) {
+            Some(Ok(_)) => true,
+            Some(Err(unusable)) => unusable.number.is_some(),
+            None => false,
+        }
+    }
+
+    /// The directory and filter source the cache holds entries for.
+    pub fn key(&self) -> Option<&(PathBuf, String)> {
+        self.key.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(names: &[&str]) -> Changes {
+        Changes::Entries(names.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn changes_merge_to_the_widest() {
+        let mut changes = Changes::None;
+        changes.merge(entries(&["a"]));
+        changes.merge(entries(&["b"]));
+        assert_eq!(changes, entries(&["a", "b"]));
+        changes.merge(Changes::None);
+        assert_eq!(changes, entries(&["a", "b"]));
+        changes.merge(Changes::All);
+        changes.merge(entries(&["c"]));
+        assert_eq!(changes, Changes::All);
+    }
+
+    #[test]
+    fn only_changed_entries_are_inspected_again() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c"] {
+            std::fs::write(dir.path().join(name), b"not a device").unwrap();
+        }
+        let filter = Regex::new(".*").unwrap();
+        let mut cache = DeviceCache::default();
+        let scan = cache
+            .scan(dir.path(), &filter, ".*", Changes::None)
+            .unwrap();
+        assert_eq!(cache.last_inspected, 3, "a new cache scans everything");
+        assert_eq!(scan.problems.len(), 3);
+        cache
+            .scan(dir.path(), &filter, ".*", Changes::None)
+            .unwrap();
+        assert_eq!(cache.last_inspected, 0, "nothing changed: nothing read");
+        std::fs::remove_file(dir.path().join("b")).unwrap();
+        let scan = cache
+            .scan(dir.path(), &filter, ".*", entries(&["b"]))
+            .unwrap();
+        assert_eq!(
+            cache.last_inspected, 0,
+            "a removed entry is dropped, not read"
+        );
+        assert_eq!(scan.problems.len(), 2);
+        std::fs::write(dir.path().join("d"), b"x").unwrap();
+        let scan = cache
+            .scan(dir.path(), &filter, ".*", entries(&["d"]))
+            .unwrap();
+        assert_eq!(cache.last_inspected, 1);
+        assert_eq!(scan.problems.len(), 3);
+        cache
+            .scan(dir.path(), &filter, "other", Changes::None)
+            .unwrap();
+        assert_eq!(cache.last_inspected, 3, "another filter: a full rescan");
+    }
+}
