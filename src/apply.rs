@@ -79,11 +79,19 @@ impl ApiRequests {
         }
     }
 
-    fn failed(&self, operation: Operation, source: kube::Error) -> ApiError {
+    /// Counts a failed request (also one made outside these methods, such
+    /// as the finalizer helper's patches) and names it.
+    pub fn failed(&self, operation: Operation, source: kube::Error) -> ApiError {
         self.metrics
             .api_errors
             .with_label_values(&[operation.label()])
             .inc();
+        if status_code(&source) == Some(403) {
+            self.metrics
+                .writes_denied
+                .with_label_values(&[operation.label()])
+                .inc();
+        }
         ApiError { operation, source }
     }
 
@@ -144,14 +152,6 @@ impl ApiRequests {
     /// The PV API, for kube-runtime's finalizer helper.
     pub fn pv_api(&self) -> &Api<PersistentVolume> {
         &self.pvs
-    }
-
-    /// Counts a failed request made outside these methods (the finalizer helper's patches).
-    pub fn count_failure(&self, operation: Operation) {
-        self.metrics
-            .api_errors
-            .with_label_values(&[operation.label()])
-            .inc();
     }
 
     /// Adds `annotations` to the PV, only if it still has the

@@ -75,6 +75,10 @@ pub enum CleanupError {
     /// Not now: a retry is already scheduled, or another wipe holds the device.
     #[error("retrying in {0:?}")]
     RetryLater(Duration),
+    /// The fresh read shows the PV gone, replaced or already released: the
+    /// watch lagged; nothing to do.
+    #[error("the PersistentVolume is already gone or released")]
+    Gone,
 }
 
 /// Runs the cleanup controller until `shutdown` resolves and the cleanups
@@ -119,7 +123,12 @@ fn looked_after(pv: &PersistentVolume, ctx: &Context) -> bool {
 
 /// One PV: through kube-runtime's finalizer helper to [`apply`] or [`clean`].
 async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, CleanupError> {
-    if !looked_after(&pv, &ctx) {
+    let released = pv
+        .metadata
+        .uid
+        .as_ref()
+        .is_some_and(|uid| ctx.is_released(uid));
+    if !looked_after(&pv, &ctx) || released {
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!(
@@ -129,16 +138,28 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         device = pv::local_path(&pv).unwrap_or_default(),
     );
     let api = ctx.api.pv_api().clone();
-    finalizer::finalizer(&api, CLEANUP_FINALIZER, pv, |event| async {
+    let releasing = pv
+        .metadata
+        .deletion_timestamp
+        .is_some()
+        .then(|| pv.metadata.uid.clone());
+    let done = finalizer::finalizer(&api, CLEANUP_FINALIZER, pv, |event| async {
         match event {
             Event::Apply(pv) => apply(&pv, &ctx).await,
             Event::Cleanup(pv) => clean(&pv, &ctx).await,
         }
     })
     .instrument(span)
-    .await
-    .map_err(|error| match error {
+    .await;
+    if let (Ok(_), Some(Some(uid))) = (&done, releasing) {
+        // The finalizer is gone (or was): a lagging event must not clean again.
+        ctx.mark_released(&uid);
+    }
+    done.map_err(|error| match error {
         finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        finalizer::Error::AddFinalizer(source) | finalizer::Error::RemoveFinalizer(source) => {
+            CleanupError::Api(ctx.api.failed(Operation::PatchPv, source))
+        }
         other => CleanupError::Finalizer(other.to_string()),
     })
 }
@@ -209,29 +230,51 @@ async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
             ctx.reporter.wipe_skipped(pv);
             Ok(Action::await_change())
         }
-        CleanupStep::Wipe => {
-            let uid = pv.metadata.uid.clone().unwrap_or_default();
-            let backoff = ctx
-                .cleanup_backoff
-                .lock()
-                .expect("backoff lock")
-                .remaining(&uid, Instant::now());
-            if let Some(left) = backoff {
-                return Err(CleanupError::RetryLater(left));
-            }
-            let request = wipe_request(pv, ctx).await?;
-            let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
-                return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
-            };
-            let report = wipe_off_runtime(request, ctx).await?;
-            ctx.reporter.wipe_completed(pv, &report);
-            ctx.cleanup_backoff
-                .lock()
-                .expect("backoff lock")
-                .clear(&uid);
-            Ok(Action::await_change())
-        }
+        CleanupStep::Wipe => wipe_and_release(pv, ctx).await,
     }
+}
+
+/// Wipes the device of a PV being deleted; `Ok` lets the finalizer go.
+async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+    let uid = pv.metadata.uid.clone().unwrap_or_default();
+    let backoff = ctx
+        .cleanup_backoff
+        .lock()
+        .expect("backoff lock")
+        .remaining(&uid, Instant::now());
+    if let Some(left) = backoff {
+        return Err(CleanupError::RetryLater(left));
+    }
+    // A fresh read: the watch may lag behind a release this or another pod
+    // already finished, and a device offered again must never be wiped.
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let pv = match ctx.api.get_pv(name).await? {
+        Some(fresh) if still_to_clean(&fresh, &uid) => fresh,
+        _ => return Err(CleanupError::Gone),
+    };
+    let request = wipe_request(&pv, ctx).await?;
+    let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
+        return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
+    };
+    let report = wipe_off_runtime(request, ctx).await?;
+    ctx.reporter.wipe_completed(&pv, &report);
+    ctx.cleanup_backoff
+        .lock()
+        .expect("backoff lock")
+        .clear(&uid);
+    Ok(Action::await_change())
+}
+
+/// Whether `fresh` is still the PV `uid`, being deleted and held by our finalizer.
+fn still_to_clean(fresh: &PersistentVolume, uid: &str) -> bool {
+    fresh.metadata.uid.as_deref() == Some(uid)
+        && fresh.metadata.deletion_timestamp.is_some()
+        && fresh
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == CLEANUP_FINALIZER)
 }
 
 /// What the wipe needs, from the PV (or, for a PV of the Go upstream not
@@ -271,6 +314,10 @@ fn error_policy(pv: Arc<PersistentVolume>, error: &CleanupError, ctx: Arc<Contex
     let uid = pv.metadata.uid.clone().unwrap_or_default();
     let retry = match error {
         CleanupError::RetryLater(left) => return Action::requeue(*left),
+        CleanupError::Gone => {
+            tracing::debug!("the PV was gone or released already; the watch lagged");
+            return Action::await_change();
+        }
         CleanupError::Wipe(WipeError::Cancelled) => None,
         CleanupError::ClaimInUse(_) | CleanupError::NotAdoptable(_) => None,
         _ => Some(
@@ -280,9 +327,6 @@ fn error_policy(pv: Arc<PersistentVolume>, error: &CleanupError, ctx: Arc<Contex
                 .record_failure(&uid, Instant::now()),
         ),
     };
-    if let CleanupError::Finalizer(_) = error {
-        ctx.api.count_failure(Operation::PatchPv);
-    }
     ctx.reporter.cleanup_failed(&pv, error, retry);
     retry.map_or_else(Action::await_change, Action::requeue)
 }

@@ -39,6 +39,9 @@ pub struct Context {
     /// How many times the PV watch has listed (a new list invalidates
     /// what was confirmed against the old one).
     pub pv_relists: Arc<AtomicU64>,
+    /// PVs (by UID) this process released after their cleanup: a lagging
+    /// watch event about one of them is ignored.
+    released: Mutex<BTreeSet<String>>,
     /// Whether the node is paused (no usable PV spec, or no Node): no PV is
     /// created, wiped or deleted. Set by the reconciler; true until its first run.
     pub paused: watch::Sender<bool>,
@@ -65,6 +68,7 @@ impl Context {
             wipes: WipesInFlight::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
+            released: Mutex::default(),
             paused: watch::Sender::new(true),
         }
     }
@@ -76,6 +80,25 @@ impl Context {
             *current = paused;
             changed
         });
+    }
+
+    /// Records that the PV `uid` was released after its cleanup; forgets
+    /// the UIDs no longer in the store.
+    pub fn mark_released(&self, uid: &str) {
+        let live: BTreeSet<String> = self
+            .pvs
+            .state()
+            .iter()
+            .filter_map(|pv| pv.metadata.uid.clone())
+            .collect();
+        let mut released = self.released.lock().expect("released lock");
+        released.retain(|uid| live.contains(uid));
+        released.insert(uid.to_string());
+    }
+
+    /// Whether this process released the PV `uid` after its cleanup.
+    pub fn is_released(&self, uid: &str) -> bool {
+        self.released.lock().expect("released lock").contains(uid)
     }
 
     /// Whether the node is paused.

@@ -5,6 +5,13 @@
 //! delays a create or a wipe. Best effort: a failure is logged and counted
 //! (`api_errors_total{operation="create_event"}`), a full queue drops the
 //! Event and counts it (`events_dropped_total`), never fatal.
+//!
+//! Each Event is its own `events.k8s.io/v1` object, named after the object
+//! it regards and the time. Not kube's `Recorder`: it folds Events of the
+//! same reason about the same object into one series that keeps the first
+//! note, so a Node's `DeviceSkipped` for a second device, or a changed
+//! `PVSpecInvalid`, would never be read. Repeats are limited where they
+//! arise instead: [`crate::report`] speaks once per change.
 
 use std::time::Duration;
 
@@ -13,7 +20,7 @@ use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Reporter};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,9 +31,9 @@ use crate::metrics::Metrics;
 /// Name under which Events are reported.
 pub const CONTROLLER_NAME: &str = "local-pv-provisioner";
 
-/// Longest name of a regarded object for which kube's [`Recorder`] can name
-/// its Event (`<name>.<16 hex digits>` must stay within 253 characters).
-const MAX_RECORDER_NAME: usize = 253 - 17;
+/// Longest part of a regarded object's name an Event's name keeps
+/// (`<name>.<16 hex digits>` must stay within 253 characters).
+const MAX_REGARDED_NAME: usize = 253 - 17;
 
 /// Events waiting to be sent; beyond this they are dropped and counted.
 const QUEUE_LENGTH: usize = 1024;
@@ -70,7 +77,6 @@ impl EventPublisher {
         };
         let (queue, pending) = mpsc::channel(QUEUE_LENGTH);
         let sender = Sender {
-            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             reporter,
             metrics: metrics.clone(),
@@ -110,23 +116,13 @@ impl EventPublisher {
 struct Sender {
     client: Client,
     reporter: Reporter,
-    recorder: Recorder,
     metrics: Metrics,
 }
 
 impl Sender {
     async fn run(self, mut pending: mpsc::Receiver<(Event, ObjectReference)>) {
         while let Some((event, regarding)) = pending.recv().await {
-            let long_name = regarding
-                .name
-                .as_ref()
-                .is_some_and(|name| name.len() > MAX_RECORDER_NAME);
-            let published = if long_name {
-                self.create_directly(&event, &regarding).await
-            } else {
-                self.recorder.publish(&event, &regarding).await
-            };
-            if let Err(error) = published {
+            if let Err(error) = self.create(&event, &regarding).await {
                 self.metrics
                     .api_errors
                     .with_label_values(&[Operation::CreateEvent.label()])
@@ -138,17 +134,12 @@ impl Sender {
 }
 
 impl Sender {
-    /// Creates an Event for an object whose name is too long for the
-    /// Recorder's naming scheme: named after a cut of the object's name (the
-    /// Event's `regarding` keeps the full name), without series aggregation.
-    async fn create_directly(
-        &self,
-        event: &Event,
-        regarding: &ObjectReference,
-    ) -> Result<(), kube::Error> {
+    /// Creates one Event, named after (a cut of) the regarded object's name
+    /// and the time; its `regarding` keeps the full name.
+    async fn create(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
         let now = Timestamp::now();
         let name = regarding.name.as_deref().unwrap_or(CONTROLLER_NAME);
-        let cut: String = name.chars().take(MAX_RECORDER_NAME).collect();
+        let cut: String = name.chars().take(MAX_REGARDED_NAME).collect();
         let prefix = cut.trim_end_matches(['.', '-']);
         let k8s_event = K8sEvent {
             metadata: ObjectMeta {

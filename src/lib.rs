@@ -33,6 +33,7 @@ pub mod error;
 pub mod events;
 pub mod first_offer;
 pub mod health;
+pub mod memory;
 pub mod metrics;
 pub mod naming;
 pub mod node_spec;

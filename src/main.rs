@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    local_pv_provisioner::memory::limit_allocator_caches();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error)
@@ -59,6 +60,7 @@ fn main() -> ExitCode {
             init_logging(settings.development);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .max_blocking_threads(32)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");

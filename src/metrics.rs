@@ -30,6 +30,8 @@ pub struct Metrics {
     pub missing_devices: IntGauge,
     /// Failed API requests made by the reconciler, by operation.
     pub api_errors: IntCounterVec,
+    /// API writes the server refused with 403 (RBAC, an admission policy), by operation.
+    pub writes_denied: IntCounterVec,
     /// Reconcile passes finished (whatever their outcome).
     pub reconciles: IntCounter,
     /// Events dropped because the queue was full.
@@ -108,6 +110,11 @@ impl Metrics {
             api_errors: counter_vec(
                 "api_errors_total",
                 "Failed Kubernetes API requests, by operation.",
+                "operation",
+            ),
+            writes_denied: counter_vec(
+                "writes_denied_total",
+                "API writes refused with 403 (RBAC or an admission policy such as the node restriction), by operation.",
                 "operation",
             ),
             reconciles: counter(

@@ -64,7 +64,9 @@ pub fn probe_regions(size: u64) -> Vec<Range<u64>> {
     for offset in CEPH_LABEL_OFFSETS.into_iter().filter(|o| *o < size) {
         regions.push(offset..(offset + LABEL_COPY_BYTES).min(size));
     }
-    let tail_start = size.saturating_sub(TAIL_BYTES);
+    // Aligned for O_DIRECT, whatever the device's size.
+    let align = blockdev::DIRECT_IO_ALIGN as u64;
+    let tail_start = size.saturating_sub(TAIL_BYTES) / align * align;
     match regions.last_mut() {
         Some(last) if tail_start <= last.end => last.end = size,
         _ => regions.push(tail_start..size),
@@ -89,11 +91,43 @@ pub fn probe_device(path: &Path) -> io::Result<ProbeResult> {
         Err(error) => return Err(error),
     };
     let size = blockdev::size_in_bytes(&file)?;
-    let mut found = Vec::new();
-    for region in probe_regions(size) {
-        found.push((region.start, read_region(&file, &region)?));
+    let regions = probe_regions(size);
+    // Blank is the common case: stream through the regions with one small
+    // buffer, and read them whole only to name what a device holds.
+    let mut window = AlignedBuffer::zeroed(STREAM_BYTES);
+    for region in &regions {
+        if !region_is_blank(&file, region, window.bytes_mut())? {
+            let mut found = Vec::new();
+            for region in &regions {
+                found.push((region.start, read_region(&file, region)?));
+            }
+            return Ok(judge(size, &found));
+        }
     }
-    Ok(judge(size, &found))
+    Ok(ProbeResult::Blank)
+}
+
+/// Bytes read at a time while looking for a non-zero byte.
+const STREAM_BYTES: usize = 64 * 1024;
+
+/// Whether every byte of `region` is zero, read through `window`.
+fn region_is_blank(file: &File, region: &Range<u64>, window: &mut [u8]) -> io::Result<bool> {
+    let capacity = window.len();
+    let mut offset = region.start;
+    while offset < region.end {
+        let length = ((region.end - offset) as usize).min(capacity);
+        let rounded = length.div_ceil(blockdev::DIRECT_IO_ALIGN) * blockdev::DIRECT_IO_ALIGN;
+        let read = file.read_at(&mut window[..rounded.min(capacity)], offset)?;
+        if read == 0 {
+            break;
+        }
+        let useful = read.min(length);
+        if window[..useful].iter().any(|byte| *byte != 0) {
+            return Ok(false);
+        }
+        offset += useful as u64;
+    }
+    Ok(true)
 }
 
 fn read_region(file: &File, region: &Range<u64>) -> io::Result<Vec<u8>> {

@@ -119,8 +119,13 @@ async fn provision(
     poll.tick().await;
     let mut wake = Wake::Poll;
     loop {
+        let created = ctx.reporter.metrics.pvs_created.get();
         let next = reconciler.reconcile(ctx, wake).await;
         ctx.reporter.metrics.reconciles.inc();
+        if wake == Wake::Poll || ctx.reporter.metrics.pvs_created.get() != created {
+            // After a burst of work (creates, a full rescan), before waiting.
+            crate::memory::return_free_memory();
+        }
         let asked = async move {
             match next {
                 Some(at) => tokio::time::sleep_until(at.max(Instant::now())).await,

@@ -72,6 +72,16 @@ impl Reporter {
         true
     }
 
+    /// A reference to this node's Node, for Events about the node as a whole.
+    fn node_reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.node_name.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
     /// Forgets what was said about the PV `uid` (its condition ended).
     fn forget(&self, uid: &str) {
         self.said.lock().expect("report lock").remove(uid);
@@ -152,6 +162,18 @@ impl Reporter {
                         "Adopt",
                         &format!("Made by the Go local-pv-provisioner, but its device cannot be identified safely: {reason}. It is kept and never wiped by this program; check which disk it names, wipe it by hand, then delete the PersistentVolume; {}", release_by_hand(name)),
                     );
+                }
+            }
+            CleanupError::Api(denied) if denied.status_code() == Some(403) => {
+                if self.first_time(uid, &denied.to_string()) {
+                    tracing::error!(error = %denied, "the API server denied a write about this node's PersistentVolume; retrying with backoff");
+                    let note = format!(
+                        "The API server denied {} of PersistentVolume {name} (RBAC or an admission policy): {}; the PersistentVolume is kept, retried with backoff",
+                        denied.operation, denied.source
+                    );
+                    let node = self.node_reference();
+                    self.events
+                        .publish(&node, Severity::Warning, "WriteDenied", "Wipe", &note);
                 }
             }
             other => {
