@@ -15,7 +15,9 @@
 //! - `controls`: what tests steer and read (injected faults, latency,
 //!   restarts, the request log);
 //! - `discovery`: discovery, the kubeconfig, namespaces, and objects created
-//!   directly in the store.
+//!   directly in the store;
+//! - `refusals_and_collection`: fault rules aimed at one object by name, and
+//!   the garbage collection of PVs that carry finalizers.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -25,5 +27,6 @@ mod controller;
 mod controls;
 mod discovery;
 mod objects;
+mod refusals_and_collection;
 mod watches;
 mod writes;

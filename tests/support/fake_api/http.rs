@@ -344,11 +344,10 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let response = match (
-        shared.faults.take(parts.method.as_str(), &path, &verb),
-        unauthorized,
-    ) {
-        (Some(code), _) => error_response(&ApiError::injected(code)),
+    let response = match (shared.faults.take(&recorded), unauthorized) {
+        (Some(injected), _) => {
+            error_response(&ApiError::injected(injected.status, injected.message))
+        }
         (None, Some(refused)) => error_response(&refused),
         (None, None) => match &route {
             Route::Version => json_response(StatusCode::OK, &version_info()),
