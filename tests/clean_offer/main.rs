@@ -28,3 +28,4 @@ mod support;
 mod common;
 mod deleted_by_hand;
 mod moments;
+mod node_gone;
