@@ -21,8 +21,6 @@ pub const GIB: u64 = 1024 * MIB;
 
 /// The finalizer every PV of the program carries.
 pub const CLEANUP_FINALIZER: &str = "local-pv-provisioner.cybozu.io/cleanup";
-/// The finalizer of the PV protection admission plugin.
-pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 /// Where the program records the claim it saw bound.
 pub const CLAIMED_BY: &str = "local-pv-provisioner.cybozu.io/claimed-by";
 /// Where the program records that it released a PV without a wipe.
@@ -183,6 +181,33 @@ pub async fn events_with(world: &World, reason: &str, kind: &str, name: &str) ->
         .into_iter()
         .filter(|event| event.reason.as_deref() == Some(reason))
         .collect()
+}
+
+/// How many times `events` were published: kube's recorder publishes a
+/// repeat of an Event (same reason, action and object, whatever the note)
+/// as a `series` on the first one.
+pub fn publishes(events: &[Event]) -> i32 {
+    events
+        .iter()
+        .map(|event| event.series.as_ref().map_or(1, |series| series.count))
+        .sum()
+}
+
+/// Waits until Events `reason` about `kind` `name` were published at least
+/// `count` times; returns them.
+pub async fn wait_for_publishes(
+    world: &World,
+    reason: &str,
+    kind: &str,
+    name: &str,
+    count: i32,
+) -> Vec<Event> {
+    let what = format!("{count} {reason} published about {kind} {name}");
+    eventually(&what, WAIT, || async {
+        let events = events_with(world, reason, kind, name).await;
+        (publishes(&events) >= count).then_some(events)
+    })
+    .await
 }
 
 /// The one Event `reason` about `kind` `name`; fails when there are

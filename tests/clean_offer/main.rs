@@ -26,6 +26,7 @@
 mod support;
 
 mod common;
+mod data_on_devices;
 mod deleted_by_hand;
 mod moments;
 mod node_gone;
