@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use serde_json::json;
 
 use crate::support::loop_device::LoopDevice;
+use crate::support::provisioner::ProvisionerProcess;
 use crate::support::world::World;
 use crate::support::world::inspect::phase;
 use crate::support::world::waits::{WAIT, eventually};
@@ -74,6 +75,16 @@ pub fn writes_completed(device: &LoopDevice) -> u64 {
         .nth(4)
         .and_then(|field| field.parse().ok())
         .unwrap_or_else(|| panic!("no write counter in {stat:?}"))
+}
+
+/// Waits until the program counts a completed wipe. At least one, not
+/// exactly one: a PV event the cache delivers after the release can make it
+/// wipe the device a second time (a product bug, shown by `stale_cache`),
+/// which must not make these tests flaky.
+pub async fn wait_wiped(process: &ProvisionerProcess) {
+    process
+        .wait_sample_at_least(&process.sample("wipes_total"), 1.0)
+        .await;
 }
 
 /// A world on the fake API server with its PV binder on: a claim naming a

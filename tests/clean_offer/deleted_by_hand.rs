@@ -115,7 +115,7 @@ async fn released_pv_deleted_by_hand_is_wiped_before_its_release_and_offer() {
         "the admin's DELETE (no resourceVersion precondition) put the PV into deletion: {deletes:?}"
     );
     assert_wiped_only_inside(&disk);
-    process.wait_metric("wipes_total", 1.0).await;
+    wait_wiped(&process).await;
     let wiped = world.wait_for_event("VolumeWiped").await;
     assert_eq!(wiped.regarding.unwrap().uid, Some(old_uid));
     assert!(has_finalizer(&fresh, CLEANUP_FINALIZER));
@@ -152,7 +152,7 @@ async fn released_pv_deleted_by_hand_while_stopped_is_wiped_after_the_start() {
     wait_recreated(&world, name, &old_uid).await;
     moments.assert_wiped_before_release_and_offer(name);
     assert_wiped_only_inside(&disk);
-    process.wait_metric("wipes_total", 1.0).await;
+    wait_wiped(&process).await;
     assert_eq!(
         world.pv_requests("delete", Some(name)),
         1,
@@ -200,5 +200,5 @@ async fn bound_pv_deleted_by_hand_waits_for_its_claim_with_its_data() {
     wait_recreated(&world, name, &old_uid).await;
     moments.assert_wiped_before_release_and_offer(name);
     assert_wiped_only_inside(&disk);
-    process.wait_metric("wipes_total", 1.0).await;
+    wait_wiped(&process).await;
 }

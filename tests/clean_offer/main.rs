@@ -25,6 +25,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ceph;
 mod common;
 mod data_on_devices;
 mod deleted_by_hand;

@@ -139,7 +139,7 @@ async fn node_deleted_then_registered_again_wipes_what_was_claimed_and_offers_af
         released.iter().all(|m| m.zeroed),
         "wiped first: {released:?}"
     );
-    process.wait_metric("wipes_total", 1.0).await;
+    wait_wiped(&process).await;
     // Nothing is made for a missing Node: the passes after the release show it.
     process.wait_for_fresh_passes(2).await;
     assert!(world.pv(used_pv).await.is_none());

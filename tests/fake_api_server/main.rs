@@ -16,8 +16,9 @@
 //!   restarts, the request log);
 //! - `discovery`: discovery, the kubeconfig, namespaces, and objects created
 //!   directly in the store;
-//! - `refusals_and_collection`: fault rules aimed at one object by name, and
-//!   the garbage collection of PVs that carry finalizers.
+//! - `realism`: what `tests/clean_offer` relies on — fault rules aimed at
+//!   one object by name, the garbage collection of PVs that carry
+//!   finalizers, and watches that lag behind writes.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -27,6 +28,6 @@ mod controller;
 mod controls;
 mod discovery;
 mod objects;
-mod refusals_and_collection;
+mod realism;
 mod watches;
 mod writes;

@@ -1,17 +1,25 @@
 //! What `tests/clean_offer` relies on the fake for, checked through kube's
 //! real client: a fault rule aimed at one object by name (a create is
 //! matched by the name in its body, as a policy webhook judges the object,
-//! not the URL) with the `Status` message a webhook would give; and the
-//! garbage collector deleting the PVs of a Node that went away the way the
-//! real one does — the DELETE only sets `deletionTimestamp` while a
-//! finalizer remains, the phase is left as it was, and the PV disappears
-//! once the last finalizer is removed with kube-runtime's JSON patch.
+//! not the URL) with the `Status` message a webhook would give; the garbage
+//! collector deleting the PVs of a Node that went away the way the real one
+//! does — the DELETE only sets `deletionTimestamp` while a finalizer
+//! remains, the phase is left as it was, and the PV disappears once the
+//! last finalizer is removed with kube-runtime's JSON patch; and a watch
+//! that delivers changes late, in order, while reads are current.
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolume};
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::watcher;
 use serde_json::json;
 
-use crate::client::{eventually, local_pv, node, pv_phase, raw, status};
+use crate::client::{
+    create_cm, eventually, is_apply, is_init_done, local_pv, merge, node, pv_phase, raw, status,
+    watch_until,
+};
 use crate::support::fake_api::{FakeApiServer, FaultRule};
 
 /// The finalizer a provisioner would put on its PVs.
@@ -167,4 +175,31 @@ async fn collected_pvs_stay_while_a_finalizer_remains_with_their_phase() {
         server.object("persistentvolumes", None, "bound").is_none()
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_lagging_watch_delivers_changes_late_and_in_order() {
+    let server = FakeApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(server.client().await, "default");
+    create_cm(&cms, "first", json!({})).await;
+    let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
+    watch_until(&mut stream, is_init_done).await;
+    let lag = Duration::from_millis(400);
+    server.set_watch_lag("configmaps", lag);
+
+    let written = Instant::now();
+    merge(&cms, "first", json!({"data": {"k": "changed"}})).await;
+    create_cm(&cms, "second", json!({})).await;
+    let read = cms.get("first").await.unwrap();
+    assert_eq!(read.data.unwrap()["k"], "changed", "reads are current");
+    let seen = watch_until(&mut stream, |e| is_apply(e, "second")).await;
+    assert!(written.elapsed() >= lag, "delivered after the lag");
+    assert_eq!(seen, vec!["apply first", "apply second"], "in order");
+
+    // A change held back by a long lag comes once the lag is switched off
+    // (watch_until gives up long before the minute is over).
+    server.set_watch_lag("configmaps", Duration::from_secs(60));
+    create_cm(&cms, "third", json!({})).await;
+    server.set_watch_lag("configmaps", Duration::ZERO);
+    watch_until(&mut stream, |e| is_apply(e, "third")).await;
 }
