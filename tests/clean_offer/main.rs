@@ -31,3 +31,4 @@ mod data_on_devices;
 mod deleted_by_hand;
 mod moments;
 mod node_gone;
+mod stale_cache;
