@@ -31,4 +31,5 @@ mod data_on_devices;
 mod deleted_by_hand;
 mod moments;
 mod node_gone;
+mod refused_create;
 mod stale_cache;
