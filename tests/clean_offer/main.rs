@@ -33,3 +33,4 @@ mod moments;
 mod node_gone;
 mod refused_create;
 mod stale_cache;
+mod upgrade;
