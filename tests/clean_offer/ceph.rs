@@ -5,11 +5,8 @@
 //! and the last MiB — before the finalizer goes and before the device is
 //! offered again — and leaves every byte between the regions as it was.
 
-use kube::ResourceExt;
-
 use crate::common::*;
 use crate::moments::{Moments, Watch};
-use crate::support::world::World;
 
 /// Size of the device: past the 10 GiB label copy.
 const SIZE: u64 = 12 * GIB;
@@ -54,18 +51,12 @@ fn between() -> Vec<Span> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bluestore_label_copies_are_wiped_and_the_bytes_between_kept() {
-    let world: World = binding_world().await;
-    let osd = blank_disk(&world, "osd", SIZE);
-    let mut spec = world.block_spec(".*");
-    spec.insert("wipeBytes".into(), "16Mi".into());
-    world.put_configmap("spec", spec).await;
-    world.add_node("ceph-a", Some("spec")).await;
-    let process = world.start("ceph-a", vec![]);
-    let name = "local-ceph-a-osd";
-    let pv = wait_available(&world, name).await;
+    let (process, world, osd, name, old_uid) =
+        one_disk("ceph-a", SIZE, "16Mi", vec![]).await.parts();
+    let name = name.as_str();
+    let pv = world.pv(name).await.expect("the PV");
     let recorded = annotation(&pv, "local-pv-provisioner.cybozu.io/wipe-bytes");
     assert_eq!(recorded, Some(WIPE_BYTES.to_string().as_str()));
-    let old_uid = pv.uid().unwrap();
     claim_and_wait(&world, "osd-0", &pv).await;
 
     for offset in LABELS {

@@ -103,6 +103,61 @@ pub fn blank_disk(world: &World, entry: &str, size: u64) -> Arc<LoopDevice> {
     device
 }
 
+/// A scenario on one blank device `disk0` of Node `node`: a Block spec
+/// with `wipeBytes`, the program started, the device's PV `Available`.
+/// The process is dropped (killed) before the world (its devices).
+pub struct OneDisk {
+    pub process: ProvisionerProcess,
+    pub world: World,
+    pub disk: Arc<LoopDevice>,
+    /// The PV's name, `local-<node>-disk0`.
+    pub name: String,
+    /// The PV's UID.
+    pub uid: String,
+}
+
+/// Sets up a [`OneDisk`]: `size` bytes, `wipe_bytes`, the program started
+/// with `env`.
+pub async fn one_disk(
+    node: &str,
+    size: u64,
+    wipe_bytes: &str,
+    env: Vec<(&str, String)>,
+) -> OneDisk {
+    let world = binding_world().await;
+    let disk = blank_disk(&world, "disk0", size);
+    let mut spec = world.block_spec(".*");
+    spec.insert("wipeBytes".into(), wipe_bytes.into());
+    world.put_configmap("spec", spec).await;
+    world.add_node(node, Some("spec")).await;
+    let process = world.start(node, env);
+    let name = format!("local-{node}-disk0");
+    let pv = wait_available(&world, &name).await;
+    assert!(
+        has_finalizer(&pv, CLEANUP_FINALIZER),
+        "created with it: {pv:?}"
+    );
+    OneDisk {
+        process,
+        world,
+        disk,
+        name,
+        uid: pv.uid().expect("a UID"),
+    }
+}
+
+impl OneDisk {
+    /// The PV as it is now.
+    pub async fn pv(&self) -> PersistentVolume {
+        self.world.pv(&self.name).await.expect("the PV exists")
+    }
+
+    /// Its parts: process, world, device, PV name, PV UID.
+    pub fn parts(self) -> (ProvisionerProcess, World, Arc<LoopDevice>, String, String) {
+        (self.process, self.world, self.disk, self.name, self.uid)
+    }
+}
+
 /// Waits until PV `name` exists and is `Available`.
 pub async fn wait_available(world: &World, name: &str) -> PersistentVolume {
     eventually(&format!("PV {name} Available"), WAIT, || async {

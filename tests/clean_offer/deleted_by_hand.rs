@@ -14,7 +14,7 @@ use crate::support::fake_api::FaultRule;
 use crate::support::loop_device::LoopDevice;
 use crate::support::world::inspect::phase;
 use crate::support::world::waits::{WAIT, eventually};
-use crate::support::world::{Data, QUICK_POLLING, World, polling};
+use crate::support::world::{QUICK_POLLING, polling};
 
 /// Size of the device.
 const SIZE: u64 = 64 * MIB;
@@ -24,11 +24,13 @@ const CLAIM: &str = "data";
 /// `wipeBytes` of the spec: small, so the regions are easy to tell apart.
 const WIPE_BYTES: u64 = 4 * MIB;
 
-/// A Block spec over the world's directory with a 4 MiB head.
-fn spec(world: &World) -> Data {
-    let mut spec = world.block_spec(".*");
-    spec.insert("wipeBytes".into(), "4Mi".into());
-    spec
+/// A [`OneDisk`] with a 4 MiB head whose PV a claim holds, the tenant's
+/// data written.
+async fn claimed(node: &str, env: Vec<(&str, String)>) -> OneDisk {
+    let setup = one_disk(node, SIZE, "4Mi", env).await;
+    claim_and_wait(&setup.world, CLAIM, &setup.pv().await).await;
+    tenant_fills(&setup.disk);
+    setup
 }
 
 /// Spans a tenant writes that a wipe must zero: the start, the end of
@@ -80,17 +82,8 @@ fn assert_wiped_only_inside(disk: &LoopDevice) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_pv_deleted_by_hand_is_wiped_before_its_release_and_offer() {
-    let world = binding_world().await;
-    let disk = blank_disk(&world, "disk0", SIZE);
-    world.put_configmap("spec", spec(&world)).await;
-    world.add_node("hand-a", Some("spec")).await;
-    let process = world.start("hand-a", vec![]);
-    let name = "local-hand-a-disk0";
-    let pv = wait_available(&world, name).await;
-    assert!(has_finalizer(&pv, CLEANUP_FINALIZER), "{pv:?}");
-    let old_uid = pv.uid().unwrap();
-    claim_and_wait(&world, CLAIM, &pv).await;
-    tenant_fills(&disk);
+    let (process, world, disk, name, old_uid) = claimed("hand-a", vec![]).await.parts();
+    let name = name.as_str();
     let moments = Moments::install(&world, vec![watch(name, &disk)]);
 
     // The program's own DELETE of the Released PV fails once (as any
@@ -123,16 +116,8 @@ async fn released_pv_deleted_by_hand_is_wiped_before_its_release_and_offer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn released_pv_deleted_by_hand_while_stopped_is_wiped_after_the_start() {
-    let world = binding_world().await;
-    let disk = blank_disk(&world, "disk0", SIZE);
-    world.put_configmap("spec", spec(&world)).await;
-    world.add_node("hand-b", Some("spec")).await;
-    let mut process = world.start("hand-b", vec![]);
-    let name = "local-hand-b-disk0";
-    let pv = wait_available(&world, name).await;
-    let old_uid = pv.uid().unwrap();
-    claim_and_wait(&world, CLAIM, &pv).await;
-    tenant_fills(&disk);
+    let (mut process, world, disk, name, old_uid) = claimed("hand-b", vec![]).await.parts();
+    let name = name.as_str();
     assert_eq!(process.stop_with(Signal::SIGTERM).code(), Some(0));
 
     world.delete_claim(CLAIM).await;
@@ -162,16 +147,10 @@ async fn released_pv_deleted_by_hand_while_stopped_is_wiped_after_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bound_pv_deleted_by_hand_waits_for_its_claim_with_its_data() {
-    let world = binding_world().await;
-    let disk = blank_disk(&world, "disk0", SIZE);
-    world.put_configmap("spec", spec(&world)).await;
-    world.add_node("hand-c", Some("spec")).await;
-    let process = world.start("hand-c", vec![polling(QUICK_POLLING)]);
-    let name = "local-hand-c-disk0";
-    let pv = wait_available(&world, name).await;
-    let old_uid = pv.uid().unwrap();
-    claim_and_wait(&world, CLAIM, &pv).await;
-    tenant_fills(&disk);
+    let (process, world, disk, name, old_uid) = claimed("hand-c", vec![polling(QUICK_POLLING)])
+        .await
+        .parts();
+    let name = name.as_str();
     let moments = Moments::install(&world, vec![watch(name, &disk)]);
 
     delete_by_hand(&world, name).await;

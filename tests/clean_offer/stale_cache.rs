@@ -19,8 +19,6 @@
 
 use std::time::Duration;
 
-use kube::ResourceExt;
-
 use crate::common::*;
 use crate::moments::{Moments, Step, Watch};
 use crate::support::world::{QUICK_POLLING, polling};
@@ -30,17 +28,13 @@ const LAG: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_pv_is_wiped_once_when_its_watch_lags() {
-    let world = binding_world().await;
     let size = 64 * MIB;
-    let disk = blank_disk(&world, "disk0", size);
-    let mut spec = world.block_spec(".*");
-    spec.insert("wipeBytes".into(), "4Mi".into());
-    world.put_configmap("spec", spec).await;
-    world.add_node("lag-a", Some("spec")).await;
-    let process = world.start("lag-a", vec![polling(QUICK_POLLING)]);
-    let name = "local-lag-a-disk0";
-    let pv = wait_available(&world, name).await;
-    let old_uid = pv.uid().unwrap();
+    let (process, world, disk, name, old_uid) =
+        one_disk("lag-a", size, "4Mi", vec![polling(QUICK_POLLING)])
+            .await
+            .parts();
+    let name = name.as_str();
+    let pv = world.pv(name).await.expect("the PV");
     claim_and_wait(&world, "data", &pv).await;
     let spans = vec![span(0, 4096), span(size - 4096, 4096)];
     tenant_writes(&disk, &spans);

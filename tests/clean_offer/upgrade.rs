@@ -43,7 +43,7 @@ fn binary_si(bytes: u64) -> String {
     let suffixes = [("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)];
     suffixes
         .iter()
-        .find(|(_, shift)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        .find(|(_, shift)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or(bytes.to_string(), |(suffix, shift)| {
             format!("{}{suffix}", bytes >> shift)
         })
