@@ -179,6 +179,7 @@ async fn upstream_pvs_are_adopted_cleaned_and_offered_or_refused() {
     }
     let fresh = wait_recreated(&world, &released.name(), &released.uid).await;
     moments.assert_wiped_before_release_and_offer(&released.name());
+    assert_identity_recorded(&world, &released);
     let dir = world.dir_text();
     let made_by_us = Some(dir.as_str());
     assert_eq!(
@@ -201,6 +202,22 @@ async fn upstream_pvs_are_adopted_cleaned_and_offered_or_refused() {
     expected.sort();
     assert_eq!(names, expected, "one PV per device, no duplicate");
     assert_eq!(world.pv_requests("create", None), 1, "only the re-offer");
+}
+
+/// The Released PV got its device's identity recorded (a PATCH the
+/// request log kept) before it was deleted.
+fn assert_identity_recorded(world: &World, disk: &Upstream) {
+    let patches = world.requests("patch", "persistentvolumes");
+    let number = disk.device.number();
+    let recorded = patches.iter().any(|r| {
+        let annotations = r.body.as_ref().map(|b| &b["metadata"]["annotations"]);
+        r.object_name() == Some(disk.name().as_str())
+            && annotations.is_some_and(|a| {
+                a["local-pv-provisioner.cybozu.io/device-number"] == number.as_str()
+                    && a["local-pv-provisioner.cybozu.io/node-name"] == NODE
+            })
+    });
+    assert!(recorded, "identity of {} recorded: {patches:?}", disk.entry);
 }
 
 /// The PV whose device does not match is refused once, kept Released and
