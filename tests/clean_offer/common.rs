@@ -239,6 +239,16 @@ pub async fn delete_by_hand(world: &World, name: &str) {
     world.delete::<PersistentVolume>(None, name, None).await;
 }
 
+/// Sets a label on PV `name` that means nothing to the program: a change
+/// that makes it look at the PV again.
+pub async fn touch_pv(world: &World, name: &str) {
+    world
+        .modify::<PersistentVolume>(None, name, |pv| {
+            pv["metadata"]["labels"]["test-touch"] = json!("1");
+        })
+        .await;
+}
+
 /// The Events with `reason` about the `kind` named `name`.
 pub async fn events_with(world: &World, reason: &str, kind: &str, name: &str) -> Vec<Event> {
     world

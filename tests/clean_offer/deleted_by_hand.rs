@@ -48,6 +48,7 @@ fn outside() -> Span {
     span(WIPE_BYTES, 4096)
 }
 
+/// What [`Moments`] reads of `disk` for PV `pv`: the spans inside.
 fn watch(pv: &str, disk: &std::sync::Arc<LoopDevice>) -> Watch {
     Watch {
         pv: pv.to_string(),
@@ -64,9 +65,9 @@ fn tenant_fills(disk: &LoopDevice) {
 
 /// Before the release: the tenant's data is all there.
 fn assert_tenant_data(disk: &LoopDevice) {
-    let all = inside().into_iter().chain([outside()]);
+    let mut all = inside().into_iter().chain([outside()]);
     assert!(
-        all.into_iter().all(|s| span_holds(disk, s, TENANT_BYTE)),
+        all.all(|s| span_holds(disk, s, TENANT_BYTE)),
         "the tenant's data is intact"
     );
 }
@@ -159,11 +160,7 @@ async fn bound_pv_deleted_by_hand_waits_for_its_claim_with_its_data() {
         .await;
     // A change makes the program look at the PV again; the passes that
     // begin after it are the signal that it did.
-    world
-        .modify::<k8s_openapi::api::core::v1::PersistentVolume>(None, name, |pv| {
-            pv["metadata"]["labels"]["test-touch"] = "1".into();
-        })
-        .await;
+    touch_pv(&world, name).await;
     process.wait_for_fresh_passes(2).await;
     reported_once(&world, "WaitingForClaim", "PersistentVolume", name).await;
     let waiting = world.pv(name).await.expect("still there");

@@ -237,11 +237,7 @@ async fn assert_refused(
     let refused = process.labelled_sample("wipe_failures_total", "reason", "NotAdoptable");
     process.wait_sample_at_least(&refused, 1.0).await;
     // Looked at again after a change: the passes after it are the signal.
-    world
-        .modify::<PersistentVolume>(None, &name, |pv| {
-            pv["metadata"]["labels"]["test-touch"] = json!("1");
-        })
-        .await;
+    touch_pv(world, &name).await;
     process.wait_for_fresh_passes(2).await;
     reported_once(world, "AdoptionRefused", "PersistentVolume", &name).await;
     let pv = world.pv(&name).await.expect("kept");
