@@ -15,7 +15,10 @@
 //! - `controls`: what tests steer and read (injected faults, latency,
 //!   restarts, the request log);
 //! - `discovery`: discovery, the kubeconfig, namespaces, and objects created
-//!   directly in the store.
+//!   directly in the store;
+//! - `realism`: what `tests/clean_offer` relies on — fault rules aimed at
+//!   one object by name, the garbage collection of PVs that carry
+//!   finalizers, and watches that lag behind writes.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -25,5 +28,6 @@ mod controller;
 mod controls;
 mod discovery;
 mod objects;
+mod realism;
 mod watches;
 mod writes;

@@ -14,6 +14,11 @@ pub(super) type RequestObserver = Arc<dyn Fn(&RecordedRequest) + Send + Sync>;
 ///
 /// ```ignore
 /// server.fail_requests(FaultRule::new(503, 2).method("PUT").path("/persistentvolumes/"));
+/// // A policy webhook refusing one PV, however often it is created:
+/// server.fail_requests(
+///     FaultRule::new(403, usize::MAX).verb("create").object_name("local-n1-sda")
+///         .message("admission webhook \"pv-policy.example.com\" denied the request"),
+/// );
 /// ```
 #[derive(Debug, Clone)]
 pub struct FaultRule {
@@ -22,6 +27,17 @@ pub struct FaultRule {
     method: Option<String>,
     path: String,
     verb: Option<String>,
+    object_name: Option<String>,
+    message: Option<String>,
+}
+
+/// What a matching rule answers instead of serving the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Injected {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Status` message, when the rule sets one.
+    pub message: Option<String>,
 }
 
 impl FaultRule {
@@ -34,6 +50,8 @@ impl FaultRule {
             method: None,
             path: String::new(),
             verb: None,
+            object_name: None,
+            message: None,
         }
     }
 
@@ -56,11 +74,31 @@ impl FaultRule {
         self
     }
 
-    fn matches(&self, method: &str, path: &str, verb: &str) -> bool {
+    /// Only requests about the object named `name`: the name in the path,
+    /// or, for a create (whose path names no object), `metadata.name` in the
+    /// body. This is how an admission webhook or a validation rule refuses
+    /// one object: by what it is, not by the URL it was sent to.
+    pub fn object_name(mut self, name: &str) -> Self {
+        self.object_name = Some(name.to_string());
+        self
+    }
+
+    /// Answers with this `Status` message instead of the default
+    /// `fault injected by the test (HTTP <code>)`.
+    pub fn message(mut self, message: &str) -> Self {
+        self.message = Some(message.to_string());
+        self
+    }
+
+    fn matches(&self, request: &RecordedRequest) -> bool {
         self.remaining > 0
-            && self.method.as_deref().is_none_or(|m| m == method)
-            && path.contains(&self.path)
-            && self.verb.as_deref().is_none_or(|v| v == verb)
+            && self.method.as_deref().is_none_or(|m| m == request.method)
+            && request.path.contains(&self.path)
+            && self.verb.as_deref().is_none_or(|v| v == request.verb)
+            && self
+                .object_name
+                .as_deref()
+                .is_none_or(|name| request.object_name() == Some(name))
     }
 }
 
@@ -96,6 +134,16 @@ pub struct RecordedRequest {
     pub body: Option<serde_json::Value>,
 }
 
+impl RecordedRequest {
+    /// The object the request is about: the name in the path, else (a
+    /// create) `metadata.name` in the body.
+    pub fn object_name(&self) -> Option<&str> {
+        self.name
+            .as_deref()
+            .or_else(|| self.body.as_ref()?.pointer("/metadata/name")?.as_str())
+    }
+}
+
 /// Fault rules, latency, the request log and the request observer, shared
 /// by all connections.
 #[derive(Default)]
@@ -118,17 +166,21 @@ impl Faults {
         *self.latency.lock().expect("latency") = Duration::ZERO;
     }
 
-    /// Uses up one request of the first matching rule and returns its status.
-    pub fn take(&self, method: &str, path: &str, verb: &str) -> Option<u16> {
+    /// Uses up one request of the first rule matching `request` and returns
+    /// what to answer.
+    pub fn take(&self, request: &RecordedRequest) -> Option<Injected> {
         let mut rules = self.rules.lock().expect("fault rules");
-        let pos = rules.iter().position(|r| r.matches(method, path, verb))?;
+        let pos = rules.iter().position(|r| r.matches(request))?;
         let rule = &mut rules[pos];
         rule.remaining -= 1;
-        let status = rule.status;
+        let injected = Injected {
+            status: rule.status,
+            message: rule.message.clone(),
+        };
         if rule.remaining == 0 {
             rules.remove(pos);
         }
-        Some(status)
+        Some(injected)
     }
 
     /// Sets the delay added before every response.

@@ -344,11 +344,10 @@ async fn entry(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let response = match (
-        shared.faults.take(parts.method.as_str(), &path, &verb),
-        unauthorized,
-    ) {
-        (Some(code), _) => error_response(&ApiError::injected(code)),
+    let response = match (shared.faults.take(&recorded), unauthorized) {
+        (Some(injected), _) => {
+            error_response(&ApiError::injected(injected.status, injected.message))
+        }
         (None, Some(refused)) => error_response(&refused),
         (None, None) => match &route {
             Route::Version => json_response(StatusCode::OK, &version_info()),
@@ -737,6 +736,7 @@ fn start_watch(
         deadline: timeout,
         bookmarks,
         next_bookmark: Instant::now() + BOOKMARK_INTERVAL,
+        next_due: None,
     };
     let body = Body::from_stream(futures::stream::unfold(stream, |mut s| async move {
         s.next_chunk().await.map(|chunk| (chunk, s))
@@ -773,10 +773,13 @@ struct WatchStream {
     deadline: Option<Instant>,
     bookmarks: bool,
     next_bookmark: Instant,
+    /// When the next change held back by a watch lag is due.
+    next_due: Option<Instant>,
 }
 
 enum Wake {
     Changed,
+    Due,
     Closed,
     Timeout,
     Bookmark,
@@ -816,6 +819,7 @@ impl WatchStream {
                 continue;
             }
             let deadline = self.deadline;
+            let due = self.next_due;
             let wake = tokio::select! {
                 r = self.rv_rx.changed() => if r.is_ok() { Wake::Changed } else { Wake::Closed },
                 _ = self.cut_rx.changed() => Wake::Changed,
@@ -826,9 +830,15 @@ impl WatchStream {
                     }
                 } => Wake::Timeout,
                 _ = tokio::time::sleep_until(self.next_bookmark), if self.bookmarks => Wake::Bookmark,
+                _ = async {
+                    match due {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Due,
             };
             match wake {
-                Wake::Changed => {}
+                Wake::Changed | Wake::Due => {}
                 Wake::Closed | Wake::Timeout => self.done = true,
                 Wake::Bookmark => {
                     self.collect();
@@ -848,9 +858,13 @@ impl WatchStream {
         self.shared.mid_event.lock().expect("mid-event cuts")[self.res] != self.mid_event_gen
     }
 
-    /// Queues the events of changes after `last_rv`.
+    /// Queues the events of changes after `last_rv` that are due (all of
+    /// them unless the resource's watch lags; see
+    /// [`super::FakeApiServer::set_watch_lag`]).
     fn collect(&mut self) {
+        let lag = self.shared.watch_lag.lock().expect("watch lag")[self.res];
         let store = self.shared.store.lock().expect("store");
+        self.next_due = None;
         match store.changes_since(self.res, self.last_rv) {
             Err(oldest) => {
                 let err = ApiError::expired(self.last_rv, oldest);
@@ -858,12 +872,20 @@ impl WatchStream {
                 self.done = true;
             }
             Ok(changes) => {
+                let now = std::time::Instant::now();
                 for change in changes {
+                    if change.at + lag > now {
+                        // Held back, and everything after it: order is kept.
+                        self.next_due = Some(Instant::from_std(change.at + lag));
+                        self.last_rv = change.rv - 1;
+                        return;
+                    }
                     if let Some(line) =
                         translate(&change, self.namespace.as_deref(), &self.selectors)
                     {
                         self.pending.push_back(line);
                     }
+                    self.last_rv = change.rv;
                 }
                 self.last_rv = self.last_rv.max(store.rv());
             }

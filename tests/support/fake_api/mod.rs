@@ -86,6 +86,8 @@ struct Shared {
     mid_event: Mutex<Vec<u64>>,
     /// Events sent half-written so far.
     mid_event_cuts: AtomicU64,
+    /// Per resource: how long after its commit a watch delivers a change.
+    watch_lag: Mutex<Vec<Duration>>,
     controller_on: AtomicBool,
     pvc_binding: AtomicBool,
     gone_as_http: AtomicBool,
@@ -112,6 +114,7 @@ impl FakeApiServer {
             cut: watch::channel(0).0,
             mid_event: Mutex::new(vec![0; RESOURCES.len()]),
             mid_event_cuts: AtomicU64::new(0),
+            watch_lag: Mutex::new(vec![Duration::ZERO; RESOURCES.len()]),
             controller_on: AtomicBool::new(true),
             pvc_binding: AtomicBool::new(false),
             gone_as_http: AtomicBool::new(false),
@@ -236,6 +239,17 @@ impl FakeApiServer {
     pub fn cut_watches_mid_event(&self, resource: &str) {
         let res = resources::by_name(resource);
         self.shared.mid_event.lock().expect("mid-event cuts")[res] += 1;
+    }
+
+    /// Makes every watch of `resource` (open or opened later) deliver each
+    /// change `lag` after it was committed, in order, as a real API
+    /// server's watch cache and the network between can: a client's cache
+    /// then shows an object as it was while writes to it have long been
+    /// answered. Lists, GETs and the initial events of a watch are not
+    /// delayed. `Duration::ZERO` (the default) switches it off.
+    pub fn set_watch_lag(&self, resource: &str, lag: Duration) {
+        let res = resources::by_name(resource);
+        self.shared.watch_lag.lock().expect("watch lag")[res] = lag;
     }
 
     /// How many events were sent half-written by [`Self::cut_watches_mid_event`].

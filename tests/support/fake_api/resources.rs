@@ -374,7 +374,7 @@ impl ApiError {
     }
 
     /// The error a test injected with a fault rule.
-    pub fn injected(code: u16) -> Self {
+    pub fn injected(code: u16, message: Option<String>) -> Self {
         let reason = match code {
             400 => "BadRequest",
             401 => "Unauthorized",
@@ -389,11 +389,9 @@ impl ApiError {
             504 => "Timeout",
             _ => "",
         };
-        Self::new(
-            code,
-            reason,
-            format!("fault injected by the test (HTTP {code})"),
-        )
+        let message =
+            message.unwrap_or_else(|| format!("fault injected by the test (HTTP {code})"));
+        Self::new(code, reason, message)
     }
 
     /// The `meta/v1 Status` JSON object.

@@ -53,6 +53,8 @@ pub(super) struct Change {
     pub object: Value,
     /// The object before a modification.
     pub previous: Option<Value>,
+    /// When it was committed (a lagging watch delivers it later).
+    pub at: std::time::Instant,
 }
 
 /// Key of a stored object: resource id, namespace (`""` when cluster-scoped), name.
@@ -184,6 +186,7 @@ impl Store {
             kind,
             object: obj.clone(),
             previous,
+            at: std::time::Instant::now(),
         }));
         while self.history.len() > HISTORY_LIMIT {
             if let Some(old) = self.history.pop_front() {
