@@ -188,14 +188,13 @@ async fn devices_with_data_are_offered_only_once_wiped_and_blank_ones_without_a_
     assert_eq!(after[3], before[3], "the blank device never written");
 }
 
-/// PRODUCT BUG (fails on cf75726): the `DeviceHasData` Events of several
-/// devices on one Node collapse into one. kube's event `Recorder` keys an
-/// Event by type, reason, action, reporter and regarding object — not by
-/// its note — so the second and third device's report is sent as a
-/// `series` PATCH of the first device's Event, and their names and reasons
-/// reach no Event at all (`src/events.rs` publishes every per-device Node
-/// Event through the Recorder; `InvalidVolume`, `DeviceSkipped` and a
-/// changed `PVSpecInvalid` are hit the same way).
+/// Every device holding data is named in its own `DeviceHasData` Event.
+/// Found failing on cf75726: kube's event `Recorder` keys an Event by type,
+/// reason, action, reporter and regarding object — not by its note — so the
+/// second and third device's report became a `series` PATCH of the first
+/// device's Event and their names and reasons reached no Event at all
+/// (`InvalidVolume`, `DeviceSkipped` and a changed `PVSpecInvalid` were hit
+/// the same way). Events are now created one by one (`src/events.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_with_data_is_named_in_a_device_has_data_event() {
     let world = World::fake().await;
@@ -209,7 +208,7 @@ async fn every_device_with_data_is_named_in_a_device_has_data_event() {
             notes
                 .iter()
                 .any(|n| n.contains(&path) && n.contains(&reason)),
-            "PRODUCT BUG: no DeviceHasData Event names {path} ({reason}); three reports were \
+            "no DeviceHasData Event names {path} ({reason}); three reports were \
              published, the Events are: {reports:#?}"
         );
     }

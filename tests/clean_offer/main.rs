@@ -4,8 +4,9 @@
 //! the program after its claim let go, an admin by hand, the garbage
 //! collector after the Node went away — its device is wiped before the
 //! finalizer goes; a device never seen before is offered only when it is
-//! blank; a PV of the Go upstream is adopted or refused. Tests marked
-//! PRODUCT BUG fail on purpose: each shows a defect, named in its message.
+//! blank; a PV of the Go upstream is adopted or refused. Two tests guard
+//! against defects these tests found (per-device Events folded into one, a
+//! lagging watch wiping a device twice).
 //!
 //! - `common`: contract names, tenant data, write counters, claims, waits;
 //! - `moments`: what a device held when each DELETE, finalizer removal and

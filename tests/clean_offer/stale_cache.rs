@@ -1,10 +1,11 @@
-//! PRODUCT BUG (fails on cf75726): the cleanup acts on its watch cache
-//! without reading the PV fresh, so a PV event that arrives after the
-//! release — the cache still shows the PV being deleted with the cleanup
-//! finalizer, though the API server removed it — wipes the device a second
-//! time. The second wipe runs after the PV is gone; its finalizer removal
-//! then fails with NotFound, is reported as a failed cleanup and retried;
-//! `wipes_total` counts two wipes for one release. (Seen without any lag
+//! One release wipes once, however late the watch. Found failing on
+//! cf75726, where the cleanup acted on its watch cache without reading the
+//! PV fresh, so a PV event that arrived after the
+//! release — the cache still showing the PV being deleted with the cleanup
+//! finalizer, though the API server removed it — wiped the device a second
+//! time; `wipes_total` counted two wipes for one release. The PV is now read
+//! fresh before every wipe, and a PV this process released is not looked at
+//! again. (Seen without any lag
 //! too, now and then, in the Ceph test: the controller-manager's removal of
 //! `pv-protection` during the wipe queues a second reconcile, which can run
 //! before the cache has the deletion.) While a second provisioner pod
@@ -62,7 +63,7 @@ async fn a_released_pv_is_wiped_once_when_its_watch_lags() {
     let wiped = events_with(&world, "VolumeWiped", "PersistentVolume", name).await;
     assert!(
         removals == 1 && wipes == Some(1.0) && publishes(&wiped) == 1,
-        "PRODUCT BUG: one release, but {removals} finalizer removals (the later ones after the \
+        "one release, but {removals} finalizer removals (the later ones after the \
          PV was gone: {seen:?}), wipes_total {wipes:?}, {} VolumeWiped published",
         publishes(&wiped)
     );
