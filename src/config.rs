@@ -56,6 +56,10 @@ pub struct ControllerArgs {
     /// Available PV is then deleted; others are reported).
     #[arg(long, env = "LP_DEVICE_LOSS_GRACE", default_value = "30s", value_parser = parse_go_duration)]
     pub device_loss_grace: Duration,
+    /// Watch `deviceDir` with inotify so new, removed or renamed entries are
+    /// handled at once; with `false` only the poll finds them.
+    #[arg(long, env = "LP_WATCH_DEVICE_DIR", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_device_dir: bool,
     /// Human-readable logs at debug level instead of JSON at info level.
     #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub development: bool,
@@ -186,6 +190,8 @@ pub struct ControllerSettings {
     pub cleanup_interval_given: bool,
     /// How long a device must be missing before it counts as lost.
     pub device_loss_grace: Duration,
+    /// Whether `deviceDir` is watched with inotify.
+    pub watch_device_dir: bool,
     /// Development logging.
     pub development: bool,
     /// Fallback PV spec ConfigMap name.
@@ -218,6 +224,7 @@ impl ControllerArgs {
             polling_interval: self.polling_interval,
             cleanup_interval_given: self.cleanup_interval.is_some(),
             device_loss_grace: self.device_loss_grace,
+            watch_device_dir: self.watch_device_dir,
             development: self.development,
             default_pv_spec_configmap,
             instance,

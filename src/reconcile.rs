@@ -106,11 +106,8 @@ impl Reconciler {
         );
         let existing = self.provisioning.existing(&pvs);
         let full = wake == Wake::Poll;
-        let scanned = match self
-            .scanner
-            .scan(&spec, &existing, full, &ctx.trigger)
-            .await
-        {
+        let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);
+        let scanned = match self.scanner.scan(&spec, &existing, full, watch).await {
             Ok(scanned) => scanned,
             Err(error) => {
                 ctx.set_paused(true);

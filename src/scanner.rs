@@ -36,16 +36,19 @@ pub struct Scanner {
 
 impl Scanner {
     /// Scans `spec.device_dir`: everything when `full`, else what changed.
-    /// `trigger` is what the watch wakes.
+    /// `trigger` is what the inotify watch wakes (`None`: no watch, every
+    /// scan is full).
     pub async fn scan(
         &mut self,
         spec: &PvSpec,
         existing: &[ExistingPv],
         full: bool,
-        trigger: &Arc<Notify>,
+        trigger: Option<&Arc<Notify>>,
     ) -> Result<Scanned, String> {
         let dir = spec.device_dir.clone();
-        if self.watch.as_ref().is_none_or(|watch| watch.dir() != dir) {
+        if let Some(trigger) = trigger
+            && self.watch.as_ref().is_none_or(|watch| watch.dir() != dir)
+        {
             self.watch = Some(DirWatch::start(&dir, trigger.clone()));
         }
         let seen = self.watch.as_ref().map(|watch| watch.changes.take());
