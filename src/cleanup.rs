@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{self, Event};
 use kube::runtime::reflector::ReflectHandle;
@@ -41,8 +42,11 @@ use tracing::Instrument;
 use crate::adopt;
 use crate::context::Context;
 use crate::error::{ApiError, Operation};
+use crate::history::{self, WipeRecord};
 use crate::plan::ExistingPv;
-use crate::pv::{self, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION};
+use crate::pv::{
+    self, CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION,
+};
 use crate::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
 use decide::{ApplyStep, CleanupStep};
 
@@ -176,15 +180,25 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
             }
         }
         ApplyStep::RecordClaim(claim) => {
-            let record = BTreeMap::from([(CLAIMED_BY_ANNOTATION.to_string(), claim)]);
-            ctx.api.annotate_pv(pv, &record).await?;
+            let record = BTreeMap::from([
+                (CLAIMED_BY_ANNOTATION.to_string(), claim.clone()),
+                (
+                    CLAIMED_AT_ANNOTATION.to_string(),
+                    Timestamp::now().to_string(),
+                ),
+            ]);
+            if ctx.api.annotate_pv(pv, &record).await? {
+                ctx.reporter.claimed(pv, &claim);
+            }
         }
         ApplyStep::StartCleanup => {
             let (uid, version) = (
                 pv.metadata.uid.clone(),
                 pv.metadata.resource_version.clone(),
             );
-            if !ctx.api.delete_pv(name, uid, version).await? {
+            if ctx.api.delete_pv(name, uid, version).await? {
+                ctx.reporter.released(pv);
+            } else {
                 tracing::debug!("the PV changed since it was seen Released; looking again");
             }
         }
@@ -219,7 +233,7 @@ async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
         CleanupStep::SkipWipe => {
             let note = format!(
                 "{}: never claimed, released without a wipe",
-                k8s_openapi::jiff::Timestamp::now()
+                Timestamp::now()
             );
             let record = BTreeMap::from([(WIPE_SKIPPED_ANNOTATION.to_string(), note)]);
             if !ctx.api.annotate_pv(pv, &record).await? {
@@ -228,6 +242,7 @@ async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
                 ));
             }
             ctx.reporter.wipe_skipped(pv);
+            ctx.keep_history(pv, history::after_release(pv, None));
             Ok(Action::await_change())
         }
         CleanupStep::Wipe => wipe_and_release(pv, ctx).await,
@@ -256,8 +271,15 @@ async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action
     let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
         return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
     };
+    ctx.reporter.wipe_started(&pv, &request.path);
     let report = wipe_off_runtime(request, ctx).await?;
     ctx.reporter.wipe_completed(&pv, &report);
+    let wipe = WipeRecord {
+        at: Timestamp::now().to_string(),
+        regions: history::regions_text(&report.regions),
+        duration_seconds: report.elapsed.as_secs_f64(),
+    };
+    ctx.keep_history(&pv, history::after_release(&pv, Some(wipe)));
     ctx.cleanup_backoff
         .lock()
         .expect("backoff lock")

@@ -2,7 +2,7 @@
 //! settings, this node's identity, the API requests, the reporter, the
 //! store of this node's PVs, the devices being wiped and the shutdown flag.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +14,7 @@ use crate::apply::ApiRequests;
 use crate::backoff::{BackoffTable, CLEANUP_RETRY};
 use crate::blockdev::DeviceNumber;
 use crate::config::ControllerSettings;
+use crate::history::DeviceHistory;
 use crate::report::Reporter;
 
 /// Shared state of one node's controller.
@@ -42,6 +43,8 @@ pub struct Context {
     /// PVs (by UID) this process released after their cleanup: a lagging
     /// watch event about one of them is ignored.
     released: Mutex<BTreeSet<String>>,
+    /// Histories of devices whose PV went, until their next PV carries them.
+    histories: Mutex<HashMap<String, DeviceHistory>>,
     /// Whether the node is paused (no usable PV spec, or no Node): no PV is
     /// created, wiped or deleted. Set by the reconciler; true until its first run.
     pub paused: watch::Sender<bool>,
@@ -69,6 +72,7 @@ impl Context {
             cancel: Arc::new(AtomicBool::new(false)),
             cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
             released: Mutex::default(),
+            histories: Mutex::default(),
             paused: watch::Sender::new(true),
         }
     }
@@ -99,6 +103,30 @@ impl Context {
     /// Whether this process released the PV `uid` after its cleanup.
     pub fn is_released(&self, uid: &str) -> bool {
         self.released.lock().expect("released lock").contains(uid)
+    }
+
+    /// Keeps the history of the device of `pv` (which goes) for its next PV.
+    pub fn keep_history(&self, pv: &PersistentVolume, history: DeviceHistory) {
+        if let Some(key) = crate::history::device_key_of(pv) {
+            self.histories
+                .lock()
+                .expect("histories lock")
+                .insert(key, history);
+        }
+    }
+
+    /// The history kept for the device `key`, if any.
+    pub fn history_for(&self, key: &str) -> Option<DeviceHistory> {
+        self.histories
+            .lock()
+            .expect("histories lock")
+            .get(key)
+            .cloned()
+    }
+
+    /// Forgets the history of the device `key` (its new PV carries it).
+    pub fn forget_history(&self, key: &str) {
+        self.histories.lock().expect("histories lock").remove(key);
     }
 
     /// Whether the node is paused.

@@ -6,7 +6,8 @@
 //! created PV counts as existing until the watch shows it, so a lagging
 //! store never causes a second create.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +23,11 @@ use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::context::Context;
 use crate::discovery::{Device, DeviceProblem, ProblemKind, Scan};
 use crate::first_offer::{FirstOffers, OfferRules, Verdict, check, verdict};
+use crate::history;
+use crate::node_reports::NodeReports;
 use crate::plan::{ExistingPv, plan};
 use crate::probe::ProbeResult;
 use crate::pv::{NodeFacts, local_path};
-use crate::report::NodeReports;
 use crate::spec::PvSpec;
 
 /// How long a created PV the watch has not shown yet still counts as existing.
@@ -52,6 +54,30 @@ pub struct Provisioning {
     offers: FirstOffers,
     /// The Node UID a GET confirmed live, and the PV watch's relist count then.
     confirmed: Option<(String, u64)>,
+    /// When each device waiting for its PV was first seen.
+    first_seen: HashMap<PathBuf, Instant>,
+}
+
+/// The key under which the device's history waits for its next PV.
+fn device_key(device: &Device) -> String {
+    history::device_key(device.stable_id.as_deref(), &device.number.to_string())
+}
+
+/// `pv`, carrying the history of its device when the device had a PV before.
+fn with_history<'a>(
+    ctx: &Context,
+    device: &Device,
+    pv: &'a PersistentVolume,
+) -> Cow<'a, PersistentVolume> {
+    let Some(carried) = ctx.history_for(&device_key(device)) else {
+        return Cow::Borrowed(pv);
+    };
+    let mut pv = pv.clone();
+    pv.metadata.annotations.get_or_insert_default().insert(
+        history::HISTORY_ANNOTATION.to_string(),
+        history::to_annotation(&carried),
+    );
+    Cow::Owned(pv)
 }
 
 /// One candidate after its check (and create).
@@ -221,7 +247,8 @@ impl Provisioning {
                     let verdict = probe.as_ref().map(|result| verdict(&device, result));
                     let created = match &verdict {
                         Ok(Verdict::Offer) if !unreachable.load(Ordering::Relaxed) => {
-                            let created = ctx.api.create_pv(pv, &ctx.pvs, &ctx.label_value).await;
+                            let pv = with_history(ctx, &device, pv);
+                            let created = ctx.api.create_pv(&pv, &ctx.pvs, &ctx.label_value).await;
                             if matches!(created, CreateOutcome::Unreachable(_)) {
                                 unreachable.store(true, Ordering::Relaxed);
                             }
@@ -278,10 +305,20 @@ impl Provisioning {
                 Some(CreateOutcome::Created(created)) => {
                     self.refused.remove(&path);
                     self.refused_backoff().clear(&path);
+                    ctx.forget_history(&device_key(&device));
+                    if let Some(seen) = self.first_seen.remove(&path) {
+                        let waited = Instant::now().duration_since(seen).as_secs_f64();
+                        ctx.reporter.metrics.pv_create_duration.observe(waited);
+                    }
                     ctx.reporter.created(&created);
                     self.recently_created.push((Instant::now(), *created));
                 }
                 Some(CreateOutcome::Refused(reason)) => {
+                    ctx.reporter
+                        .metrics
+                        .pv_create_failures
+                        .with_label_values(&["refused"])
+                        .inc();
                     let problem = refused_pv_problem(&path, reason);
                     self.refused_backoff().record_failure(&path, Instant::now());
                     reports.create_refused(node, &problem);
@@ -290,6 +327,11 @@ impl Provisioning {
                     outcome.problems.push(problem);
                 }
                 Some(CreateOutcome::Unreachable(error)) => {
+                    ctx.reporter
+                        .metrics
+                        .pv_create_failures
+                        .with_label_values(&["unreachable"])
+                        .inc();
                     tracing::warn!(%error, "creating the PersistentVolume failed; retrying");
                     reachable = false;
                 }
@@ -318,6 +360,10 @@ impl Provisioning {
             .filter_map(|pv| local_path(pv).map(PathBuf::from))
             .collect();
         self.refused.retain(|path, _| paths.contains(path));
+        self.first_seen.retain(|path, _| paths.contains(path));
+        for path in &paths {
+            self.first_seen.entry(path.clone()).or_insert(now);
+        }
         self.refused_backoff().retain(|path| paths.contains(path));
         let mut due = Vec::new();
         for pv in planned {

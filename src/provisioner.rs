@@ -1,6 +1,6 @@
 //! The controller of one node, wired up: the narrow watches (this Node by
-//! name, this node's PVs by label), the cleanup controller on the shared PV
-//! stream, the Event sender, and the provisioning loop. The loop runs a
+//! name, this node's PVs by label, this node's pods by `spec.nodeName`),
+//! the cleanup controller on the shared PV stream, the Event sender, and the provisioning loop. The loop runs a
 //! [`Reconciler`] at start, on every watched change (bursts coalesce into
 //! one run), on every poll tick, and when the last run asked for it; on
 //! shutdown it stops taking work, lets in-flight wipes stop between two
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
@@ -23,7 +23,7 @@ use crate::events::EventPublisher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::pv::NODE_LABEL;
-use crate::reconcile::{Reconciler, Wake};
+use crate::reconcile::{Reconciler, Stores, Wake};
 use crate::report::Reporter;
 use crate::watch::{WatchSetup, Watched};
 
@@ -61,6 +61,14 @@ pub async fn run(
             .any_semantic(),
         setup("persistentvolumes"),
     );
+    let pods = Watched::spawn_trimmed(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default()
+            .fields(&format!("spec.nodeName={}", settings.node_name))
+            .any_semantic(),
+        setup("pods"),
+        crate::volumes::strip_pod,
+    );
     let (events, event_sender) =
         EventPublisher::start(client.clone(), &settings.instance, metrics.clone());
     let reporter = Reporter::new(events, metrics.clone(), &settings.node_name);
@@ -79,7 +87,11 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
     };
-    let mut reconciler = Reconciler::new(&ctx, client, health.clone(), nodes.store.clone());
+    let stores = Stores {
+        nodes: nodes.store.clone(),
+        pods: pods.store.clone(),
+    };
+    let mut reconciler = Reconciler::new(&ctx, client, health.clone(), stores);
     // The first reconcile needs only the Node (to start the ConfigMap's
     // watch); it waits for the PV list itself, which arrives meanwhile.
     let mut started = false;

@@ -37,6 +37,8 @@ pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name
 /// Finalizer on every PV of ours: the device is wiped before the PV goes,
 /// whoever deletes it.
 pub const CLEANUP_FINALIZER: &str = "local-pv-provisioner.cybozu.io/cleanup";
+/// Annotation: when the program first saw the PV bound to its claim (RFC 3339).
+pub const CLAIMED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-at";
 /// Annotation: the claim (`namespace/name`) last seen bound to the PV.
 pub const CLAIMED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-by";
 /// Annotation: when the PV was released without a wipe, and why.

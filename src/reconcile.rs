@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -16,13 +16,14 @@ use tokio::time::Instant;
 use crate::context::Context;
 use crate::device_loss::DeviceLossTracker;
 use crate::health::{Health, ReconcileHealth};
+use crate::node_reports::NodeReports;
 use crate::node_spec::{SpecSource, SpecState, read_spec, spec_source, summarize};
 use crate::plan::ExistingPv;
 use crate::provision::{Inputs, Provisioning};
 use crate::pv::{HOSTNAME_LABEL, NodeFacts};
-use crate::report::NodeReports;
 use crate::scanner::Scanner;
 use crate::spec::PvSpec;
+use crate::volumes::VolumeMetrics;
 use crate::watch::{WatchSetup, Watched};
 
 /// Why a reconcile runs.
@@ -44,11 +45,20 @@ enum Resolved {
     Unusable,
 }
 
+/// The watched objects besides this node's PVs (which are in the context).
+pub struct Stores {
+    /// This node's Node.
+    pub nodes: Store<Node>,
+    /// This node's pods, trimmed to the claims they mount.
+    pub pods: Store<Pod>,
+}
+
 /// The provisioning state that lives from one reconcile to the next.
 pub struct Reconciler {
     client: Client,
     health: Health,
-    nodes: Store<Node>,
+    stores: Stores,
+    volumes: VolumeMetrics,
     spec_watch: Option<(String, Watched<ConfigMap>)>,
     loss: DeviceLossTracker,
     scanner: Scanner,
@@ -57,12 +67,13 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// A reconciler reading the Node from `nodes`.
-    pub fn new(ctx: &Context, client: Client, health: Health, nodes: Store<Node>) -> Self {
+    /// A reconciler reading the Node and pods from `stores`.
+    pub fn new(ctx: &Context, client: Client, health: Health, stores: Stores) -> Self {
         Reconciler {
             client,
             health,
-            nodes,
+            stores,
+            volumes: VolumeMetrics::default(),
             spec_watch: None,
             loss: DeviceLossTracker::new(ctx.settings.device_loss_grace),
             scanner: Scanner::default(),
@@ -77,8 +88,14 @@ impl Reconciler {
         if wake == Wake::Poll {
             self.provisioning.rescan();
         }
+        let synced = ctx.pv_relists.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        if synced {
+            let pods = self.stores.pods.state();
+            self.volumes
+                .update(&ctx.reporter.metrics, &ctx.pvs.state(), &pods);
+        }
         let name = ObjectRef::new(&ctx.settings.node_name);
-        let Some(node) = self.nodes.get(&name) else {
+        let Some(node) = self.stores.nodes.get(&name) else {
             ctx.set_paused(true);
             self.reports.spec_state(SpecState::NodeMissing, None);
             self.record(false, None);
@@ -94,7 +111,7 @@ impl Reconciler {
                 return None;
             }
         };
-        if ctx.pv_relists.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        if !synced {
             // This node's PVs are not listed yet; their list wakes the loop.
             return None;
         }

@@ -1,8 +1,8 @@
 //! The one place that turns what happened into Kubernetes Events, log lines
-//! and metrics. [`Reporter`] reports single happenings (a PV created, a
-//! wipe done); [`NodeReports`] remembers what it already said about the
-//! node's standing conditions (the spec, skipped devices, refused creates,
-//! lost devices) and speaks once per change, so a stuck condition never
+//! and metrics: [`Reporter`] reports single happenings (a PV created, a wipe
+//! done) and a PV's standing conditions once per change;
+//! [`crate::node_reports`] does the same for the node's standing conditions
+//! (the spec, skipped devices, refused creates), so a stuck condition never
 //! floods the API server.
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,10 +13,8 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::Resource;
 
 use crate::cleanup::CleanupError;
-use crate::discovery::{DeviceProblem, ProblemKind};
 use crate::events::{EventPublisher, Severity};
 use crate::metrics::Metrics;
-use crate::node_spec::SpecState;
 use crate::pv::local_path;
 use crate::wipe::{WipeError, WipeReport};
 
@@ -27,7 +25,8 @@ pub struct Reporter {
     pub events: EventPublisher,
     /// Where numbers go.
     pub metrics: Metrics,
-    node_name: String,
+    /// This node's name.
+    pub node_name: String,
     /// Per PV UID, the standing condition last reported (a wait, a refusal).
     said: Arc<Mutex<HashMap<String, String>>>,
 }
@@ -257,16 +256,59 @@ impl Reporter {
             .iter()
             .map(|r| format!("{}..{}", r.start, r.end))
             .collect();
+        self.metrics
+            .wipe_duration
+            .observe(report.elapsed.as_secs_f64());
         tracing::info!(device = %report.device.display(), ?regions, elapsed_ms = report.elapsed.as_millis() as u64, "wiped the device; the PersistentVolume is released");
         self.events.publish(
             pv,
             Severity::Normal,
-            "VolumeWiped",
-            "Delete",
+            "Wiped",
+            "Wipe",
             &format!(
-                "Zeroed bytes {} of {} and verified; the PersistentVolume goes and the device is offered again",
+                "Zeroed bytes {} of {} in {:.3} s and verified; the PersistentVolume goes and the device is offered again",
                 regions.join(", "),
-                report.device.display()
+                report.device.display(),
+                report.elapsed.as_secs_f64()
+            ),
+        );
+    }
+
+    /// A claim was seen bound to the PV for the first time.
+    pub fn claimed(&self, pv: &PersistentVolume, claim: &str) {
+        tracing::info!(%claim, "the PersistentVolume is bound to a claim");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "Claimed",
+            "Bind",
+            &format!("Bound to claim {claim}"),
+        );
+    }
+
+    /// The PV's claim let go and its cleanup started (the PV was deleted).
+    pub fn released(&self, pv: &PersistentVolume) {
+        let claim = crate::cleanup::decide::claim_of(pv).unwrap_or_else(|| "(none)".into());
+        tracing::info!(%claim, "the PersistentVolume is released; deleting it for its wipe");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "Released",
+            "Delete",
+            &format!("Claim {claim} let go: the device is wiped, then the PersistentVolume goes and the device is offered again"),
+        );
+    }
+
+    /// A wipe starts.
+    pub fn wipe_started(&self, pv: &PersistentVolume, device: &std::path::Path) {
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            "WipeStarted",
+            "Wipe",
+            &format!(
+                "Wiping {} before the PersistentVolume goes",
+                device.display()
             ),
         );
     }
@@ -308,129 +350,5 @@ impl Reporter {
             "Wipe",
             &format!("{error}; the PersistentVolume is kept{retry_note}{hint}"),
         );
-    }
-}
-
-/// What was already said about the node's standing conditions.
-pub struct NodeReports {
-    reporter: Reporter,
-    spec_state: Option<SpecState>,
-    skipped: BTreeMap<String, String>,
-    refused: BTreeMap<String, String>,
-}
-
-impl NodeReports {
-    /// Nothing said yet.
-    pub fn new(reporter: Reporter) -> Self {
-        NodeReports {
-            reporter,
-            spec_state: None,
-            skipped: BTreeMap::new(),
-            refused: BTreeMap::new(),
-        }
-    }
-
-    /// The single-happening reporter.
-    pub fn reporter(&self) -> &Reporter {
-        &self.reporter
-    }
-
-    /// Where the spec stands; an Event on the Node (`node`, when it
-    /// exists) and a log line when it changed. Sets `pv_spec_errors`.
-    pub fn spec_state(&mut self, state: SpecState, node: Option<&ObjectReference>) {
-        let metrics = &self.reporter.metrics;
-        metrics.spec_errors.set(i64::from(state.is_error()));
-        if !matches!(state, SpecState::Ready { .. }) {
-            metrics.available_devices.set(0);
-            metrics.error_devices.set(0);
-            metrics.devices_with_data.set(0);
-        }
-        if self.spec_state.as_ref() == Some(&state) {
-            return;
-        }
-        let node_name = &self.reporter.node_name;
-        match &state {
-            // The spec's values stay at debug level; errors name only the offending key and value.
-            SpecState::Ready {
-                configmap,
-                summary,
-                device_dir_missing,
-            } => {
-                tracing::info!(node = %node_name, %configmap, "using the PV spec ConfigMap");
-                if *device_dir_missing {
-                    tracing::warn!(node = %node_name, %configmap, "deviceDir does not exist (yet): no devices");
-                }
-                tracing::debug!(node = %node_name, %configmap, "PV spec: {summary}");
-            }
-            state if state.is_error() => tracing::error!(node = %node_name, "{state}"),
-            state => tracing::info!(node = %node_name, "{state}"),
-        }
-        if let Some(node) = node {
-            let (severity, reason) = state.event();
-            self.reporter
-                .events
-                .publish(node, severity, reason, "Configure", &state.to_string());
-        }
-        self.spec_state = Some(state);
-    }
-
-    /// A create the API server refused: an `InvalidVolume` Event on the
-    /// Node once per device and reason.
-    pub fn create_refused(&mut self, node: &ObjectReference, problem: &DeviceProblem) {
-        let device = problem.path.display().to_string();
-        if self.refused.get(&device) == Some(&problem.reason) {
-            return;
-        }
-        tracing::error!(device = %device, "{}", problem.reason);
-        self.reporter.events.publish(
-            node,
-            Severity::Warning,
-            "InvalidVolume",
-            "Create",
-            &format!("{} (device {device})", problem.reason),
-        );
-        self.refused.insert(device, problem.reason.clone());
-    }
-
-    /// The devices that get no PV, and the device gauges: an Event on the
-    /// Node once per new device or new reason — `DeviceSkipped`, or
-    /// `DeviceHasData` for a device that holds data (a refused create was
-    /// reported as `InvalidVolume` already).
-    pub fn devices(
-        &mut self,
-        node: &ObjectReference,
-        available: usize,
-        problems: &[DeviceProblem],
-    ) {
-        let mut current = BTreeMap::new();
-        for problem in problems {
-            let path = problem.path.display().to_string();
-            let (event, severity) = match problem.kind {
-                ProblemKind::Skipped => (Some("DeviceSkipped"), Severity::Warning),
-                ProblemKind::HasData => (Some("DeviceHasData"), Severity::Warning),
-                ProblemKind::Refused => (None, Severity::Warning),
-            };
-            if self.skipped.get(&path) != Some(&problem.reason) {
-                tracing::warn!(device = %path, reason = %problem.reason, "device skipped");
-                if let Some(event) = event {
-                    let note = format!("{path} gets no PersistentVolume: {}", problem.reason);
-                    self.reporter
-                        .events
-                        .publish(node, severity, event, "Discover", &note);
-                }
-            }
-            current.insert(path, problem.reason.clone());
-        }
-        self.refused
-            .retain(|device, _| current.contains_key(device));
-        self.skipped = current;
-        let metrics = &self.reporter.metrics;
-        metrics.available_devices.set(available as i64);
-        metrics.error_devices.set(problems.len() as i64);
-        let holding = problems
-            .iter()
-            .filter(|p| p.kind == ProblemKind::HasData)
-            .count();
-        metrics.devices_with_data.set(holding as i64);
     }
 }

@@ -66,8 +66,19 @@ where
 {
     /// Starts watching `api` with `config`.
     pub fn spawn(api: Api<K>, config: watcher::Config, setup: WatchSetup<'_>) -> Self {
+        Self::spawn_trimmed(api, config, setup, |_| {})
+    }
+
+    /// Starts watching `api` with `config`, keeping only what `trim` leaves
+    /// of each object (memory on busy nodes).
+    pub fn spawn_trimmed(
+        api: Api<K>,
+        config: watcher::Config,
+        setup: WatchSetup<'_>,
+        trim: fn(&mut K),
+    ) -> Self {
         let (store, writer) = reflector::store();
-        Self::drive(api, config, setup, store, writer)
+        Self::drive(api, config, setup, (store, writer), trim)
     }
 
     /// Starts watching `api` with `config`, with a subscription for a second consumer.
@@ -80,7 +91,8 @@ where
         let subscriber = writer
             .subscribe()
             .expect("a shared store can be subscribed");
-        (Self::drive(api, config, setup, store, writer), subscriber)
+        let watched = Self::drive(api, config, setup, (store, writer), |_| {});
+        (watched, subscriber)
     }
 
     /// How many full lists have arrived so far (shared counter).
@@ -97,8 +109,8 @@ where
         api: Api<K>,
         config: watcher::Config,
         setup: WatchSetup<'_>,
-        store: Store<K>,
-        writer: Writer<K>,
+        (store, writer): (Store<K>, Writer<K>),
+        trim: fn(&mut K),
     ) -> Self {
         let health = Arc::new(WatchHealth::default());
         setup.health.track(&health);
@@ -111,7 +123,7 @@ where
             limit: Some(1),
             ..Default::default()
         };
-        let events = reflector::reflector(writer, watcher(api.clone(), config))
+        let events = reflector::reflector(writer, watcher(api.clone(), config).modify(trim))
             .default_backoff()
             .boxed();
         let synced = Arc::new(AtomicBool::new(false));

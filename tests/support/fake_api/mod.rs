@@ -17,10 +17,12 @@
 //! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in).
 //!
 //! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
-//! `configmaps`, `persistentvolumeclaims`, `events`, `events.k8s.io/v1`
-//! `events` (namespaced) and `storage.k8s.io/v1` `storageclasses`
-//! (cluster-scoped), plus `/version`, `/api`, `/apis`, `/api/v1`,
-//! `/apis/events.k8s.io/v1`, `/apis/storage.k8s.io/v1` and `/healthz`. A
+//! `configmaps`, `persistentvolumeclaims`, `events`, `pods` (stored and
+//! watched, with the `spec.nodeName` field selector; nothing runs them),
+//! `events.k8s.io/v1` `events` (namespaced) and `storage.k8s.io/v1`
+//! `storageclasses` (cluster-scoped), plus `/version`, `/api`, `/apis`,
+//! `/api/v1`, `/apis/events.k8s.io/v1`, `/apis/storage.k8s.io/v1` and
+//! `/healthz`. A
 //! fresh server holds the namespaces `default`, `kube-system`, `kube-public`
 //! and `kube-node-lease`; namespaced objects can only be created in an
 //! existing namespace.
@@ -37,8 +39,8 @@
 //! `metadata.name`, `metadata.namespace` and a few per-resource fields; core
 //! and `events.k8s.io` events are separate collections (the real server
 //! stores them once); the garbage collector only knows owners of kind Node;
-//! there are no Pods, so PVC protection never waits for one; a StorageClass
-//! is stored (defaults `reclaimPolicy: Delete`, `volumeBindingMode:
+//! Pods are only stored (no scheduler, no kubelet), so PVC protection never
+//! waits for one; a StorageClass is stored (defaults `reclaimPolicy: Delete`, `volumeBindingMode:
 //! Immediate`; `provisioner` required) but its fields are not immutable, and
 //! the emulated binder does not read it: every claim binds as under
 //! `Immediate`.

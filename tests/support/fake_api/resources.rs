@@ -166,6 +166,16 @@ pub(super) const RESOURCES: &[ResourceDef] = &[
         extra_fields: &[],
         name_rule: NameRule::Subdomain,
     },
+    ResourceDef {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        kind: "Pod",
+        namespaced: true,
+        has_status: true,
+        extra_fields: &["spec.nodeName", "status.phase"],
+        name_rule: NameRule::Subdomain,
+    },
 ];
 
 /// Resource id of `namespaces`.
