@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
+use regex::Regex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -53,26 +54,33 @@ impl PendingChanges {
 /// A running watch of one `deviceDir`.
 pub struct DirWatch {
     dir: PathBuf,
+    filter: String,
     /// What it saw since the loop last looked.
     pub changes: Arc<PendingChanges>,
     task: JoinHandle<()>,
 }
 
 impl DirWatch {
-    /// Starts watching `dir`; every burst of changes notifies `trigger`.
-    pub fn start(dir: &Path, trigger: Arc<Notify>) -> DirWatch {
+    /// Starts watching `dir`; every burst of changes to entries whose name
+    /// matches `filter` notifies `trigger` (other entries are ignored).
+    pub fn start(dir: &Path, filter: &Regex, trigger: Arc<Notify>) -> DirWatch {
         let changes = Arc::new(PendingChanges::default());
-        let task = tokio::spawn(watch(dir.to_path_buf(), changes.clone(), trigger));
+        let watched = Watching {
+            dir: dir.to_path_buf(),
+            filter: filter.clone(),
+        };
+        let task = tokio::spawn(watch(watched, changes.clone(), trigger));
         DirWatch {
             dir: dir.to_path_buf(),
+            filter: filter.as_str().to_string(),
             changes,
             task,
         }
     }
 
-    /// The directory watched.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// Whether this watches `dir` for entries matching `filter`.
+    pub fn watches(&self, dir: &Path, filter: &Regex) -> bool {
+        self.dir == dir && self.filter == filter.as_str()
     }
 }
 
@@ -141,9 +149,16 @@ fn new_fd() -> std::io::Result<AsyncFd<InotifyFd>> {
         .map_err(|error| std::io::Error::other(error.to_string()))
 }
 
-/// Watches `dir` until the task is aborted: each burst of changes is added
-/// to `pending` and notifies `trigger`.
-async fn watch(dir: PathBuf, pending: Arc<PendingChanges>, trigger: Arc<Notify>) {
+/// The directory and the names that matter in it.
+struct Watching {
+    dir: PathBuf,
+    filter: Regex,
+}
+
+/// Watches the directory until the task is aborted: each burst of changes
+/// is added to `pending` and notifies `trigger`.
+async fn watch(watching: Watching, pending: Arc<PendingChanges>, trigger: Arc<Notify>) {
+    let dir = &watching.dir;
     let mut first = true;
     loop {
         let fd = match new_fd() {
@@ -153,7 +168,7 @@ async fn watch(dir: PathBuf, pending: Arc<PendingChanges>, trigger: Arc<Notify>)
                 return;
             }
         };
-        let target = establish(&fd.get_ref().0, &dir);
+        let target = establish(&fd.get_ref().0, dir);
         if !first && target == Target::Dir {
             // It appeared or was replaced: everything in it is new.
             pending.add(Changes::All);
@@ -165,7 +180,7 @@ async fn watch(dir: PathBuf, pending: Arc<PendingChanges>, trigger: Arc<Notify>)
                 tracing::warn!(dir = %dir.display(), "the inotify watch of deviceDir failed; the poll still rescans");
                 return;
             };
-            let (changes, reestablish) = interpret(&events, &target);
+            let (changes, reestablish) = interpret(&events, &target, &watching.filter);
             if changes != Changes::None {
                 pending.add(changes);
                 trigger.notify_one();
@@ -179,7 +194,7 @@ async fn watch(dir: PathBuf, pending: Arc<PendingChanges>, trigger: Arc<Notify>)
 
 /// What a burst of events means: the changes, and whether the watch must be
 /// set up again (the directory appeared, went away or was replaced).
-fn interpret(events: &[InotifyEvent], target: &Target) -> (Changes, bool) {
+fn interpret(events: &[InotifyEvent], target: &Target, filter: &Regex) -> (Changes, bool) {
     if *target == Target::Parent {
         return (Changes::None, true);
     }
@@ -193,7 +208,9 @@ fn interpret(events: &[InotifyEvent], target: &Target) -> (Changes, bool) {
             changes.merge(Changes::All);
         } else if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
             changes.merge(Changes::All);
-        } else if let Some(name) = &event.name {
+        } else if let Some(name) = &event.name
+            && filter.is_match(&name.to_string_lossy())
+        {
             changes.merge(Changes::Entries([OsString::from(name)].into()));
         }
     }
@@ -231,5 +248,75 @@ async fn read_some(fd: &AsyncFd<InotifyFd>) -> Option<Vec<InotifyEvent>> {
             Ok(Err(_)) => return None,
             Err(_would_block) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Waits for the watch to wake the loop; the limit only ends a broken test.
+    async fn woken(trigger: &Notify) {
+        tokio::time::timeout(Duration::from_secs(30), trigger.notified())
+            .await
+            .expect("the watch woke the loop");
+    }
+
+    fn names(list: &[&str]) -> Changes {
+        Changes::Entries(list.iter().map(OsString::from).collect())
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_new_entries_wakes_the_loop_with_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = Arc::new(Notify::new());
+        let watch = DirWatch::start(dir.path(), &Regex::new("^disk").unwrap(), trigger.clone());
+        // The watch is set up by its task; a first entry proves it is.
+        loop {
+            std::fs::write(dir.path().join("disk-probe"), b"").unwrap();
+            if tokio::time::timeout(Duration::from_millis(200), trigger.notified())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            std::fs::remove_file(dir.path().join("disk-probe")).unwrap();
+        }
+        watch.changes.take();
+        for name in ["disk0", "disk1", "other"] {
+            std::os::unix::fs::symlink("/dev/null", dir.path().join(name)).unwrap();
+        }
+        woken(&trigger).await;
+        let mut seen = watch.changes.take();
+        while !matches!(&seen, Changes::Entries(names) if names.len() == 2) {
+            woken(&trigger).await;
+            seen.merge(watch.changes.take());
+        }
+        assert_eq!(
+            seen,
+            names(&["disk0", "disk1"]),
+            "`other` does not match the filter"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_appears_later_is_rescanned_whole() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("by-id");
+        let trigger = Arc::new(Notify::new());
+        let watch = DirWatch::start(&dir, &Regex::new(".*").unwrap(), trigger.clone());
+        // Until the task watches the parent, creating the directory could be
+        // missed: retry the creation until the watch reports it.
+        loop {
+            std::fs::create_dir(&dir).unwrap();
+            if tokio::time::timeout(Duration::from_millis(200), trigger.notified())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            std::fs::remove_dir(&dir).unwrap();
+        }
+        assert_eq!(watch.changes.take(), Changes::All);
     }
 }

@@ -46,10 +46,14 @@ impl Scanner {
         trigger: Option<&Arc<Notify>>,
     ) -> Result<Scanned, String> {
         let dir = spec.device_dir.clone();
+        let filter = spec.device_name_filter.clone();
         if let Some(trigger) = trigger
-            && self.watch.as_ref().is_none_or(|watch| watch.dir() != dir)
+            && self
+                .watch
+                .as_ref()
+                .is_none_or(|watch| !watch.watches(&dir, &filter))
         {
-            self.watch = Some(DirWatch::start(&dir, trigger.clone()));
+            self.watch = Some(DirWatch::start(&dir, &filter, trigger.clone()));
         }
         let seen = self.watch.as_ref().map(|watch| watch.changes.take());
         let changes = match seen {
@@ -58,7 +62,6 @@ impl Scanner {
             None => Changes::All,
         };
         let mut cache = self.cache.take().unwrap_or_default();
-        let filter = spec.device_name_filter.clone();
         let source = spec.device_name_filter_source.clone();
         let paths = existing_paths(existing);
         let (cache, scanned, paths) = tokio::task::spawn_blocking(move || {
