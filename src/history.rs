@@ -15,7 +15,7 @@ use std::ops::Range;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use serde::{Deserialize, Serialize};
 
-use crate::pv::{CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION};
+use crate::pv::{CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, annotation};
 
 /// Annotation holding a device's history on its PV.
 pub const HISTORY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/history";
@@ -60,14 +60,6 @@ pub struct ClaimRecord {
     /// When it let go (the PV's deletion, RFC 3339), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<String>,
-}
-
-fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(key))
-        .map(String::as_str)
 }
 
 /// The history a PV carries (empty when it carries none or it is unreadable).

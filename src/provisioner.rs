@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use kube::runtime::reflector::ReflectHandle;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
@@ -32,6 +33,52 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How long shutdown waits for queued Events to be sent.
 const EVENTS_GRACE: Duration = Duration::from_secs(2);
 
+/// The three narrow watches of one node.
+struct NodeWatches {
+    nodes: Watched<Node>,
+    pvs: Watched<PersistentVolume>,
+    pods: Watched<Pod>,
+}
+
+impl NodeWatches {
+    /// Starts the watches of `node`; the PV stream is shared with the cleanup.
+    fn start(
+        client: &Client,
+        node: &str,
+        trigger: &Arc<Notify>,
+        health: &Health,
+    ) -> (Self, ReflectHandle<PersistentVolume>) {
+        let setup = |what| WatchSetup {
+            what,
+            trigger: trigger.clone(),
+            health,
+        };
+        let label_value = crate::naming::node_label_value(node);
+        let by_name = watcher::Config::default()
+            .fields(&format!("metadata.name={node}"))
+            .any_semantic();
+        let by_label = watcher::Config::default()
+            .labels(&format!("{NODE_LABEL}={label_value}"))
+            .any_semantic();
+        let on_node = watcher::Config::default()
+            .fields(&format!("spec.nodeName={node}"))
+            .any_semantic();
+        let nodes = Watched::spawn(Api::all(client.clone()), by_name, setup("node"));
+        let (pvs, pv_stream) = Watched::spawn_shared(
+            Api::all(client.clone()),
+            by_label,
+            setup("persistentvolumes"),
+        );
+        let pods = Watched::spawn_trimmed(
+            Api::all(client.clone()),
+            on_node,
+            setup("pods"),
+            crate::volumes::strip_pod,
+        );
+        (NodeWatches { nodes, pvs, pods }, pv_stream)
+    }
+}
+
 /// Runs the controller of `settings.node_name` until `shutdown` turns true.
 pub async fn run(
     client: Client,
@@ -41,38 +88,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let trigger = Arc::new(Notify::new());
-    let label_value = crate::naming::node_label_value(&settings.node_name);
-    let setup = |what| WatchSetup {
-        what,
-        trigger: trigger.clone(),
-        health: &health,
-    };
-    let nodes = Watched::spawn(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default()
-            .fields(&format!("metadata.name={}", settings.node_name))
-            .any_semantic(),
-        setup("node"),
-    );
-    let (pvs, pv_stream) = Watched::spawn_shared(
-        Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default()
-            .labels(&format!("{NODE_LABEL}={label_value}"))
-            .any_semantic(),
-        setup("persistentvolumes"),
-    );
-    let pods = Watched::spawn_trimmed(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default()
-            .fields(&format!("spec.nodeName={}", settings.node_name))
-            .any_semantic(),
-        setup("pods"),
-        crate::volumes::strip_pod,
-    );
+    let (watches, pv_stream) = NodeWatches::start(&client, &settings.node_name, &trigger, &health);
     let (events, event_sender) =
         EventPublisher::start(client.clone(), &settings.instance, metrics.clone());
     let reporter = Reporter::new(events, metrics.clone(), &settings.node_name);
     let api = ApiRequests::new(client.clone(), metrics.clone());
+    let pvs = &watches.pvs;
     let ctx = Arc::new(Context::new(
         settings,
         api,
@@ -88,15 +109,15 @@ pub async fn run(
         }))
     };
     let stores = Stores {
-        nodes: nodes.store.clone(),
-        pods: pods.store.clone(),
+        nodes: watches.nodes.store.clone(),
+        pods: watches.pods.store.clone(),
     };
     let mut reconciler = Reconciler::new(&ctx, client, health.clone(), stores);
     // The first reconcile needs only the Node (to start the ConfigMap's
     // watch); it waits for the PV list itself, which arrives meanwhile.
     let mut started = false;
     while !*shutdown.borrow() {
-        if nodes.is_synced() {
+        if watches.nodes.is_synced() {
             started = true;
             break;
         }

@@ -49,6 +49,15 @@ pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wip
 /// Node label the scheduler matches local PVs' affinity against.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
+/// One annotation of a PV.
+pub fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
+}
+
 /// A PV's `spec.local.path`, if it is a local PV.
 pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
     pv.spec

@@ -115,6 +115,19 @@ impl Reconciler {
             // This node's PVs are not listed yet; their list wakes the loop.
             return None;
         }
+        self.devices(ctx, &node, (configmap, spec), wake).await
+    }
+
+    /// The node's devices, under its usable spec: scan, device loss,
+    /// provisioning, report.
+    async fn devices(
+        &mut self,
+        ctx: &Context,
+        node: &Node,
+        (configmap, spec): (String, PvSpec),
+        wake: Wake,
+    ) -> Option<Instant> {
+        let node_ref = node.object_ref(&());
         let pvs = ctx.pvs.state();
         ctx.reporter.metrics.released_pending.set(
             pvs.iter()
@@ -144,7 +157,7 @@ impl Reconciler {
         let recheck_at = self
             .handle_lost_devices(ctx, &pvs, &existing, &scanned.missing)
             .await;
-        let facts = node_facts(ctx, &node);
+        let facts = node_facts(ctx, node);
         let devices = scanned.devices.unwrap_or_default();
         let inputs = Inputs {
             facts: &facts,

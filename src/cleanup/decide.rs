@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::adopt::is_upstream_pv;
-use crate::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION};
+use crate::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION, annotation};
 
 /// For a PV of this node that is not being deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,14 +35,6 @@ fn phase(pv: &PersistentVolume) -> Option<&str> {
     pv.status
         .as_ref()
         .and_then(|status| status.phase.as_deref())
-}
-
-fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
-    pv.metadata
-        .annotations
-        .as_ref()
-        .and_then(|annotations| annotations.get(key))
-        .map(String::as_str)
 }
 
 /// The claim in `spec.claimRef`, as `namespace/name`.
