@@ -31,6 +31,14 @@ pub enum Command {
     /// Dry run: scan this machine's devices against a PV spec and print the
     /// PersistentVolumes that would be created, without a cluster.
     Scan(ScanArgs),
+    /// Show each node's PersistentVolumes and error devices from the
+    /// cluster (also `kubectl local-pv`).
+    ///
+    /// Per node: device, PV, capacity, phase, claim, pods, age, last wipe
+    /// and wipe count, then the error devices from the controller's Events.
+    /// Read-only, through the usual kubeconfig. Run as an executable named
+    /// `kubectl-local_pv`, the program is this subcommand.
+    Status(StatusArgs),
 }
 
 /// Flags of the controller (the default command).
@@ -95,6 +103,37 @@ pub struct ScanArgs {
     /// Node name to build PV names and affinity for (default: this machine's hostname).
     #[arg(long, env = "LP_NODE_NAME")]
     pub node_name: Option<String>,
+}
+
+/// Flags of the `status` report (also `kubectl local-pv`).
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = StatusOutput::Table)]
+    pub output: StatusOutput,
+    /// The kubeconfig file (default: `KUBECONFIG`, then `~/.kube/config`, then in-cluster).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// For tests: the time ages are computed against (RFC 3339) instead of the clock.
+    #[arg(long, hide = true)]
+    pub now: Option<String>,
+}
+
+/// Output formats of `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusOutput {
+    /// A table per node.
+    Table,
+    /// The table with storage class, volume mode, device number, stable id and claim history.
+    Wide,
+    /// One JSON document: a list of nodes, each with its volumes and error devices.
+    Json,
 }
 
 /// Parses a Go `time.ParseDuration` string such as `300ms`, `1.5h` or `2h45m`.

@@ -13,7 +13,8 @@
 //!
 //! Shared: [`config`], [`spec`], [`context`], [`backoff`], [`error`],
 //! [`events`], [`metrics`], [`health`], [`server`]; [`dry_run`] is the
-//! `scan` subcommand.
+//! `scan` subcommand, [`status`] the read-only `status` report (`kubectl
+//! local-pv`).
 
 #![warn(missing_docs)]
 
@@ -49,6 +50,7 @@ pub mod report;
 pub mod scanner;
 pub mod server;
 pub mod spec;
+pub mod status;
 pub mod volumes;
 pub mod watch;
 pub mod wipe;

@@ -1,4 +1,5 @@
-//! Entry point: parse flags, then run the `scan` dry run or the controller
+//! Entry point: parse flags, then run the `scan` dry run, the `status`
+//! report (also as the kubectl plugin `kubectl-local_pv`) or the controller
 //! until SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
@@ -10,6 +11,7 @@ use local_pv_provisioner::config::{Cli, Command, ControllerSettings};
 use local_pv_provisioner::dry_run::run_scan;
 use local_pv_provisioner::health::Health;
 use local_pv_provisioner::metrics::Metrics;
+use local_pv_provisioner::status::run_status;
 use local_pv_provisioner::{provisioner, server};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -17,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     local_pv_provisioner::memory::limit_allocator_caches();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(arguments()) {
         Ok(cli) => cli,
         Err(error)
             if matches!(
@@ -39,16 +41,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Scan(args)) => match run_scan(&args) {
-            Ok(output) => {
-                print!("{output}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::Scan(args)) => print_or_fail(run_scan(&args)),
+        Some(Command::Status(args)) => print_or_fail(run_status(&args)),
         None => {
             let settings = match cli.controller.into_settings() {
                 Ok(settings) => settings,
@@ -71,6 +65,34 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The command line; run as `kubectl-local_pv` (`kubectl local-pv`), the
+/// program is `local-pv-provisioner status` with the same flags.
+fn arguments() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let plugin = args
+        .first()
+        .and_then(|program| std::path::Path::new(program).file_name())
+        .is_some_and(|name| name == "kubectl-local_pv");
+    if plugin {
+        args.insert(1, "status".into());
+    }
+    args
+}
+
+/// Prints a subcommand's output, or its one-line error with exit status 1.
+fn print_or_fail(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
         }
     }
 }
