@@ -10,9 +10,9 @@ use kube::ResourceExt;
 
 use crate::shape::{HEAD_BYTES, MIB, all, assert_pv_shape, expected_pv, read_through};
 use crate::support::loop_device::{FILL_BYTE, LoopDevice};
-use crate::support::world::{CLAIMED_BY_ANNOTATION, World};
 use crate::support::world::inspect::{claim_phase, phase};
 use crate::support::world::waits::{WAIT, eventually};
+use crate::support::world::{CLAIMED_BY_ANNOTATION, World};
 
 /// Bytes a wipe zeroes at the tail of a device.
 const TAIL_BYTES: u64 = MIB;
@@ -69,11 +69,15 @@ pub async fn check_bound(world: &World, name: &str, pv: &str) {
     })
     .await;
     let recorded = format!("{}/{name}", world.namespace());
-    eventually(&format!("claim {recorded} recorded on PV {pv}"), WAIT, || async {
-        let volume = world.pv(pv).await?;
-        let claimed = volume.annotations().get(CLAIMED_BY_ANNOTATION)?;
-        (*claimed == recorded).then_some(())
-    })
+    eventually(
+        &format!("claim {recorded} recorded on PV {pv}"),
+        WAIT,
+        || async {
+            let volume = world.pv(pv).await?;
+            let claimed = volume.annotations().get(CLAIMED_BY_ANNOTATION)?;
+            (*claimed == recorded).then_some(())
+        },
+    )
     .await;
 }
 

@@ -80,7 +80,9 @@ pub async fn lifecycle(world: &World) {
     world.create_claim(&claim, CLAIM_REQUEST, None).await;
     check_bound(world, &claim, &pvs[0].name_any()).await;
 
-    world.progress("4/7 the tenant's data, and markers written through the bound block device read back");
+    world.progress(
+        "4/7 the tenant's data, and markers written through the bound block device read back",
+    );
     devices[0].fill();
     let kept_marker = write_markers(world, &devices[0]);
 

@@ -88,7 +88,11 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
     // Valid, then the same invalid spec again: the repeated Event is patched as a series.
     world.put_configmap("spec", world.block_spec(".*")).await;
     world
-        .wait_for_pv_names(&["local-node-r-kept", "local-node-r-taken", "local-node-r-wiped"])
+        .wait_for_pv_names(&[
+            "local-node-r-kept",
+            "local-node-r-taken",
+            "local-node-r-wiped",
+        ])
         .await;
     world.wait_for_event("InvalidVolume").await;
     assert!(world.pv_requests("get", Some("local-node-r-taken")) >= 1);

@@ -359,7 +359,11 @@ async fn lost_devices_delete_available_pvs_and_keep_bound_ones() {
     used.fill();
     let used_uid = eventually("the claim recorded on the Bound PV", WAIT, || async {
         let pv = world.pv("local-node-h-used").await?;
-        let claim = pv.metadata.annotations.as_ref()?.get(CLAIMED_BY_ANNOTATION)?;
+        let claim = pv
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(CLAIMED_BY_ANNOTATION)?;
         (claim == "apps/data").then_some(pv.metadata.uid)
     })
     .await;

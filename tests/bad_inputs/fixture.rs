@@ -124,7 +124,11 @@ impl RowWorld {
         let pv = self.world.pv(name).await.expect("the PV is kept");
         assert_eq!(pv.metadata.uid.as_deref(), Some(uid), "the same PV");
         assert!(held_terminating(&pv), "Terminating, held by the finalizer");
-        assert_eq!(self.world.finalizer_removals(Some(name)), 0, "never released");
+        assert_eq!(
+            self.world.finalizer_removals(Some(name)),
+            0,
+            "never released"
+        );
     }
 
     /// Releases `disk1`'s PV (which holds its tenant's data) and waits until

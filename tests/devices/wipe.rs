@@ -98,7 +98,10 @@ fn the_ceph_label_copies_inside_the_device_are_zeroed_too() {
     let zero = |offset: u64| device.read(offset, 4096).iter().all(|b| *b == 0);
     let kept = |offset: u64| device.read(offset, 4096).iter().all(|b| *b == FILL_BYTE);
     for region in &regions {
-        assert!(zero(region.start) && zero(region.end - 4096), "{region:?} zeroed");
+        assert!(
+            zero(region.start) && zero(region.end - 4096),
+            "{region:?} zeroed"
+        );
     }
     for offset in [head, GIB - 4096, GIB + head, 5 * GIB, 10 * GIB + head] {
         assert!(kept(offset), "byte {offset} outside the regions is intact");

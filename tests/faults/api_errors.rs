@@ -86,12 +86,16 @@ fn fail_pv(faults: &FaultWorld, status: u16, verb: &str, name: &str) {
 /// Waits until the provisioner logged that PV `name` changed since it was
 /// seen Released (its DELETE got 409): the signal that it let it be.
 async fn wait_left_alone(process: &ProvisionerProcess, name: &str) {
-    eventually(&format!("{name} left alone after its 409"), WAIT, || async {
-        let log = process.log();
-        log.lines()
-            .any(|line| line.contains(name) && line.contains("looking again"))
-            .then_some(())
-    })
+    eventually(
+        &format!("{name} left alone after its 409"),
+        WAIT,
+        || async {
+            let log = process.log();
+            log.lines()
+                .any(|line| line.contains(name) && line.contains("looking again"))
+                .then_some(())
+        },
+    )
     .await;
 }
 
@@ -115,7 +119,10 @@ async fn delete_and_release_failures_never_release_an_unwiped_pv() {
 
     let pv5 = faults.pv_name(5);
     wait_left_alone(&process, &pv5).await;
-    assert_eq!(faults.live_pv(5).await, Some((uid5.clone(), "Released".into())));
+    assert_eq!(
+        faults.live_pv(5).await,
+        Some((uid5.clone(), "Released".into()))
+    );
     faults.assert_intact(5);
     // An admin's edit is the change it waits for.
     faults
@@ -141,14 +148,22 @@ async fn delete_and_release_failures_never_release_an_unwiped_pv() {
     for index in [3, 5] {
         assert_eq!(faults.releases_of(&faults.pv_name(index)).len(), 1);
         let deletes = faults.deletes_of(&faults.pv_name(index));
-        assert_eq!(deletes.len(), 2, "the refused DELETE and the one that went through");
+        assert_eq!(
+            deletes.len(),
+            2,
+            "the refused DELETE and the one that went through"
+        );
     }
     let pv4 = faults.pv_name(4);
     assert!(
         faults.releases_of(&pv4).is_empty(),
         "a PV whose wipe was refused keeps its finalizer"
     );
-    assert_eq!(faults.held_uid(4).await, Some(uid4), "the refused PV is kept");
+    assert_eq!(
+        faults.held_uid(4).await,
+        Some(uid4),
+        "the refused PV is kept"
+    );
     for index in [0, 1, 4] {
         faults.assert_intact(index);
     }

@@ -67,24 +67,25 @@ async fn server_restart_empty_then_recreated_objects_gives_one_pv_per_device_and
     // The devices holding data lost their PVs with the store: they are
     // never offered again as they are; the blank one is.
     faults.create_cluster_objects().await;
-    faults
-        .world
-        .wait_for_pv_names(&[&faults.pv_name(2)])
-        .await;
+    faults.world.wait_for_pv_names(&[&faults.pv_name(2)]).await;
     process.wait_metric("devices_with_data", 2.0).await;
     process.wait_ready(true).await;
-    eventually("DeviceHasData Events naming disk0 and disk1", WAIT, || async {
-        let notes: Vec<String> = faults
-            .world
-            .events_about("Node", faults.node)
-            .await
-            .into_iter()
-            .filter(|event| event.reason.as_deref() == Some("DeviceHasData"))
-            .filter_map(|event| event.note)
-            .collect();
-        let names = |entry: &str| notes.iter().any(|note| note.contains(entry));
-        (names("/disk0") && names("/disk1")).then_some(())
-    })
+    eventually(
+        "DeviceHasData Events naming disk0 and disk1",
+        WAIT,
+        || async {
+            let notes: Vec<String> = faults
+                .world
+                .events_about("Node", faults.node)
+                .await
+                .into_iter()
+                .filter(|event| event.reason.as_deref() == Some("DeviceHasData"))
+                .filter_map(|event| event.note)
+                .collect();
+            let names = |entry: &str| notes.iter().any(|note| note.contains(entry));
+            (names("/disk0") && names("/disk1")).then_some(())
+        },
+    )
     .await;
     for pv in faults.pvs().await {
         assert_eq!(
@@ -105,7 +106,11 @@ async fn server_restart_empty_then_recreated_objects_gives_one_pv_per_device_and
         "PVs POSTed while the server had no Node, for the stale Node {old_uid} \
          (then garbage-collected)"
     );
-    assert_eq!(faults.pv_creations(), 3 + 1, "again only the blank device's PV");
+    assert_eq!(
+        faults.pv_creations(),
+        3 + 1,
+        "again only the blank device's PV"
+    );
     faults.assert_no_two_pvs_per_device().await;
 }
 

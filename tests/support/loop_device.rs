@@ -237,7 +237,8 @@ fn overwrite(path: &Path, value: u8) {
     let mut left = size;
     while left > 0 {
         let length = left.min(chunk.len() as u64) as usize;
-        file.write_all(&chunk[..length]).expect("write backing file");
+        file.write_all(&chunk[..length])
+            .expect("write backing file");
         left -= length as u64;
     }
     file.sync_all().expect("sync backing file");

@@ -150,12 +150,8 @@ pub fn zeroed(device: &LoopDevice) -> bool {
     if size < CHECKED_BYTES {
         return false;
     }
-    let zero = |offset: u64, length: u64| {
-        device
-            .read(offset, length as usize)
-            .iter()
-            .all(|b| *b == 0)
-    };
+    let zero =
+        |offset: u64, length: u64| device.read(offset, length as usize).iter().all(|b| *b == 0);
     zero(0, CHECKED_BYTES)
         && zero(size - CHECKED_BYTES, CHECKED_BYTES)
         && CEPH_LABEL_OFFSETS
