@@ -118,11 +118,21 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
         has_marker(&device, UNTOUCHED),
         "beyond the zeroed regions nothing changed"
     );
-    let releases = witness.of(&pv_name, Write::FinalizerRemoval);
-    assert_eq!(releases.len(), 1, "released once, by the second start");
     witness.assert_released_only_when_zeroed();
     world.assert_recreated_only_after_release();
     assert_eq!(world.pvs().await.len(), 1);
+    // PRODUCT BUG (reported): the next start wipes the device and removes
+    // the finalizer, and then a reconcile queued meanwhile (the "bulk
+    // reconcile" when the node resumes) runs on the stale PV from its
+    // store: it wipes the device again, although the PV is gone, and its
+    // finalizer removal gets 404. The issue's path is one DELETE, one
+    // finalizer removal, one POST.
+    let releases = witness.of(&pv_name, Write::FinalizerRemoval).len();
+    assert_eq!(
+        releases, 1,
+        "PRODUCT BUG: the finalizer of the released PV was removed {releases} times \
+         (a stale reconcile wiped the device again after its PV was gone)"
+    );
 }
 
 /// Right after the interruption: the start of the head zeroed, its end not

@@ -238,29 +238,44 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
         disk.read(size - MIB, MIB as usize).iter().all(|b| *b == 0),
         "tail zeroed"
     );
-    process.wait_metric("wipes_total", 1.0).await;
     let event = world.wait_for_event("VolumeWiped").await;
     assert_eq!(
         event.regarding.unwrap().uid.as_deref(),
         Some(first_uid.as_str())
     );
     // Deleted first (it stays Terminating), wiped, released, offered again.
-    let order: Vec<(Write, bool)> = witness
-        .seen()
-        .iter()
-        .map(|seen| (seen.write, seen.device_zeroed))
-        .collect();
-    assert_eq!(
-        order,
-        [
-            (Write::Create, true),
-            (Write::Delete, false),
-            (Write::FinalizerRemoval, true),
-            (Write::Create, true),
-        ],
-        "one create, one DELETE before the wipe, the finalizer removed after it, one create"
+    let seen = witness.seen();
+    let writes: Vec<Write> = seen.iter().map(|s| s.write).collect();
+    let position = |write| writes.iter().position(|w| *w == write);
+    assert!(
+        position(Write::Delete) < position(Write::FinalizerRemoval),
+        "the DELETE comes before the wipe and the release: {seen:?}"
     );
+    let delete = seen.iter().find(|s| s.write == Write::Delete);
+    assert!(
+        delete.is_some_and(|d| !d.device_zeroed),
+        "DELETEd before the wipe: {seen:?}"
+    );
+    witness.assert_released_only_when_zeroed();
     world.assert_recreated_only_after_release();
+    // PRODUCT BUG (reported): a reconcile queued while the wipe ran may run
+    // on the stale PV from the store once the finalizer is gone: it wipes
+    // the device a second time and its finalizer removal gets 404. The
+    // issue's path is one DELETE, one finalizer removal, one POST.
+    let wipes = process.value("wipes_total").await;
+    assert_eq!(
+        (writes, wipes),
+        (
+            vec![
+                Write::Create,
+                Write::Delete,
+                Write::FinalizerRemoval,
+                Write::Create
+            ],
+            Some(1.0)
+        ),
+        "PRODUCT BUG: one create, one DELETE, one finalizer removal, one create, one wipe"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use crate::support::provisioner::ProvisionerProcess;
 use crate::support::world::World;
 use crate::support::world::inspect::{held_terminating, phase};
 use crate::support::world::waits::{WAIT, eventually};
-use crate::support::world::witness::{Seen, Witness, Write};
+use crate::support::world::witness::{Seen, Witness, Write, is_finalizer_removal};
 
 /// The PV annotation recording the device's `major:minor`.
 const DEVICE_NUMBER: &str = "local-pv-provisioner.cybozu.io/device-number";
@@ -236,6 +236,17 @@ impl FaultWorld {
     /// The removals of the provisioner's finalizer from PV `name` seen so far.
     pub fn releases_of(&self, name: &str) -> Vec<Seen> {
         self.witness.of(name, Write::FinalizerRemoval)
+    }
+
+    /// The HTTP statuses the server answered the removals of the
+    /// provisioner's finalizer from PV `name` with, in order.
+    pub fn release_answers(&self, name: &str) -> Vec<u16> {
+        let requests = self.world.server().requests();
+        requests
+            .iter()
+            .filter(|r| is_finalizer_removal(r) && r.name.as_deref() == Some(name))
+            .map(|r| r.status)
+            .collect()
     }
 
     /// Fails unless device `index` still holds the tenant's data everywhere.

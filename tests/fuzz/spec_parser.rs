@@ -136,6 +136,16 @@ fn refusal_agrees(
     Ok(())
 }
 
+/// A valid Block spec with `key` set to `value`.
+fn block_spec_with(key: &str, value: &str) -> Data {
+    data(&[
+        (KEY_DEVICE_DIR, "/dev/disk"),
+        (KEY_DEVICE_NAME_FILTER, "x"),
+        (KEY_VOLUME_MODE, "Block"),
+        (key, value),
+    ])
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -150,24 +160,14 @@ proptest! {
 
     #[test]
     fn wipe_bytes_alone_agrees_with_the_oracle(value in wipe_bytes()) {
-        let data = data(&[
-            (KEY_DEVICE_DIR, "/dev/disk"),
-            (KEY_DEVICE_NAME_FILTER, "x"),
-            (KEY_VOLUME_MODE, "Block"),
-            (KEY_WIPE_BYTES, value.as_str()),
-        ]);
+        let data = block_spec_with(KEY_WIPE_BYTES, &value);
         let parsed = parse_pv_spec(&data).map(|spec| spec.wipe_bytes).ok();
         prop_assert_eq!(parsed, oracle_wipe_bytes(&value));
     }
 
     #[test]
     fn wipe_devices_with_data_alone_agrees_with_the_oracle(value in wipe_devices_with_data()) {
-        let data = data(&[
-            (KEY_DEVICE_DIR, "/dev/disk"),
-            (KEY_DEVICE_NAME_FILTER, "x"),
-            (KEY_VOLUME_MODE, "Block"),
-            (KEY_WIPE_DEVICES_WITH_DATA, value.as_str()),
-        ]);
+        let data = block_spec_with(KEY_WIPE_DEVICES_WITH_DATA, &value);
         match parse_pv_spec(&data) {
             Ok(spec) => prop_assert_eq!(
                 Some(spec.wipe_devices_with_data),
