@@ -286,7 +286,7 @@ fn check(row: Arc<Row>) -> RowFuture {
             Case::EditedPath => edited_path(RowWorld::new(node, 1).await).await,
             Case::Bound => bound(RowWorld::new(node, 2).await).await,
             Case::Foreign => foreign(RowWorld::new(node, 2).await).await,
-            Case::Impostor => impostor(RowWorld::new(node, 1).await).await,
+            Case::Impostor => impostor(RowWorld::new(node, 2).await).await,
             Case::Colliding => colliding(RowWorld::new(node, 0).await).await,
         }
     })
