@@ -110,6 +110,21 @@ impl World {
             .collect()
     }
 
+    /// The notes of the Events with `reason` about the object of `kind`
+    /// named `name`, each with how often it occurred (an Event series
+    /// counts each occurrence).
+    pub async fn occurrences(&self, reason: &str, kind: &str, name: &str) -> Vec<(String, i32)> {
+        self.events_about(kind, name)
+            .await
+            .into_iter()
+            .filter(|event| event.reason.as_deref() == Some(reason))
+            .map(|event| {
+                let count = event.series.as_ref().map_or(1, |series| series.count);
+                (event.note.unwrap_or_default(), count)
+            })
+            .collect()
+    }
+
     /// The first Event with `reason`, if any.
     pub async fn event(&self, reason: &str) -> Option<Event> {
         self.events()
