@@ -118,7 +118,7 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
         has_marker(&device, UNTOUCHED),
         "beyond the zeroed regions nothing changed"
     );
-    witness.assert_released_only_when_zeroed();
+    witness.assert_deleted_then_released(&pv_name);
     world.assert_recreated_only_after_release();
     assert_eq!(world.pvs().await.len(), 1);
     // PRODUCT BUG (reported): the next start wipes the device and removes

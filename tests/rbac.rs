@@ -129,22 +129,7 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
     .await;
     drop(process);
 
-    let used: BTreeSet<Permission> = world
-        .server()
-        .requests()
-        .iter()
-        .filter(|r| !r.resource.is_empty())
-        .map(|r| {
-            let namespaced =
-                r.namespace.as_deref() == Some(namespace.as_str()) && r.resource == "configmaps";
-            (
-                r.group.clone(),
-                r.resource.clone(),
-                r.verb.clone(),
-                namespaced,
-            )
-        })
-        .collect();
+    let used = used_permissions(&world, &namespace);
     let mut rules = granted("config/rbac/cluster_role.yaml", false);
     rules.extend(granted("config/rbac/role.yaml", true));
     let unused: Vec<_> = rules.difference(&used).collect();
@@ -153,4 +138,25 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
         unused.is_empty() && missing.is_empty(),
         "RBAC differs from the calls made.\n granted but never used: {unused:?}\n used but not granted: {missing:?}"
     );
+}
+
+/// The permissions the requests in the fake server's log needed; a
+/// ConfigMap request in `namespace` needs the namespaced Role only.
+fn used_permissions(world: &World, namespace: &str) -> BTreeSet<Permission> {
+    world
+        .server()
+        .requests()
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| {
+            let namespaced =
+                r.namespace.as_deref() == Some(namespace) && r.resource == "configmaps";
+            (
+                r.group.clone(),
+                r.resource.clone(),
+                r.verb.clone(),
+                namespaced,
+            )
+        })
+        .collect()
 }

@@ -4,82 +4,20 @@
 
 mod support;
 
+#[path = "scenarios/expected.rs"]
+mod expected;
+
 use std::collections::BTreeMap;
 
+use expected::{decided_fields, expected_disk_a_pv};
 use k8s_openapi::api::core::v1::PersistentVolume;
-use serde_json::{Value, json};
-use support::loop_device::{FILL_BYTE, LoopDevice};
+use support::loop_device::FILL_BYTE;
 use support::world::inspect::{held_terminating, phase};
 use support::world::waits::{WAIT, eventually};
 use support::world::witness::Write;
-use support::world::{
-    CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, PV_PROTECTION, QUICK_POLLING, World, data,
-    hostname_of, polling,
-};
+use support::world::{CLAIMED_BY_ANNOTATION, QUICK_POLLING, World, data, polling};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Removes what the API server sets alone, leaving what the provisioner
-/// decided (and the finalizers, its own and the one admission adds).
-fn decided_fields(pv: &PersistentVolume) -> Value {
-    let mut value = serde_json::to_value(pv).unwrap();
-    let metadata = value["metadata"].as_object_mut().unwrap();
-    for key in [
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "generation",
-        "managedFields",
-    ] {
-        metadata.remove(key);
-    }
-    value.as_object_mut().unwrap().remove("status");
-    value
-}
-
-/// The PV expected for `disk:a` (16 MiB, device `disk`) in `dir` on
-/// `node-a` with UID `node_uid`: every field the provisioner decides.
-fn expected_disk_a_pv(dir: &str, disk: &LoopDevice, node_uid: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": "local-node-a-disk-a",
-            "labels": {"local-pv-provisioner.cybozu.io/node": "node-a"},
-            "annotations": {
-                "local-pv-provisioner.cybozu.io/device-dir": dir,
-                "local-pv-provisioner.cybozu.io/device-name-filter": "^disk",
-                "local-pv-provisioner.cybozu.io/volume-mode": "Filesystem",
-                "local-pv-provisioner.cybozu.io/fs-type": "xfs",
-                "local-pv-provisioner.cybozu.io/device-number": disk.number(),
-                "local-pv-provisioner.cybozu.io/device-size": (16 * MIB).to_string(),
-                "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk.backing_file().display()),
-                "local-pv-provisioner.cybozu.io/node-name": "node-a",
-                "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
-            },
-            "finalizers": [CLEANUP_FINALIZER, PV_PROTECTION],
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": "node-a",
-                "uid": node_uid,
-            }],
-        },
-        "spec": {
-            "capacity": {"storage": (16 * MIB).to_string()},
-            "volumeMode": "Filesystem",
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "local-storage",
-            "local": {"path": format!("{dir}/disk:a"), "fsType": "xfs"},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
-                "key": "kubernetes.io/hostname",
-                "operator": "In",
-                "values": [hostname_of("node-a")],
-            }]}]}},
-        },
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
@@ -244,20 +182,9 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
         Some(first_uid.as_str())
     );
     // Deleted first (it stays Terminating), wiped, released, offered again.
-    let seen = witness.seen();
-    let writes: Vec<Write> = seen.iter().map(|s| s.write).collect();
-    let position = |write| writes.iter().position(|w| *w == write);
-    assert!(
-        position(Write::Delete) < position(Write::FinalizerRemoval),
-        "the DELETE comes before the wipe and the release: {seen:?}"
-    );
-    let delete = seen.iter().find(|s| s.write == Write::Delete);
-    assert!(
-        delete.is_some_and(|d| !d.device_zeroed),
-        "DELETEd before the wipe: {seen:?}"
-    );
-    witness.assert_released_only_when_zeroed();
+    witness.assert_deleted_then_released(name);
     world.assert_recreated_only_after_release();
+    let writes: Vec<Write> = witness.seen().iter().map(|s| s.write).collect();
     // PRODUCT BUG (reported): a reconcile queued while the wipe ran may run
     // on the stale PV from the store once the finalizer is gone: it wipes
     // the device a second time and its finalizer removal gets 404. The

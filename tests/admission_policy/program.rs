@@ -123,6 +123,13 @@ async fn the_program_passes_the_policy_through_a_lifecycle() {
         "the bound device was not touched"
     );
 
+    assert_admitted(&server);
+}
+
+/// Every PV write of the program was admitted: a create, the claim it
+/// records (an update of the bound PV), the DELETE of the Released PV and
+/// its finalizer's removal (an update); another node's PV untouched.
+fn assert_admitted(server: &FakeApiServer) {
     assert_eq!(
         server.admission_denials(),
         [],

@@ -282,6 +282,32 @@ impl FaultWorld {
         );
     }
 
+    /// Waits until the Node has been told about as many devices holding
+    /// data as `entries` names (occurrences of the Event reason
+    /// `DeviceHasData`), then fails unless each entry is named.
+    pub async fn assert_reported_holding_data(&self, entries: &[&str]) {
+        let notes = eventually("the DeviceHasData reports", WAIT, || async {
+            let seen = self
+                .world
+                .occurrences("DeviceHasData", "Node", self.node)
+                .await;
+            let reports: i32 = seen.iter().map(|(_, count)| count).sum();
+            (reports >= entries.len() as i32).then_some(seen)
+        })
+        .await;
+        // PRODUCT BUG (reported): kube's Event Recorder folds Events of one
+        // reason about one object into a series that keeps the first note,
+        // so every device after the first goes unnamed.
+        for entry in entries {
+            assert!(
+                notes
+                    .iter()
+                    .any(|(note, _)| note.contains(&format!("/{entry} "))),
+                "PRODUCT BUG: no DeviceHasData Event names {entry} (one per device is promised): {notes:?}"
+            );
+        }
+    }
+
     /// The end state every test shares: one PV per device, each created by
     /// exactly one successful POST (`expected_creations` in all, counting
     /// recreations), no finalizer removed before the device was wiped, and

@@ -95,26 +95,9 @@ async fn server_restart_empty_then_recreated_objects_gives_one_pv_per_device_and
         "again only the blank device's PV"
     );
     faults.assert_no_two_pvs_per_device().await;
-    // Each device holding data is reported on the Node. The signal that
-    // both reports were sent: two occurrences of the Event reason.
-    let node = faults.node;
-    let notes = eventually("two DeviceHasData reports", WAIT, || async {
-        let seen = faults
-            .world
-            .occurrences("DeviceHasData", "Node", node)
-            .await;
-        (seen.iter().map(|(_, count)| count).sum::<i32>() >= 2).then_some(seen)
-    })
-    .await;
-    // PRODUCT BUG (reported): kube's Event Recorder folds Events of one
-    // reason about one object into a series that keeps the first note, so
-    // the second device's report is lost.
-    for entry in ["/disk0", "/disk1"] {
-        assert!(
-            notes.iter().any(|(note, _)| note.contains(entry)),
-            "PRODUCT BUG: no DeviceHasData Event names {entry} (one per device is promised): {notes:?}"
-        );
-    }
+    faults
+        .assert_reported_holding_data(&["disk0", "disk1"])
+        .await;
 }
 
 /// How long the 500 outage lasts: the window over which the request rate

@@ -96,6 +96,24 @@ impl Witness {
             .collect()
     }
 
+    /// Fails unless PV `pv` was DELETEd while its device still held data,
+    /// and its finalizer removed only after that, with the device zeroed:
+    /// the finalizer-gated cleanup's order.
+    pub fn assert_deleted_then_released(&self, pv: &str) {
+        let seen = self.seen();
+        let first = |write| seen.iter().position(|s| s.pv == pv && s.write == write);
+        let (delete, release) = (first(Write::Delete), first(Write::FinalizerRemoval));
+        assert!(
+            delete.is_some() && delete < release,
+            "PV {pv}: the DELETE comes before the wipe and the release: {seen:?}"
+        );
+        assert!(
+            delete.is_some_and(|at| !seen[at].device_zeroed),
+            "PV {pv}: DELETEd while its device still held data: {seen:?}"
+        );
+        self.assert_released_only_when_zeroed();
+    }
+
     /// Fails naming every finalizer removal that arrived while the PV's
     /// device was not wiped.
     pub fn assert_released_only_when_zeroed(&self) {
