@@ -82,20 +82,40 @@ async fn live_pvs_of(client: &Client, node: &str) -> Result<Vec<PersistentVolume
         .collect())
 }
 
+/// How often a release is tried again when the PV changed meanwhile.
+const RELEASE_ATTEMPTS: usize = 20;
+
 /// Removes the program's finalizer from every PV of `node` (its provisioner
 /// is stopped, so nobody else will), as an admin releases a PV by hand:
-/// the PVs being deleted then go. Conditional on each PV's resourceVersion.
+/// the PVs being deleted then go.
 async fn release_pvs_of(client: &Client, node: &str) -> Vec<String> {
     let pvs = match pvs_of(client, node).await {
         Ok(pvs) => pvs,
         Err(problem) => return vec![problem],
     };
-    let api = Api::<PersistentVolume>::all(client.clone());
     let mut problems = Vec::new();
     for pv in pvs {
+        if let Err(problem) = release(client, &pv.name_any()).await {
+            problems.push(problem);
+        }
+    }
+    problems
+}
+
+/// Removes the program's finalizer from PV `name`, conditional on the
+/// resourceVersion just read, reading again when the PV changed meanwhile
+/// (the garbage collector and the PV protection controller are at work).
+async fn release(client: &Client, name: &str) -> Result<(), String> {
+    let api = Api::<PersistentVolume>::all(client.clone());
+    for _ in 0..RELEASE_ATTEMPTS {
+        let pv = match api.get_opt(name).await {
+            Ok(Some(pv)) => pv,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(format!("reading PV {name}: {error}")),
+        };
         let finalizers = pv.finalizers();
         if !finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
-            continue;
+            return Ok(());
         }
         let kept: Vec<&String> = finalizers
             .iter()
@@ -104,17 +124,17 @@ async fn release_pvs_of(client: &Client, node: &str) -> Vec<String> {
         let patch = serde_json::json!({
             "metadata": {"finalizers": kept, "resourceVersion": pv.resource_version()},
         });
-        let name = pv.name_any();
         match api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => problems.push(format!("releasing PV {name}: {error}")),
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(format!("releasing PV {name}: {error}")),
         }
     }
-    problems
+    Err(format!("releasing PV {name}: it kept changing"))
 }
 
 /// Deletes `created` in reverse order, then the PVs of the Nodes among them
