@@ -10,9 +10,9 @@ use kube::ResourceExt;
 
 use crate::shape::{HEAD_BYTES, MIB, all, assert_pv_shape, expected_pv, read_through};
 use crate::support::loop_device::{FILL_BYTE, LoopDevice};
-use crate::support::world::World;
 use crate::support::world::inspect::{claim_phase, phase};
 use crate::support::world::waits::{WAIT, eventually};
+use crate::support::world::{CLAIMED_BY_ANNOTATION, World};
 
 /// Bytes a wipe zeroes at the tail of a device.
 const TAIL_BYTES: u64 = MIB;
@@ -52,7 +52,8 @@ pub async fn check_pvs_appear(
         .collect()
 }
 
-/// Waits until claim `name` and PV `pv` are bound to each other.
+/// Waits until claim `name` and PV `pv` are bound to each other, and the
+/// provisioner has recorded the claim on the PV (`claimed-by`).
 pub async fn check_bound(world: &World, name: &str, pv: &str) {
     let claim = eventually(&format!("claim {name} Bound to {pv}"), WAIT, || async {
         let claim = world.claim(name).await?;
@@ -66,6 +67,17 @@ pub async fn check_bound(world: &World, name: &str, pv: &str) {
         let claim_ref = volume.spec.as_ref()?.claim_ref.as_ref()?;
         (phase(&volume) == "Bound" && claim_ref.uid == claim_uid).then_some(())
     })
+    .await;
+    let recorded = format!("{}/{name}", world.namespace());
+    eventually(
+        &format!("claim {recorded} recorded on PV {pv}"),
+        WAIT,
+        || async {
+            let volume = world.pv(pv).await?;
+            let claimed = volume.annotations().get(CLAIMED_BY_ANNOTATION)?;
+            (*claimed == recorded).then_some(())
+        },
+    )
     .await;
 }
 

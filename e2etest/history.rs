@@ -1,6 +1,6 @@
 //! A record of every change to one node's PVs, from a watch the suite
-//! keeps open: a phase that lasts shorter than a poll (`Released`, while
-//! the wipe runs) is still seen.
+//! keeps open: a state that lasts shorter than a poll (`Released`, or
+//! Terminating while the wipe runs) is still seen.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use kube::api::{ListParams, WatchEvent, WatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::support::world::NODE_LABEL;
-use crate::support::world::inspect::phase;
+use crate::support::world::inspect::{held_terminating, phase};
 
 /// Locks a mutex, also after a panic poisoned it.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,6 +32,9 @@ pub struct Seen {
     pub uid: String,
     /// The PV's phase.
     pub phase: String,
+    /// Whether the PV was being deleted (Terminating) and still held by the
+    /// provisioner's finalizer.
+    pub held: bool,
 }
 
 /// Every change to one node's PVs from the moment it is started, from a
@@ -87,6 +90,7 @@ impl PvHistory {
                                 name: status.message.clone(),
                                 uid: String::new(),
                                 phase: String::new(),
+                                held: false,
                             });
                             return;
                         }
@@ -100,6 +104,7 @@ impl PvHistory {
                         name: pv.name_any(),
                         uid: pv.uid().unwrap_or_default(),
                         phase: phase(&pv).to_string(),
+                        held: held_terminating(&pv),
                     });
                 }
             }

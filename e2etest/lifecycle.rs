@@ -39,14 +39,14 @@ const PAUSED_PASSES: u32 = 3;
 fn start(world: &World, node: &str, interval: &str) -> ProvisionerProcess {
     let env = vec![
         polling(interval),
-        ("LP_CLEANUP_INTERVAL", "10s".to_string()),
         ("LP_POD_NAME", format!("{node}-provisioner")),
     ];
     world.start(node, env)
 }
 
-/// Phase 1 for one Node named after the run: its devices linked in the
-/// world's directory, the StorageClass, the ConfigMap, the Node.
+/// Phase 1 for one Node named after the run: its devices (blank, as only a
+/// blank device is offered) linked in the world's directory, the
+/// StorageClass, the ConfigMap, the Node.
 async fn setup(world: &World, sizes: &[u64]) -> (Node, Vec<Arc<LoopDevice>>) {
     let devices: Vec<Arc<LoopDevice>> = sizes
         .iter()
@@ -72,22 +72,27 @@ pub async fn lifecycle(world: &World) {
     world.progress("2/7 a PV per device, shaped as documented, owned by the live Node");
     let linked = [("disk0", &*devices[0]), ("disk1", &*devices[1])];
     let pvs = check_pvs_appear(world, &node, world.dir(), &linked).await;
+    // Data on the spare device, which nothing may touch from now on.
+    devices[1].fill();
 
-    world.progress("3/7 a claim of the storage class binds");
+    world.progress("3/7 a claim of the storage class binds, and is recorded on the PV");
     let claim = format!("{}-a", world.run());
     world.create_claim(&claim, CLAIM_REQUEST, None).await;
     check_bound(world, &claim, &pvs[0].name_any()).await;
 
-    world.progress("4/7 markers written through the bound block device read back");
+    world.progress(
+        "4/7 the tenant's data, and markers written through the bound block device read back",
+    );
+    devices[0].fill();
     let kept_marker = write_markers(world, &devices[0]);
 
-    world.progress("5/7 claim deleted: Released, wiped, deleted, a fresh PV Available");
+    world.progress("5/7 claim deleted: Released, deleted, held while wiped, a fresh PV Available");
     release_and_check_wipe(world, &node, &claim, &pvs, &devices, &kept_marker).await;
 
     world.progress("6/7 a ConfigMap with volumeMode: Sideways pauses a second Node");
     let (second, second_provisioner) = check_invalid_spec_pauses(world).await;
 
-    world.progress("7/7 Nodes deleted: their PVs are garbage-collected");
+    world.progress("7/7 Nodes deleted: their PVs are garbage-collected, released without a wipe");
     for node in [&node, &second] {
         world.delete_node(node).await;
     }
@@ -101,6 +106,11 @@ pub async fn lifecycle(world: &World) {
             world.pvs_of(&node).await.is_empty().then_some(())
         })
         .await;
+    }
+    // Each Node had two PVs, none claimed since its device was last wiped:
+    // the garbage collector's DELETE is followed by a release without a wipe.
+    for process in [&provisioner, &second_provisioner] {
+        process.wait_metric("wipes_skipped_total", 2.0).await;
     }
 }
 
@@ -127,7 +137,7 @@ fn write_markers(world: &World, bound: &LoopDevice) -> Vec<u8> {
 
 /// Phase 5: the claim deleted; the PV seen Released before it is deleted,
 /// the device wiped at head and tail, a fresh PV of the same shape, the
-/// spare device and its PV untouched, a `VolumeWiped` Event.
+/// spare device and its PV untouched, a `Wiped` Event.
 async fn release_and_check_wipe(
     world: &World,
     node: &Node,
@@ -145,10 +155,12 @@ async fn release_and_check_wipe(
     })
     .await;
     let released = events.iter().position(|seen| seen.phase == "Released");
+    let held = events.iter().position(|seen| seen.held);
     let deleted = events.iter().position(|seen| seen.event == "DELETED");
     assert!(
-        released.is_some() && released < deleted,
-        "the PV was Released before it was deleted: {events:?}"
+        released.is_some() && released < held && held < deleted,
+        "the PV was Released, then Terminating under the provisioner's finalizer, \
+         then deleted: {events:?}"
     );
     let link = world.dir().join("disk0");
     check_wiped(&devices[0], BOUND_DEVICE_BYTES, &link, kept_marker);
@@ -163,12 +175,12 @@ async fn release_and_check_wipe(
         "the spare device is untouched"
     );
     let wiped = world
-        .wait_for_event_about("VolumeWiped", "PersistentVolume", &bound_pv.name_any())
+        .wait_for_event_about("Wiped", "PersistentVolume", &bound_pv.name_any())
         .await;
     assert_eq!(
         wiped.regarding.and_then(|r| r.uid).as_deref(),
         Some(old_uid.as_str()),
-        "VolumeWiped is about the released PV"
+        "Wiped is about the released PV"
     );
 }
 
@@ -194,6 +206,7 @@ async fn check_invalid_spec_pauses(world: &World) -> (Node, ProvisionerProcess) 
         .remove(0);
     world.create_claim(&name, "1Mi", Some(&pv.name_any())).await;
     check_bound(world, &name, &pv.name_any()).await;
+    first.fill();
 
     world.annotate(&name, &invalid).await;
     check_invalid_spec_event(world, &node).await;
@@ -236,7 +249,7 @@ async fn check_invalid_spec_event(world: &World, node: &Node) {
 
 /// While paused: once `pv` is Released, whole reconcile passes begun after
 /// it (the signal that the program looked) create no PV for the new
-/// device, and neither wipe nor delete the Released PV.
+/// device, and neither delete the Released PV nor wipe its device.
 async fn check_paused(
     world: &World,
     process: &ProvisionerProcess,
@@ -287,7 +300,7 @@ pub async fn own_wipe(world: &World) {
     world.delete_claim(&claim).await;
     wait_for_fresh_pv(world, &pv.name_any(), pv.uid()).await;
     world
-        .wait_for_event_about("VolumeWiped", "PersistentVolume", &pv.name_any())
+        .wait_for_event_about("Wiped", "PersistentVolume", &pv.name_any())
         .await;
     let skipped: Vec<String> = world
         .events_about("Node", world.run())

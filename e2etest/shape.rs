@@ -12,7 +12,9 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::support::loop_device::LoopDevice;
-use crate::support::world::{Data, HOSTNAME_LABEL, NODE_LABEL, World};
+use crate::support::world::{
+    CLEANUP_FINALIZER, Data, HOSTNAME_LABEL, NODE_LABEL, PV_PROTECTION, World,
+};
 
 /// `deviceNameFilter` of the suite's ConfigMaps: the links it makes.
 pub const DEVICE_FILTER: &str = "^disk[0-9]+$";
@@ -108,6 +110,8 @@ pub fn expected_pv(
             "name": format!("local-{node_name}-{entry}"),
             "labels": {NODE_LABEL: node_name},
             "annotations": expected_annotations(dir, device, &node_name, size),
+            // The provisioner's, then the one admission adds.
+            "finalizers": [CLEANUP_FINALIZER, PV_PROTECTION],
             "ownerReferences": [{
                 "apiVersion": "v1",
                 "kind": "Node",
@@ -132,7 +136,8 @@ pub fn expected_pv(
 }
 
 /// Asserts that `pv` has exactly the provisioner's part of `expected`: every
-/// expected field, no other provisioner annotation, no `fsType`, and an
+/// expected field (the finalizers in the order the API server returns
+/// them), no other provisioner annotation, no `fsType`, and an
 /// ownerReference without `blockOwnerDeletion`.
 pub fn assert_pv_shape(pv: &PersistentVolume, expected: &Value) {
     let name = pv.name_any();

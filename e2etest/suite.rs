@@ -24,25 +24,31 @@
 //! 1. setup: loop devices linked into a device directory, a namespace, a
 //!    StorageClass (`kubernetes.io/no-provisioner`, `Immediate`), a PV spec
 //!    ConfigMap, a Node, and the provisioner for that Node;
-//! 2. a PV per device, with the documented shape and an ownerReference to
-//!    the Node's live UID (`checks`, `shape`);
-//! 3. a claim of the storage class binds (PVC and PV `Bound`);
-//! 4. markers written through the bound block device read back;
-//! 5. the claim deleted: the PV turns `Released` (seen by `history`'s
-//!    watch), the device's first 100 MiB and last 1 MiB are zeroed (the rest
-//!    intact), the PV is deleted and a fresh PV for the device comes back
+//! 2. a PV per device (the devices blank, as only a blank device is
+//!    offered), with the documented shape, the provisioner's finalizer and
+//!    an ownerReference to the Node's live UID (`checks`, `shape`);
+//! 3. a claim of the storage class binds (PVC and PV `Bound`) and the
+//!    provisioner records it on the PV (`claimed-by`);
+//! 4. the tenant's data and markers written through the bound block device
+//!    read back;
+//! 5. the claim deleted: the PV turns `Released`, is deleted and stays
+//!    Terminating under the provisioner's finalizer (seen by `history`'s
+//!    watch) while the device's first 100 MiB and last 1 MiB are zeroed (the
+//!    rest intact), then goes, and a fresh PV for the device comes back
 //!    `Available`;
 //! 6. a second Node annotated with a ConfigMap holding `volumeMode: Sideways`
 //!    is paused: a Warning Event `PVSpecInvalid` about it, and, over three
 //!    whole reconcile passes (the `reconciles_total` counter), no PV created
-//!    for a new device and its `Released` PV neither wiped nor deleted;
+//!    for a new device and its `Released` PV neither deleted nor wiped;
 //!    fixing the annotation resumes it;
-//! 7. both Nodes deleted: their PVs are garbage-collected.
+//! 7. both Nodes deleted: their PVs are garbage-collected, the provisioners
+//!    releasing them without a wipe (never claimed since their last wipe).
 //!
 //! **Cleanup** runs whatever happens: after the phases, on SIGINT/SIGTERM,
 //! and from the world's `Drop` when a check panics. Provisioners are stopped,
 //! cluster objects deleted in reverse order of creation (NotFound is fine),
-//! leftover PVs of the suite's Nodes deleted, then the loop devices detached.
+//! leftover PVs of the suite's Nodes deleted and released from the
+//! provisioner's finalizer, then the loop devices detached.
 //!
 //! Every wait polls every 50 ms up to the world's generous limit; none
 //! asserts a duration, and none sleeps to let something happen.

@@ -132,7 +132,11 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
         .uid
         .as_ref()
         .is_some_and(|uid| ctx.is_released(uid));
-    if !looked_after(&pv, &ctx) || released {
+    if released {
+        return Ok(Action::await_change());
+    }
+    if !looked_after(&pv, &ctx) {
+        ctx.reporter.not_ours(&pv);
         return Ok(Action::await_change());
     }
     let span = tracing::info_span!(

@@ -274,6 +274,30 @@ impl Reporter {
         );
     }
 
+    /// A PV carries this node's label but was not made by this node's
+    /// program (its node-name annotation names another node): left alone,
+    /// said once.
+    pub fn not_ours(&self, pv: &PersistentVolume) {
+        let uid = pv.metadata.uid.as_deref().unwrap_or_default();
+        if !self.first_time(uid, "not ours") {
+            return;
+        }
+        let named = crate::pv::annotation(pv, crate::pv::NODE_NAME_ANNOTATION).unwrap_or("no node");
+        let note = format!(
+            "Labelled for node {} but its {} annotation names {named:?}: this node's local-pv-provisioner leaves it alone (never wipes or deletes it)",
+            self.node_name,
+            crate::pv::NODE_NAME_ANNOTATION
+        );
+        tracing::warn!(pv = ?pv.metadata.name, "{note}");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Warning,
+            "NotOurs",
+            "Adopt",
+            &note,
+        );
+    }
+
     /// A claim was seen bound to the PV for the first time.
     pub fn claimed(&self, pv: &PersistentVolume, claim: &str) {
         tracing::info!(%claim, "the PersistentVolume is bound to a claim");

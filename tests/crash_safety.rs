@@ -1,21 +1,23 @@
 //! Crash safety: a provisioner killed with SIGKILL, or stopped with SIGTERM,
-//! in the middle of a wipe leaves the PV marked and Released; the next start
-//! finishes the wipe, and the device is never handed out half-wiped. Real
-//! binary, fake API server, real loop device (needs root, as in CI).
+//! in the middle of a wipe leaves the PV Terminating and held by its
+//! finalizer; the next start wipes the device again from the start and only
+//! then removes the finalizer, so the device is never handed out half-wiped.
+//! Real binary, fake API server, real loop device (needs root, as in CI).
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use support::loop_device::{FILL_BYTE, LoopDevice};
-use support::world::World;
+use support::world::inspect::{held_terminating, phase};
 use support::world::waits::{WAIT, eventually};
+use support::world::witness::{Witness, Write};
+use support::world::{CLEANUP_FINALIZER, World};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
-const WIPE_STARTED_AT: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
-const WIPE_STARTED_BY: &str = "local-pv-provisioner.cybozu.io/wipe-started-by";
 
 fn has_marker(device: &LoopDevice, offset: u64) -> bool {
     device.read(offset, 4096).iter().all(|b| *b == FILL_BYTE)
@@ -35,50 +37,56 @@ async fn sigterm_mid_wipe_exits_zero_and_the_next_start_finishes() {
     interrupted_wipe_is_finished_by_the_next_start(Signal::SIGTERM, "node-t").await;
 }
 
-/// Offsets of the markers on the device: the start and the late part of
-/// the 3 GiB head, a place beyond the head, and the tail.
-const HEAD_START: u64 = 0;
-const HEAD_LATE: u64 = 3 * GIB - 64 * MIB;
-const UNTOUCHED: u64 = 3 * GIB + 256 * MIB;
+/// The device: 4 GiB, its PV zeroing 1.5 GiB at the head and 1.5 GiB at the
+/// Ceph label offset 1 GiB, which merge into one region of 2.5 GiB — long
+/// enough (seconds) that the kill lands in the middle of it.
 const DEVICE_SIZE: u64 = 4 * GIB;
+const WIPE_BYTES: &str = "1536Mi";
+const HEAD_END: u64 = GIB + 1536 * MIB;
+/// Offsets of the markers on the device: the start and the late part of
+/// the zeroed head, a place beyond it, and the tail.
+const HEAD_START: u64 = 0;
+const HEAD_LATE: u64 = HEAD_END - 64 * MIB;
+const UNTOUCHED: u64 = 3 * GIB + 256 * MIB;
 const TAIL: u64 = DEVICE_SIZE - 4096;
 
-/// A world with a 4 GiB device whose PV zeroes a 3 GiB head: the wipe
-/// takes long enough (seconds) that the kill lands in the middle of it.
-async fn world_with_a_big_device(node_name: &str) -> (World, Arc<LoopDevice>) {
+/// A world with the big device (blank until its PV exists) and the
+/// witness of the PV's writes.
+async fn world_with_a_big_device(node_name: &str) -> (World, Arc<LoopDevice>, Arc<Witness>) {
     let world = World::fake().await;
-    let device = world.attach_sparse(DEVICE_SIZE);
+    let device = world.attach(DEVICE_SIZE);
     world.link("big0", &device);
-    for offset in [HEAD_START, HEAD_LATE, UNTOUCHED, TAIL] {
-        device.write_at(offset, &[FILL_BYTE; 4096]);
-    }
+    let pv_name = format!("local-{node_name}-big0");
+    let witness = world.witness(BTreeMap::from([(pv_name, device.clone())]));
     let mut spec = world.block_spec("^big");
-    spec.insert("wipeBytes".into(), "3Gi".into());
+    spec.insert("wipeBytes".into(), WIPE_BYTES.into());
     world.put_configmap("spec", spec).await;
     world.add_node(node_name, Some("spec")).await;
-    (world, device)
+    (world, device, witness)
 }
 
-/// Interrupts a wipe with `signal` as soon as the PV carries the wipe mark,
-/// then checks nothing was handed out and the next start finishes the job.
+/// Interrupts a wipe with `signal` as soon as it has begun (the PV
+/// Terminating, the device's first bytes zeroed), then checks nothing was
+/// handed out and the next start finishes the job.
 async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
-    let (world, device) = world_with_a_big_device(node_name).await;
+    let (world, device, witness) = world_with_a_big_device(node_name).await;
     let pv_name = format!("local-{node_name}-big0");
     let mut first = world.start(node_name, vec![]);
     let original = world.wait_for_pv(&pv_name).await;
     let original_uid = original.metadata.uid.clone().unwrap();
     assert_eq!(
         original.metadata.annotations.as_ref().unwrap()["local-pv-provisioner.cybozu.io/wipe-bytes"],
-        (3 * GIB).to_string()
+        (1536 * MIB).to_string()
     );
+    // The tenant's data, written once the PV exists.
+    for offset in [HEAD_START, HEAD_LATE, UNTOUCHED, TAIL] {
+        device.write_at(offset, &[FILL_BYTE; 4096]);
+    }
 
     world.server().set_pv_phase(&pv_name, "Released");
-    eventually("the wipe mark on the PV", WAIT, || async {
+    eventually("the wipe under way on the Terminating PV", WAIT, || async {
         let pv = world.pv(&pv_name).await?;
-        pv.metadata
-            .annotations?
-            .contains_key(WIPE_STARTED_AT)
-            .then_some(())
+        (held_terminating(&pv) && is_zero(&device, HEAD_START)).then_some(())
     })
     .await;
     let status = first.stop_with(signal);
@@ -89,9 +97,9 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
             "the cancelled wipe is logged"
         );
     }
-    check_interrupted(&world, &device, &original_uid, node_name).await;
+    check_interrupted(&world, &device, &witness, &original_uid).await;
 
-    let second = world.start(node_name, vec![]);
+    let _second = world.start(node_name, vec![]);
     let fresh = eventually("a fresh PV after the finished wipe", WAIT, || async {
         world
             .pvs()
@@ -101,33 +109,37 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
     })
     .await;
     assert!(
-        !fresh
-            .metadata
-            .annotations
-            .unwrap()
-            .contains_key(WIPE_STARTED_AT),
-        "the new PV carries no mark"
+        fresh.metadata.deletion_timestamp.is_none(),
+        "the new PV is a fresh one"
     );
     assert!(is_zero(&device, HEAD_LATE), "the head is zeroed to its end");
     assert!(is_zero(&device, TAIL), "the tail is zeroed");
     assert!(
         has_marker(&device, UNTOUCHED),
-        "beyond the head and tail nothing changed"
+        "beyond the zeroed regions nothing changed"
     );
-    assert!(
-        second.log().contains("did not finish"),
-        "the resumed wipe is logged"
-    );
+    witness.assert_deleted_then_released(&pv_name);
+    world.assert_recreated_only_after_release();
     assert_eq!(world.pvs().await.len(), 1);
+    // Once: a reconcile queued meanwhile (the "bulk reconcile" when the node
+    // resumes) that runs on the stale PV from its store must not wipe the
+    // device again (it did before the PV was read fresh before each wipe).
+    let releases = witness.of(&pv_name, Write::FinalizerRemoval).len();
+    assert_eq!(
+        releases, 1,
+        "the finalizer of the released PV was removed {releases} times \
+         (a stale reconcile wiped the device again after its PV was gone)"
+    );
 }
 
 /// Right after the interruption: the start of the head zeroed, its end not
-/// yet; the PV the same, still Released, its mark naming the pod.
+/// yet; the PV the same, Released, Terminating and still held by the
+/// finalizer, which nobody removed.
 async fn check_interrupted(
     world: &World,
     device: &LoopDevice,
+    witness: &Witness,
     original_uid: &str,
-    node_name: &str,
 ) {
     assert!(is_zero(device, HEAD_START), "the wipe had started");
     assert!(
@@ -144,16 +156,18 @@ async fn check_interrupted(
     assert_eq!(
         pv.metadata.uid.as_deref(),
         Some(original_uid),
-        "the PV was not deleted"
+        "the PV is still there"
     );
-    assert_eq!(
-        pv.status.as_ref().unwrap().phase.as_deref(),
-        Some("Released")
+    assert_eq!(phase(pv), "Released");
+    assert!(
+        held_terminating(pv),
+        "the PV is Terminating and carries {CLEANUP_FINALIZER}"
     );
-    let annotations = pv.metadata.annotations.clone().unwrap();
-    assert_eq!(
-        annotations[WIPE_STARTED_BY],
-        format!("test-{node_name}"),
-        "the mark names the pod"
+    assert!(
+        witness
+            .seen()
+            .iter()
+            .all(|seen| seen.write != Write::FinalizerRemoval),
+        "the finalizer was not removed"
     );
 }

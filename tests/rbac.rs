@@ -1,10 +1,12 @@
 //! RBAC proof: the permissions the manifests grant equal the API calls the
 //! controller makes. The controller runs a whole lifecycle against the fake
-//! API server (provisioning, an invalid spec and its repeated Event, a wipe,
-//! a lost device) while the test only touches the server's store directly,
-//! so every recorded request is the controller's. The recorded (group,
-//! resource, verb, scope) set must equal the rules of `config/rbac` (which
-//! `.ci/check_deploy.py` proves identical to the Helm chart's).
+//! API server (provisioning, a PV name taken by someone else's PV, an
+//! invalid spec and its repeated Event, a claim recorded, a wipe through
+//! the finalizer, a lost device released without a wipe) while the test
+//! only touches the server's store directly, so every recorded request is
+//! the controller's. The recorded (group, resource, verb, scope) set must
+//! equal the rules of `config/rbac` (which `.ci/check_deploy.py` proves
+//! identical to the Helm chart's).
 
 mod support;
 
@@ -42,6 +44,20 @@ fn granted(path: &str, namespaced: bool) -> BTreeSet<Permission> {
     permissions
 }
 
+/// A PV nobody's provisioner made, named `name`.
+fn foreign_pv(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": {"path": "/srv/someone-else"},
+        },
+    })
+}
+
 /// The spec ConfigMap's data with `volumeMode` set to `mode`.
 fn spec_with_mode(world: &World, mode: &str) -> Data {
     let mut spec = world.block_spec(".*");
@@ -56,7 +72,11 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
     let world = World::fake().await;
     world.attach_linked("kept", 8 * 1024 * 1024);
     world.attach_linked("wiped", 8 * 1024 * 1024);
+    world.attach_linked("taken", 8 * 1024 * 1024);
     let namespace = world.namespace().to_string();
+    // Someone else's PV holds the name of the taken device's PV: the create
+    // gets 409 and the holder is read (get).
+    world.create_foreign_pv(foreign_pv("local-node-r-taken"));
     world
         .put_configmap("spec", spec_with_mode(&world, "Sideways"))
         .await;
@@ -67,10 +87,15 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
 
     // Valid, then the same invalid spec again: the repeated Event is patched as a series.
     world.put_configmap("spec", world.block_spec(".*")).await;
-    eventually("two PVs", WAIT, || async {
-        (world.pvs().await.len() == 2).then_some(())
-    })
-    .await;
+    world
+        .wait_for_pv_names(&[
+            "local-node-r-kept",
+            "local-node-r-taken",
+            "local-node-r-wiped",
+        ])
+        .await;
+    world.wait_for_event("InvalidVolume").await;
+    assert!(world.pv_requests("get", Some("local-node-r-taken")) >= 1);
     world
         .put_configmap("spec", spec_with_mode(&world, "Sideways"))
         .await;
@@ -80,43 +105,31 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
     .await;
     world.put_configmap("spec", world.block_spec(".*")).await;
 
-    // A wipe: get, patch (the mark), delete.
+    // A claim recorded (patch), then a wipe: delete, then the finalizer
+    // removed (patch).
     eventually("the PVs Available", WAIT, || async {
-        let pvs = world.pvs().await;
+        let pvs = world.pvs_of("node-r").await;
         pvs.iter().all(|pv| phase(pv) == "Available").then_some(())
     })
     .await;
+    world.server().bind_pv("local-node-r-wiped", "apps", "data");
     world
         .server()
         .set_pv_phase("local-node-r-wiped", "Released");
-    eventually("the wiped PV deleted", WAIT, || async {
-        (world.pv_requests("delete", Some("local-node-r-wiped")) > 0).then_some(())
+    eventually("the wiped PV released", WAIT, || async {
+        (world.finalizer_removals(Some("local-node-r-wiped")) > 0).then_some(())
     })
     .await;
-    // A lost device: the Available PV of a vanished disk is deleted.
+    // A lost device: the Available PV of a vanished disk is deleted and,
+    // never claimed, released without a wipe.
     world.unlink("kept");
-    eventually("the lost device's PV deleted", WAIT, || async {
-        (world.pv_requests("delete", Some("local-node-r-kept")) > 0).then_some(())
+    eventually("the lost device's PV released", WAIT, || async {
+        (world.finalizer_removals(Some("local-node-r-kept")) > 0).then_some(())
     })
     .await;
     drop(process);
 
-    let used: BTreeSet<Permission> = world
-        .server()
-        .requests()
-        .iter()
-        .filter(|r| !r.resource.is_empty())
-        .map(|r| {
-            let namespaced =
-                r.namespace.as_deref() == Some(namespace.as_str()) && r.resource == "configmaps";
-            (
-                r.group.clone(),
-                r.resource.clone(),
-                r.verb.clone(),
-                namespaced,
-            )
-        })
-        .collect();
+    let used = used_permissions(&world, &namespace);
     let mut rules = granted("config/rbac/cluster_role.yaml", false);
     rules.extend(granted("config/rbac/role.yaml", true));
     let unused: Vec<_> = rules.difference(&used).collect();
@@ -125,4 +138,25 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
         unused.is_empty() && missing.is_empty(),
         "RBAC differs from the calls made.\n granted but never used: {unused:?}\n used but not granted: {missing:?}"
     );
+}
+
+/// The permissions the requests in the fake server's log needed; a
+/// ConfigMap request in `namespace` needs the namespaced Role only.
+fn used_permissions(world: &World, namespace: &str) -> BTreeSet<Permission> {
+    world
+        .server()
+        .requests()
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        .map(|r| {
+            let namespaced =
+                r.namespace.as_deref() == Some(namespace) && r.resource == "configmaps";
+            (
+                r.group.clone(),
+                r.resource.clone(),
+                r.verb.clone(),
+                namespaced,
+            )
+        })
+        .collect()
 }

@@ -4,75 +4,20 @@
 
 mod support;
 
+#[path = "scenarios/expected.rs"]
+mod expected;
+
+use std::collections::BTreeMap;
+
+use expected::{decided_fields, expected_disk_a_pv};
 use k8s_openapi::api::core::v1::PersistentVolume;
-use serde_json::{Value, json};
-use support::loop_device::{FILL_BYTE, LoopDevice};
-use support::world::inspect::phase;
+use support::loop_device::FILL_BYTE;
+use support::world::inspect::{held_terminating, phase};
 use support::world::waits::{WAIT, eventually};
-use support::world::{QUICK_POLLING, World, data, hostname_of, polling};
+use support::world::witness::Write;
+use support::world::{CLAIMED_BY_ANNOTATION, QUICK_POLLING, World, data, polling};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Removes what the API server sets, leaving what the provisioner decided.
-fn decided_fields(pv: &PersistentVolume) -> Value {
-    let mut value = serde_json::to_value(pv).unwrap();
-    let metadata = value["metadata"].as_object_mut().unwrap();
-    for key in [
-        "uid",
-        "resourceVersion",
-        "creationTimestamp",
-        "generation",
-        "finalizers",
-        "managedFields",
-    ] {
-        metadata.remove(key);
-    }
-    value.as_object_mut().unwrap().remove("status");
-    value
-}
-
-/// The PV expected for `disk:a` (16 MiB, device `disk`) in `dir` on
-/// `node-a` with UID `node_uid`: every field the provisioner decides.
-fn expected_disk_a_pv(dir: &str, disk: &LoopDevice, node_uid: &str) -> Value {
-    json!({
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {
-            "name": "local-node-a-disk-a",
-            "labels": {"local-pv-provisioner.cybozu.io/node": "node-a"},
-            "annotations": {
-                "local-pv-provisioner.cybozu.io/device-dir": dir,
-                "local-pv-provisioner.cybozu.io/device-name-filter": "^disk",
-                "local-pv-provisioner.cybozu.io/volume-mode": "Filesystem",
-                "local-pv-provisioner.cybozu.io/fs-type": "xfs",
-                "local-pv-provisioner.cybozu.io/device-number": disk.number(),
-                "local-pv-provisioner.cybozu.io/device-size": (16 * MIB).to_string(),
-                "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk.backing_file().display()),
-                "local-pv-provisioner.cybozu.io/node-name": "node-a",
-                "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
-            },
-            "ownerReferences": [{
-                "apiVersion": "v1",
-                "kind": "Node",
-                "name": "node-a",
-                "uid": node_uid,
-            }],
-        },
-        "spec": {
-            "capacity": {"storage": (16 * MIB).to_string()},
-            "volumeMode": "Filesystem",
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "local-storage",
-            "local": {"path": format!("{dir}/disk:a"), "fsType": "xfs"},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [{
-                "key": "kubernetes.io/hostname",
-                "operator": "In",
-                "values": [hostname_of("node-a")],
-            }]}]}},
-        },
-    })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn annotated_node_gets_exactly_the_expected_pvs_and_metrics() {
@@ -198,24 +143,25 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
     let world = World::fake().await;
     let size = 160 * MIB;
     let disk = world.attach_linked("disk0", size);
+    let name = "local-node-e-disk0";
+    let witness = world.witness(BTreeMap::from([(name.to_string(), disk.clone())]));
     world.put_configmap("spec", world.block_spec(".*")).await;
     world.add_node("node-e", Some("spec")).await;
     let process = world.start("node-e", vec![]);
     let first_uid = eventually("an Available PV", WAIT, || async {
-        let pv = world.pv("local-node-e-disk0").await?;
+        let pv = world.pv(name).await?;
         (phase(&pv) == "Available").then(|| pv.metadata.uid.clone().unwrap())
     })
     .await;
+    disk.fill();
 
-    world
-        .server()
-        .set_pv_phase("local-node-e-disk0", "Released");
+    world.server().set_pv_phase(name, "Released");
     eventually("the PV recreated with a new UID", WAIT, || async {
-        let uid = world.pv("local-node-e-disk0").await?.metadata.uid?;
+        let uid = world.pv(name).await?.metadata.uid?;
         (uid != first_uid).then_some(())
     })
     .await;
-    assert_eq!(world.pv_names().await, vec!["local-node-e-disk0"]);
+    assert_eq!(world.pv_names().await, vec![name]);
     assert!(
         disk.read(0, (100 * MIB) as usize).iter().all(|b| *b == 0),
         "head zeroed"
@@ -230,16 +176,31 @@ async fn released_pv_is_wiped_deleted_and_recreated() {
         disk.read(size - MIB, MIB as usize).iter().all(|b| *b == 0),
         "tail zeroed"
     );
-    process.wait_metric("wipes_total", 1.0).await;
-    let event = world.wait_for_event("VolumeWiped").await;
+    let event = world.wait_for_event("Wiped").await;
     assert_eq!(
         event.regarding.unwrap().uid.as_deref(),
         Some(first_uid.as_str())
     );
+    // Deleted first (it stays Terminating), wiped, released, offered again.
+    witness.assert_deleted_then_released(name);
+    world.assert_recreated_only_after_release();
+    let writes: Vec<Write> = witness.seen().iter().map(|s| s.write).collect();
+    // The release path is one DELETE, one finalizer removal, one POST: a
+    // reconcile queued while the wipe ran must not wipe again from a stale
+    // store (it did before the PV was read fresh before each wipe).
+    let wipes = process.value("wipes_total").await;
     assert_eq!(
-        world.pv_requests("delete", None),
-        1,
-        "one delete, after the wipe"
+        (writes, wipes),
+        (
+            vec![
+                Write::Create,
+                Write::Delete,
+                Write::FinalizerRemoval,
+                Write::Create
+            ],
+            Some(1.0)
+        ),
+        "one create, one DELETE, one finalizer removal, one create, one wipe"
     );
 }
 
@@ -258,16 +219,25 @@ async fn refused_wipe_keeps_the_pv() {
         .server()
         .set_pv_phase("local-node-f-disk0", "Released");
     let event = world.wait_for_event("WipeRefused").await;
-    assert!(event.note.unwrap().contains("SameDevice"));
+    let note = event.note.unwrap();
+    assert!(note.contains("SameDevice"), "{note}");
+    assert!(
+        note.contains("kubectl patch pv local-node-f-disk0"),
+        "the note says how to release it by hand: {note}"
+    );
     let refused = process.labelled_sample("wipe_failures_total", "reason", "SameDevice");
     process.wait_sample_at_least(&refused, 1.0).await;
     // Kept: the signal is a pass that began after the refusal was counted.
     process.wait_for_fresh_passes(1).await;
     let pvs = world.pvs().await;
-    assert_eq!(pvs.len(), 1);
+    assert_eq!(pvs.len(), 1, "no second PV for the device");
     assert_eq!(pvs[0].metadata.uid, uid, "the PV is kept");
-    assert!(pvs[0].metadata.deletion_timestamp.is_none());
-    assert_eq!(world.pv_requests("delete", None), 0);
+    assert!(
+        held_terminating(&pvs[0]),
+        "deleted by the program, held by its finalizer"
+    );
+    assert_eq!(world.pv_requests("delete", None), 1);
+    assert_eq!(world.finalizer_removals(None), 0, "never released");
     assert!(
         disk.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE),
         "nothing written"
@@ -327,7 +297,17 @@ async fn lost_devices_delete_available_pvs_and_keep_bound_ones() {
     })
     .await;
     world.server().bind_pv("local-node-h-used", "apps", "data");
-    let used_uid = world.pv("local-node-h-used").await.unwrap().metadata.uid;
+    used.fill();
+    let used_uid = eventually("the claim recorded on the Bound PV", WAIT, || async {
+        let pv = world.pv("local-node-h-used").await?;
+        let claim = pv
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(CLAIMED_BY_ANNOTATION)?;
+        (claim == "apps/data").then_some(pv.metadata.uid)
+    })
+    .await;
 
     // Both disks vanish (their links disappear, as udev removes them on unplug).
     world.unlink("free");
@@ -346,8 +326,15 @@ async fn lost_devices_delete_available_pvs_and_keep_bound_ones() {
     world
         .wait_for_event_about("DeviceMissing", "PersistentVolume", "local-node-h-used")
         .await;
+    // The deleted PV was never claimed: released without a wipe, and told.
+    world
+        .wait_for_event_about("WipeSkipped", "PersistentVolume", "local-node-h-free")
+        .await;
+    process.wait_metric("wipes_skipped_total", 1.0).await;
+    assert_eq!(process.value("wipes_total").await, Some(0.0));
 
-    // They come back: the Bound PV is untouched, the free disk gets a fresh PV.
+    // They come back: the Bound PV is untouched, the free disk (blank, as
+    // nobody wrote to it) gets a fresh PV.
     world.link("free", &free);
     world.link("used", &used);
     world

@@ -1,6 +1,8 @@
 //! The real binary under the enforced policy: with a token bound to its node
-//! every write it makes passes (creates, the wipe mark, deletes); with a
-//! token that names no node every PV write is denied and no PV exists.
+//! every write it makes passes (creates, the claim it records on a bound
+//! PV, the DELETE of a Released PV, the removal of its finalizer after the
+//! wipe); with a token that names no node every PV write is denied and no
+//! PV exists.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -9,9 +11,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::support::fake_api::{FakeApiServer, UserInfo};
-use super::support::loop_device::LoopDevice;
+use super::support::loop_device::{FILL_BYTE, LoopDevice};
 use super::support::provisioner::{ProvisionerOptions, ProvisionerProcess};
 use super::support::world::waits::eventually;
+use super::support::world::witness::is_finalizer_removal;
 use super::{OTHER, live_pv, unbound};
 
 const NAMESPACE: &str = "lpp-system";
@@ -62,8 +65,8 @@ fn start(server: &FakeApiServer, work: &Path, node: &str, token: &str) -> Provis
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_program_passes_the_policy_through_a_lifecycle() {
     let (work, devices) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let kept = LoopDevice::filled(8 * MIB);
-    let wiped = LoopDevice::filled(8 * MIB);
+    let kept = LoopDevice::sparse(8 * MIB);
+    let wiped = LoopDevice::sparse(8 * MIB);
     symlink(&kept.path, devices.path().join("kept")).unwrap();
     symlink(&wiped.path, devices.path().join("wiped")).unwrap();
     let node = "node-p";
@@ -90,6 +93,10 @@ async fn the_program_passes_the_policy_through_a_lifecycle() {
         pv_uid("local-node-p-kept"),
     )
     .await;
+    // Tenants' data, once the PVs exist; the kept PV is bound.
+    kept.fill();
+    wiped.fill();
+    server.bind_pv("local-node-p-kept", "apps", "data");
     server.set_pv_phase("local-node-p-wiped", "Released");
     eventually(
         "the released PV wiped, deleted and made anew",
@@ -104,8 +111,25 @@ async fn the_program_passes_the_policy_through_a_lifecycle() {
         wiped.read(0, MIB as usize).iter().all(|b| *b == 0),
         "the device was wiped"
     );
+    eventually("the claim recorded on the kept PV", WAIT, || async {
+        let pv = server.object("persistentvolumes", None, "local-node-p-kept")?;
+        let claim = &pv["metadata"]["annotations"]["local-pv-provisioner.cybozu.io/claimed-by"];
+        (claim == "apps/data").then_some(())
+    })
+    .await;
     drop(process);
+    assert!(
+        kept.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE),
+        "the bound device was not touched"
+    );
 
+    assert_admitted(&server);
+}
+
+/// Every PV write of the program was admitted: a create, the claim it
+/// records (an update of the bound PV), the DELETE of the Released PV and
+/// its finalizer's removal (an update); another node's PV untouched.
+fn assert_admitted(server: &FakeApiServer) {
     assert_eq!(
         server.admission_denials(),
         [],
@@ -114,14 +138,25 @@ async fn the_program_passes_the_policy_through_a_lifecycle() {
     let decisions = server.admission_decisions();
     let (namespace, name) = super::support::fake_api::PROVISIONER_SERVICE_ACCOUNT;
     let user = UserInfo::service_account(namespace, name).username;
-    for operation in ["CREATE", "UPDATE", "DELETE"] {
+    for (operation, name) in [
+        ("CREATE", "local-node-p-wiped"),
+        ("UPDATE", "local-node-p-kept"),
+        ("DELETE", "local-node-p-wiped"),
+        ("UPDATE", "local-node-p-wiped"),
+    ] {
         assert!(
             decisions
                 .iter()
-                .any(|d| d.operation == operation && d.username == user),
-            "no {operation} of the program reached the policy: {decisions:?}"
+                .any(|d| d.operation == operation && d.name == name && d.username == user),
+            "no {operation} of {name} by the program reached the policy: {decisions:?}"
         );
     }
+    let removals = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 200 && is_finalizer_removal(r))
+        .count();
+    assert_eq!(removals, 1, "the finalizer removal passed the policy");
     let pv_writes = server.requests().into_iter().filter(|r| {
         r.resource == "persistentvolumes"
             && ["create", "update", "patch", "delete"].contains(&r.verb.as_str())
@@ -141,7 +176,7 @@ async fn the_program_passes_the_policy_through_a_lifecycle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_without_a_node_gets_every_pv_write_denied() {
     let (work, devices) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let disk = LoopDevice::filled(8 * MIB);
+    let disk = LoopDevice::sparse(8 * MIB);
     symlink(&disk.path, devices.path().join("disk0")).unwrap();
     let node = "node-q";
     let server = world(node, devices.path()).await;

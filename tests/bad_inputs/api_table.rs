@@ -1,7 +1,9 @@
 //! Table 5: API objects through the real binary: PVs edited, bound, foreign
 //! or of another node, and colliding entry names. Each row names its case;
 //! every case proves nothing was destroyed (request log, UID and
-//! resourceVersion, device content).
+//! resourceVersion, finalizers, device content: the tenant's data written
+//! once the device's PV exists, or, for a device that must never get one of
+//! ours, once the program has looked at it).
 
 use std::sync::Arc;
 
@@ -11,14 +13,14 @@ use serde_json::{Value, json};
 
 use crate::catalogue::{DEVICE_BYTES, RowFuture, fixed_bug, run_async_rows};
 use crate::fixture::RowWorld;
-use crate::support::world::data;
+use crate::support::world::{CLAIMED_BY_ANNOTATION, data};
 
 /// The setup of a row.
 enum Case {
     /// Our PV's `spec.local.path` edited to a link outside deviceDir (same
     /// device), then Released.
     EditedPath,
-    /// Our PV bound to a claim while sweeps run every second.
+    /// Our PV bound to a claim while reconcile passes run every 250 ms.
     Bound,
     /// A foreign PV holding our name for our device, later Released.
     Foreign,
@@ -35,24 +37,22 @@ type Row = (&'static str, &'static str, &'static str, Case);
 fn rows() -> Vec<Row> {
     vec![
         ("our PV's spec.local.path edited to a link outside deviceDir (same device), then Released",
-            "WipeRefused naming PathInsideDeviceDir, wipe_failures_total{reason=PathInsideDeviceDir}, PV kept, device untouched, no second PV",
+            "deleted, then its wipe refused: WipeRefused naming PathInsideDeviceDir and how to release it by hand, \
+             wipe_failures_total{reason=PathInsideDeviceDir}, PV kept Terminating under its finalizer, device untouched, no second PV",
             "node-edited", Case::EditedPath),
-        ("our PV with a claimRef and phase Bound, while sweeps run every second",
-            "never wiped: PV kept Bound, device untouched (a Released control PV in the same run is wiped)", "node-bound", Case::Bound),
+        ("our PV with a claimRef and phase Bound, while reconcile passes run every 250 ms",
+            "never wiped: PV kept Bound, the claim recorded (claimed-by), device untouched (a Released control PV in the same run is wiped)",
+            "node-bound", Case::Bound),
         ("a foreign PV (no node label) holding our name local-NODE-disk0 for our device; later Released",
-            "no overwrite: DeviceSkipped naming disk0 and the taken name, error_devices 1, available_devices 1 (BUG-5: 2); foreign PV never written or wiped",
-            "node-foreign", Case::Foreign),
+            "no overwrite: InvalidVolume naming disk0 and the taken name, error_devices 1, available_devices 1 (BUG-5: 2); \
+             foreign PV never written or wiped", "node-foreign", Case::Foreign),
         ("a PV labelled for this node but recording another node's name (node-name annotation), Released",
-            "WipeRefused naming OwnedByThisNode, PV kept, device untouched, no PV of ours created for the device", "node-impostor", Case::Impostor),
+            "not this node's, not the Go upstream's: left alone (UNCLEAR-2: no Event), PV never written or deleted, \
+             device untouched, no PV of ours created for the device", "node-impostor", Case::Impostor),
         ("device entries A_B, a:b, a-b (one plain name local-NODE-a-b), then a restart",
             "three PVs with distinct hashed names, the collision logged; after a restart the same three PVs, none added",
             "node-collide", Case::Colliding),
     ]
-}
-
-/// `LP_CLEANUP_INTERVAL=1s`: sweeps every second.
-fn sweeps() -> (&'static str, String) {
-    ("LP_CLEANUP_INTERVAL", "1s".to_string())
 }
 
 /// A PV object for `row`'s `disk0`, as the controller would record it,
@@ -85,8 +85,9 @@ fn foreign_or_edited_pv(row: &RowWorld, name: &str, labels: Value, node_name: &s
     })
 }
 
-/// Releases PV `name` and expects its wipe refused by `guard`: the Event,
-/// the counter, the PV kept, the device untouched.
+/// Releases PV `name` and expects it deleted and its wipe refused by
+/// `guard`: the Event (with how to release it by hand), the counter, the PV
+/// kept Terminating under its finalizer, the device untouched.
 async fn expect_refused(
     row: &RowWorld,
     process: &crate::support::provisioner::ProvisionerProcess,
@@ -102,17 +103,20 @@ async fn expect_refused(
         .await;
     let note = event.note.unwrap();
     assert!(note.contains(guard) && note.contains(says), "{note}");
+    assert!(note.contains(&format!("kubectl patch pv {name}")), "{note}");
     let refused = process.labelled_sample("wipe_failures_total", "reason", guard);
     process.wait_sample_at_least(&refused, 1.0).await;
-    row.assert_kept(name, &uid).await;
+    row.assert_held(name, &uid).await;
+    assert_eq!(row.world.pv_requests("delete", Some(name)), 1);
     crate::catalogue::assert_untouched(&row.devices[0]);
 }
 
 /// Our PV edited to a path outside deviceDir: refused, kept, no second PV.
 async fn edited_path(row: RowWorld) {
     row.configure().await;
-    let process = row.start(vec![sweeps()]);
+    let process = row.start(vec![]);
     row.wait_pv("disk0").await;
+    row.fill_devices();
     let name = row.pv_name("disk0");
     let elsewhere = row.world.work_dir().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
@@ -133,14 +137,17 @@ async fn edited_path(row: RowWorld) {
 /// Our Bound PV: never wiped while a control PV is.
 async fn bound(row: RowWorld) {
     row.configure().await;
-    let _process = row.start(vec![sweeps()]);
+    let _process = row.start(vec![]);
     let uid = row.wait_pv("disk0").await;
     row.wait_pv("disk1").await;
+    row.fill_devices();
     let name = row.pv_name("disk0");
     row.world.server().bind_pv(&name, "default", "claim-a");
     row.control_wipe().await;
     row.assert_kept(&name, &uid).await;
     let pv = row.world.pv(&name).await.unwrap();
+    let claimed = pv.metadata.annotations.as_ref().unwrap()[CLAIMED_BY_ANNOTATION].clone();
+    assert_eq!(claimed, "default/claim-a", "the claim is recorded");
     assert_eq!(pv.status.unwrap().phase.as_deref(), Some("Bound"));
     assert_eq!(
         pv.spec.unwrap().claim_ref.unwrap().name.as_deref(),
@@ -156,9 +163,9 @@ async fn foreign(row: RowWorld) {
     row.world
         .create_foreign_pv(foreign_or_edited_pv(&row, &name, labels, "someone-else"));
     row.configure().await;
-    let process = row.start(vec![sweeps()]);
+    let process = row.start(vec![]);
     row.wait_pv("disk1").await;
-    let note = row.world.wait_for_note("DeviceSkipped").await;
+    let note = row.world.wait_for_note("InvalidVolume").await;
     assert!(
         note.contains("disk0") && note.contains(&name) && note.contains("does not own"),
         "{note}"
@@ -169,6 +176,8 @@ async fn foreign(row: RowWorld) {
         "a device whose PV name is taken by a foreign PV is counted in error_devices and in available_devices ({available:?})"
     );
     fixed_bug("BUG-5", available == Some(1.0), &what);
+    // The foreign PV's tenant writes; then it is Released.
+    row.fill_devices();
     row.world.server().set_pv_phase(&name, "Released");
     let before = row.world.pv(&name).await.unwrap();
     row.control_wipe().await;
@@ -189,17 +198,46 @@ async fn foreign(row: RowWorld) {
     crate::catalogue::assert_untouched(&row.devices[0]);
 }
 
-/// A PV of this node's label recording another node: refused, kept.
+/// A PV of this node's label recording another node: left alone.
 async fn impostor(row: RowWorld) {
     let name = "local-other-node-disk0";
     let labels = json!({pv::NODE_LABEL: node_label_value(&row.node)});
     row.world
         .create_foreign_pv(foreign_or_edited_pv(&row, name, labels, "other-node"));
     row.configure().await;
-    let process = row.start(vec![sweeps()]);
-    process.wait_metric("available_devices", 1.0).await;
-    expect_refused(&row, &process, name, "OwnedByThisNode", "other-node").await;
-    assert_eq!(row.world.pv_requests("create", None), 0);
+    let process = row.start(vec![]);
+    row.wait_pv("disk1").await;
+    process.wait_metric("available_devices", 2.0).await;
+    row.fill_devices();
+    row.world.server().set_pv_phase(name, "Released");
+    let before = row.world.pv(name).await.unwrap();
+    // The control PV's wipe shows the cleanup handled the events before it.
+    row.control_wipe().await;
+    let after = row.world.pv(name).await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "never written"
+    );
+    assert!(after.metadata.deletion_timestamp.is_none(), "never deleted");
+    for verb in ["update", "patch", "delete"] {
+        assert_eq!(row.world.pv_requests(verb, Some(name)), 0, "{verb} on it");
+    }
+    // UNCLEAR-2 (found when the finalizer came, fixed): it went unreported;
+    // now a `NotOurs` Event says this node leaves it alone.
+    let said = row
+        .world
+        .wait_for_event_about("NotOurs", "PersistentVolume", name)
+        .await;
+    assert!(
+        said.note.unwrap_or_default().contains("other-node"),
+        "the Event names the node the PV records"
+    );
+    assert_eq!(
+        row.world.pv_requests("create", None),
+        2,
+        "no PV of ours for its device (disk1's PV and its recreation only)"
+    );
+    crate::catalogue::assert_untouched(&row.devices[0]);
 }
 
 /// Colliding entry names through the binary, then a restart.
@@ -230,6 +268,7 @@ async fn colliding(mut row: RowWorld) {
         .lines()
         .any(|line| line.contains("WARN") && line.contains("collide"));
     assert!(warned, "the collision is logged as a warning");
+    row.fill_devices();
     assert_eq!(
         process.stop_with(nix::sys::signal::Signal::SIGTERM).code(),
         Some(0)
@@ -255,7 +294,7 @@ fn check(row: Arc<Row>) -> RowFuture {
             Case::EditedPath => edited_path(RowWorld::new(node, 1).await).await,
             Case::Bound => bound(RowWorld::new(node, 2).await).await,
             Case::Foreign => foreign(RowWorld::new(node, 2).await).await,
-            Case::Impostor => impostor(RowWorld::new(node, 1).await).await,
+            Case::Impostor => impostor(RowWorld::new(node, 2).await).await,
             Case::Colliding => colliding(RowWorld::new(node, 0).await).await,
         }
     })

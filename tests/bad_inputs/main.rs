@@ -19,12 +19,17 @@
 //! A row's expected outcome is either a clear error naming what is wrong or
 //! a documented choice. "Nothing destroyed" is proven, depending on the row,
 //! by: no PV create/delete request in the fake server's request log, the
-//! PV's UID and resourceVersion unchanged, and the loop device still holding
-//! its fill byte in every block; a check that nothing happened waits first
-//! for a reconcile pass that began after the change (the
-//! `reconciles_total` counter). Rows that change the controller's input
-//! end by fixing it and waiting for the PV, which shows the setup would
-//! have produced a PV if the input had been good.
+//! PV's UID, resourceVersion and finalizers unchanged (a PV whose wipe is
+//! refused is deleted by the program but stays Terminating under its
+//! finalizer, never released), and the loop device still holding its
+//! tenant's data (the fill byte) in every block; a check that nothing
+//! happened waits first for a reconcile pass that began after the change
+//! (the `reconciles_total` counter), or for a control PV's wipe. A device
+//! holding data is never offered, so the data is written once the device's
+//! PV exists, or, where the input keeps the program from acting, before it
+//! starts; such a row clears the device (as an admin would) before it fixes
+//! the input and waits for the PV, which shows the setup would have
+//! produced a PV if the input had been good.
 //!
 //! Rows that exposed a bug when the catalogue was written assert the right
 //! behaviour through [`fixed_bug`], which names the finding if it comes back
@@ -48,6 +53,13 @@
 //!   debug level only; now white space around `deviceDir` and
 //!   `deviceNameFilter` is refused, and a missing `deviceDir` is a warning
 //!   and part of the `PVSpecApplied` note.
+//! - UNCLEAR-2 (fixed): a Released PV labelled for this node but recording
+//!   another node's name was refused with a `WipeRefused` Event naming
+//!   `OwnedByThisNode`; once the cleanup looked only at PVs that record this
+//!   node, PVs of the Go upstream for this node, and PVs carrying its
+//!   finalizer, such a PV was left alone without a word. Nothing was
+//!   destroyed, but an admin was no longer told; now a `NotOurs` Event on
+//!   the PV says this node leaves it alone.
 
 #[path = "../support/mod.rs"]
 mod support;

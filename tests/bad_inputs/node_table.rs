@@ -75,6 +75,7 @@ async fn long_node_name(length: usize) -> RowWorld {
         row.node
     );
     let uid = pv.metadata.uid.clone();
+    row.fill_devices();
 
     assert_eq!(
         process.stop_with(nix::sys::signal::Signal::SIGTERM).code(),

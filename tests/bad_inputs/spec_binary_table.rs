@@ -1,8 +1,10 @@
 //! Table 4: ConfigMaps and annotations as a user gets them wrong, through
 //! the real binary against the fake API server. Each row sets up one bad
-//! input and expects the Event, the metric, no PV and an untouched device
-//! while it is bad, then fixes it and waits for the PV (which shows the
-//! setup would have produced one all along).
+//! input on a device holding data and expects the Event, the metric, no PV
+//! and the device untouched while it is bad; then the device is cleared (a
+//! device holding data is never offered) and the input fixed, and the PV
+//! comes (which shows the setup would have produced one all along) and its
+//! device, written to by its tenant, is left alone.
 
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -236,14 +238,16 @@ async fn paused_then_fixed(
     extra: &Extra,
 ) {
     let row = RowWorld::new(node, 1).await;
+    row.fill_devices();
     set_up(&row, input).await;
     let process = row.start(vec![]);
     let note = check_paused(&row, &process, reason, says, errors).await;
     let log = process.log();
+    row.blank_devices();
     fix(&row, input).await;
     row.wait_pv("disk0").await;
     process.wait_metric("pv_spec_errors", 0.0).await;
-    row.assert_devices_untouched();
+    row.fill_and_check_untouched(&process).await;
     match extra {
         Nothing => {}
         NoteFits => assert!(note.len() <= 1000, "{} bytes", note.len()),
@@ -282,7 +286,7 @@ async fn unknown_key_is_reported_and_ignored(node: &str) {
     assert!(note.contains("ignored unknown keys: futureKey"), "{note}");
     process.wait_metric("pv_spec_errors", 0.0).await;
     assert!(process.log().contains("futureKey"), "logged");
-    row.assert_devices_untouched();
+    row.fill_and_check_untouched(&process).await;
 }
 
 /// BUG-3: an annotation value that is not a valid object name (here with a
@@ -290,6 +294,7 @@ async fn unknown_key_is_reported_and_ignored(node: &str) {
 /// refused before any request, and reported.
 async fn annotation_breaking_the_field_selector(node: &str) {
     let row = RowWorld::new(node, 1).await;
+    row.fill_devices();
     row.world.put_configmap("spec", row.good_spec()).await;
     row.world.add_node(node, Some("spec,other")).await;
     let process = row.start(vec![]);
@@ -316,9 +321,10 @@ async fn annotation_breaking_the_field_selector(node: &str) {
     fixed_bug("BUG-3", reported && metric == Some(1.0), &what);
     assert_eq!(row.world.pv_requests("create", None), 0, "no PV created");
     row.assert_devices_untouched();
+    row.blank_devices();
     row.world.annotate(node, "spec").await;
     row.wait_pv("disk0").await;
-    row.assert_devices_untouched();
+    row.fill_and_check_untouched(&process).await;
 }
 
 /// Runs one row.

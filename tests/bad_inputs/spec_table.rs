@@ -150,7 +150,7 @@ fn filter_and_mode_rows() -> Vec<Row> {
     ]
 }
 
-/// Rows about `wipeBytes`.
+/// Rows about `wipeBytes` and `wipeDevicesWithData`.
 #[rustfmt::skip]
 fn wipe_bytes_rows() -> Vec<Row> {
     vec![
@@ -176,6 +176,16 @@ fn wipe_bytes_rows() -> Vec<Row> {
         ("wipeBytes 0004096 (leading zeros: accepted)", Block, Set("wipeBytes", "0004096"), Accepted(|spec| spec.wipe_bytes == 4096)),
         ("wipeBytes 1Ti (larger than most disks: the wipe stops at the device's end)", Block, Set("wipeBytes", "1Ti"),
             Accepted(|spec| spec.wipe_bytes == 1 << 40 && spec.volume_mode == VolumeMode::Block)),
+        // wipeDevicesWithData: "true" or "false" only; off when absent.
+        ("wipeDevicesWithData absent (off: a device holding data is never offered)", Block, Keep,
+            Accepted(|spec| !spec.wipe_devices_with_data)),
+        ("wipeDevicesWithData true", Block, Set("wipeDevicesWithData", "true"), Accepted(|spec| spec.wipe_devices_with_data)),
+        ("wipeDevicesWithData True", Block, Set("wipeDevicesWithData", "True"),
+            Refused("wipeDevicesWithData", "must be \"true\" or \"false\"")),
+        ("wipeDevicesWithData yes", Block, Set("wipeDevicesWithData", "yes"),
+            Refused("wipeDevicesWithData", "must be \"true\" or \"false\"")),
+        ("wipeDevicesWithData \"\"", Block, Set("wipeDevicesWithData", ""),
+            Refused("wipeDevicesWithData", "must be \"true\" or \"false\"")),
     ]
 }
 

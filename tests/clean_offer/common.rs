@@ -98,7 +98,7 @@ pub async fn binding_world() -> World {
 
 /// Attaches a sparse (blank) device of `size` bytes linked as `entry`.
 pub fn blank_disk(world: &World, entry: &str, size: u64) -> Arc<LoopDevice> {
-    let device = world.attach_sparse(size);
+    let device = world.attach(size);
     world.link(entry, &device);
     device
 }

@@ -110,7 +110,7 @@ async fn released_pv_deleted_by_hand_is_wiped_before_its_release_and_offer() {
     );
     assert_wiped_only_inside(&disk);
     wait_wiped(&process).await;
-    let wiped = world.wait_for_event("VolumeWiped").await;
+    let wiped = world.wait_for_event("Wiped").await;
     assert_eq!(wiped.regarding.unwrap().uid, Some(old_uid));
     assert!(has_finalizer(&fresh, CLEANUP_FINALIZER));
 }

@@ -60,11 +60,11 @@ async fn a_released_pv_is_wiped_once_when_its_watch_lags() {
         .filter(|m| m.step == Step::FinalizerRemoved)
         .count();
     let wipes = process.value("wipes_total").await;
-    let wiped = events_with(&world, "VolumeWiped", "PersistentVolume", name).await;
+    let wiped = events_with(&world, "Wiped", "PersistentVolume", name).await;
     assert!(
         removals == 1 && wipes == Some(1.0) && publishes(&wiped) == 1,
         "one release, but {removals} finalizer removals (the later ones after the \
-         PV was gone: {seen:?}), wipes_total {wipes:?}, {} VolumeWiped published",
+         PV was gone: {seen:?}), wipes_total {wipes:?}, {} Wiped published",
         publishes(&wiped)
     );
 }

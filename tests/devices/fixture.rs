@@ -81,6 +81,16 @@ pub fn disk0(size: u64) -> (LoopDevice, TempDir, WipeRequest) {
     (device, dir, request)
 }
 
+/// A blank (sparse) loop device of `size` bytes, linked as `disk0` in a
+/// new directory, and the wipe request for its PV: for devices too large
+/// to fill, marked where it matters with [`LoopDevice::write_at`].
+pub fn sparse_disk0(size: u64) -> (LoopDevice, TempDir, WipeRequest) {
+    let device = LoopDevice::sparse(size);
+    let dir = linked(&device, "disk0");
+    let request = request_for(dir.path(), "disk0");
+    (device, dir, request)
+}
+
 /// Wipes as the controller does, never cancelled.
 pub fn wipe(request: &WipeRequest) -> Result<WipeReport, WipeError> {
     wipe_device(request, &AtomicBool::new(false))

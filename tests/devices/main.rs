@@ -6,7 +6,9 @@
 //!   check that a refused wipe wrote nothing;
 //! - `discovery`: what a scan takes, what it reports and what it marks in
 //!   use;
-//! - `wipe`: the regions a wipe zeroes and leaves alone, and cancellation;
+//! - `wipe`: the regions a wipe zeroes (the head, at least 1 MiB; the Ceph
+//!   label copies inside the device; the tail) and leaves alone, and
+//!   cancellation;
 //! - `guards`: every wipe guard that can be provoked on this machine.
 
 #[path = "../support/mod.rs"]

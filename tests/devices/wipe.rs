@@ -1,12 +1,13 @@
-//! Wiping: the head (`wipeBytes`, 100 MiB by default, or the whole of a
-//! smaller device) and the last MiB are zeroed and nothing else; a
-//! cancelled wipe writes nothing more.
+//! Wiping: the head (`wipeBytes`, 100 MiB by default, at least 1 MiB, or
+//! the whole of a smaller device), `wipeBytes` at each Ceph BlueStore label
+//! offset inside the device (1, 10, 100 and 1000 GiB) and the last MiB are
+//! zeroed and nothing else; a cancelled wipe writes nothing more.
 
 use std::sync::atomic::AtomicBool;
 
 use local_pv_provisioner::wipe::{TAIL_BYTES, WipeError, wipe_device};
 
-use crate::fixture::{MIB, disk0, wipe};
+use crate::fixture::{MIB, disk0, sparse_disk0, wipe};
 use crate::support::loop_device::FILL_BYTE;
 
 #[test]
@@ -48,6 +49,63 @@ fn wipe_bytes_recorded_on_the_pv_sets_the_head() {
             .iter()
             .all(|b| *b == 0)
     );
+}
+
+#[test]
+fn a_head_under_a_mib_is_raised_to_the_mib_a_probe_reads() {
+    let size = 8 * MIB;
+    let (device, _dir, mut request) = disk0(size);
+    request.head_bytes = 4096;
+    let report = wipe(&request).unwrap();
+    assert_eq!(report.regions, vec![0..MIB, size - TAIL_BYTES..size]);
+    assert!(device.read(0, MIB as usize).iter().all(|b| *b == 0));
+    assert!(
+        device
+            .read(MIB, (size - 2 * MIB) as usize)
+            .iter()
+            .all(|b| *b == FILL_BYTE),
+        "byte 1 MiB onward intact"
+    );
+}
+
+const GIB: u64 = 1024 * MIB;
+
+#[test]
+fn the_ceph_label_copies_inside_the_device_are_zeroed_too() {
+    // 11 GiB and 4 MiB, sparse: label copies at 1 GiB and 10 GiB lie inside.
+    let size = 11 * GIB + 4 * MIB;
+    let (device, _dir, request) = sparse_disk0(size);
+    let head = 100 * MIB;
+    let regions = [
+        0..head,
+        GIB..GIB + head,
+        10 * GIB..10 * GIB + head,
+        size - TAIL_BYTES..size,
+    ];
+    let marker = [FILL_BYTE; 4096];
+    for region in &regions {
+        for offset in [region.start, region.end - 4096, region.end] {
+            if offset + 4096 <= size {
+                device.write_at(offset, &marker);
+            }
+        }
+    }
+    device.write_at(GIB - 4096, &marker);
+    device.write_at(5 * GIB, &marker);
+
+    let report = wipe(&request).expect("wipe succeeds");
+    assert_eq!(report.regions, regions.to_vec());
+    let zero = |offset: u64| device.read(offset, 4096).iter().all(|b| *b == 0);
+    let kept = |offset: u64| device.read(offset, 4096).iter().all(|b| *b == FILL_BYTE);
+    for region in &regions {
+        assert!(
+            zero(region.start) && zero(region.end - 4096),
+            "{region:?} zeroed"
+        );
+    }
+    for offset in [head, GIB - 4096, GIB + head, 5 * GIB, 10 * GIB + head] {
+        assert!(kept(offset), "byte {offset} outside the regions is intact");
+    }
 }
 
 #[test]

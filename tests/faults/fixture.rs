@@ -12,9 +12,9 @@ use kube::ResourceExt;
 use crate::support::loop_device::{FILL_BYTE, LoopDevice};
 use crate::support::provisioner::ProvisionerProcess;
 use crate::support::world::World;
-use crate::support::world::inspect::phase;
+use crate::support::world::inspect::{held_terminating, phase};
 use crate::support::world::waits::{WAIT, eventually};
-use crate::support::world::witness::{DeleteSeen, Witness};
+use crate::support::world::witness::{Seen, Witness, Write, is_finalizer_removal};
 
 /// The PV annotation recording the device's `major:minor`.
 const DEVICE_NUMBER: &str = "local-pv-provisioner.cybozu.io/device-number";
@@ -36,8 +36,8 @@ pub struct FaultWorld {
 }
 
 impl FaultWorld {
-    /// A fake world with `count` devices filled with [`FILL_BYTE`], the
-    /// objects an operator would create, and the request witness.
+    /// A fake world with `count` blank devices, the objects an operator
+    /// would create, and the request witness.
     pub async fn new(node: &'static str, count: usize) -> FaultWorld {
         let world = World::fake().await;
         let devices = world.attach_disks(count, DEVICE_SIZE);
@@ -81,13 +81,22 @@ impl FaultWorld {
         self.world.start(self.node, vec![])
     }
 
-    /// [`Self::new`], the provisioner started, and an Available PV for
-    /// every device.
+    /// [`Self::new`], the provisioner started, an Available PV for every
+    /// device, and then the tenants' data ([`FILL_BYTE`]) on every device.
     pub async fn running(node: &'static str, count: usize) -> (FaultWorld, ProvisionerProcess) {
         let faults = FaultWorld::new(node, count).await;
         let process = faults.start();
         faults.wait_all_available().await;
+        faults.fill_all();
         (faults, process)
+    }
+
+    /// Writes the tenants' data ([`FILL_BYTE`]) over every device; only once
+    /// their PVs exist, as a device holding data is never offered.
+    pub fn fill_all(&self) {
+        for device in &self.devices {
+            device.fill();
+        }
     }
 
     /// The PV name of device `index`.
@@ -181,6 +190,13 @@ impl FaultWorld {
         self.live_pv(index).await.expect("a live PV").0
     }
 
+    /// UID of device `index`'s PV while it is Terminating and held by the
+    /// provisioner's finalizer; `None` otherwise.
+    pub async fn held_uid(&self, index: usize) -> Option<String> {
+        let pv = self.world.pv(&self.pv_name(index)).await?;
+        held_terminating(&pv).then(|| pv.uid()).flatten()
+    }
+
     /// Marks device `index`'s PV Released, as the PV controller does when
     /// its claim is deleted; returns the PV's UID.
     pub async fn release(&self, index: usize) -> String {
@@ -213,17 +229,46 @@ impl FaultWorld {
     }
 
     /// The DELETEs of PV `name` seen so far.
-    pub fn deletes_of(&self, name: &str) -> Vec<DeleteSeen> {
-        let deletes = self.witness.deletes();
-        deletes.into_iter().filter(|d| d.pv == name).collect()
+    pub fn deletes_of(&self, name: &str) -> Vec<Seen> {
+        self.witness.of(name, Write::Delete)
     }
 
-    /// Fails unless device `index` still holds the fill pattern everywhere.
+    /// The removals of the provisioner's finalizer from PV `name` seen so far.
+    pub fn releases_of(&self, name: &str) -> Vec<Seen> {
+        self.witness.of(name, Write::FinalizerRemoval)
+    }
+
+    /// The HTTP statuses the server answered the removals of the
+    /// provisioner's finalizer from PV `name` with, in order.
+    pub fn release_answers(&self, name: &str) -> Vec<u16> {
+        let requests = self.world.server().requests();
+        requests
+            .iter()
+            .filter(|r| is_finalizer_removal(r) && r.name.as_deref() == Some(name))
+            .map(|r| r.status)
+            .collect()
+    }
+
+    /// Fails unless device `index` still holds the tenant's data everywhere.
     pub fn assert_intact(&self, index: usize) {
         assert!(
             self.devices[index].holds_only(FILL_BYTE),
             "device of {} was written to although its PV was never Released",
             self.pv_name(index)
+        );
+    }
+
+    /// Fails unless the provisioner wiped nothing and released nothing:
+    /// the signal for devices that hold no data (a zero written over zeros
+    /// cannot show).
+    pub async fn assert_nothing_wiped(&self, process: &ProvisionerProcess) {
+        assert_eq!(process.value("wipes_total").await, Some(0.0));
+        assert!(
+            self.witness
+                .seen()
+                .iter()
+                .all(|seen| matches!(seen.write, Write::Create)),
+            "no PV deleted or released"
         );
     }
 
@@ -237,9 +282,36 @@ impl FaultWorld {
         );
     }
 
+    /// Waits until the Node has been told about as many devices holding
+    /// data as `entries` names (occurrences of the Event reason
+    /// `DeviceHasData`), then fails unless each entry is named.
+    pub async fn assert_reported_holding_data(&self, entries: &[&str]) {
+        let notes = eventually("the DeviceHasData reports", WAIT, || async {
+            let seen = self
+                .world
+                .occurrences("DeviceHasData", "Node", self.node)
+                .await;
+            let reports: i32 = seen.iter().map(|(_, count)| count).sum();
+            (reports >= entries.len() as i32).then_some(seen)
+        })
+        .await;
+        // One Event per device: kube's Event Recorder, once used, folded
+        // Events of one reason about one object into a series that kept the
+        // first note, so every device after the first went unnamed.
+        for entry in entries {
+            assert!(
+                notes
+                    .iter()
+                    .any(|(note, _)| note.contains(&format!("/{entry} "))),
+                "no DeviceHasData Event names {entry} (one per device is promised): {notes:?}"
+            );
+        }
+    }
+
     /// The end state every test shares: one PV per device, each created by
     /// exactly one successful POST (`expected_creations` in all, counting
-    /// recreations), and no DELETE without a wipe.
+    /// recreations), no finalizer removed before the device was wiped, and
+    /// no PV created again before the old one's finalizer went.
     pub async fn assert_settled(&self, expected_creations: usize) {
         self.assert_no_two_pvs_per_device().await;
         assert_eq!(
@@ -252,12 +324,7 @@ impl FaultWorld {
             expected_creations,
             "PVs created (201 answers to POST)"
         );
-        for delete in self.witness.deletes() {
-            assert!(
-                delete.device_zeroed,
-                "PV {} was DELETEd while its device was not wiped",
-                delete.pv
-            );
-        }
+        self.witness.assert_released_only_when_zeroed();
+        self.world.assert_recreated_only_after_release();
     }
 }

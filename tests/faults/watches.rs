@@ -78,6 +78,7 @@ async fn slow_api_responses_converge_without_duplicates() {
         .set_latency(Duration::from_millis(400));
     let _process = faults.start();
     faults.wait_all_available().await;
+    faults.fill_all();
     faults.bind(1);
     faults.recycle(0).await;
     faults.assert_settled(3 + 1).await;

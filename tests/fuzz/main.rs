@@ -29,7 +29,9 @@
 //!   valid. On `Ok`: `deviceDir` is absolute, normalised, without `..` and
 //!   not `/`; `fsType` is present exactly for `Filesystem`; `wipe_bytes` is a
 //!   positive multiple of 4096; the storage class is a DNS-1123 subdomain;
-//!   unknown keys are exactly the keys it does not know. On `Err`: the error
+//!   `wipeDevicesWithData` is on only for `"true"` (`"false"` or absent:
+//!   off; anything else is refused); unknown keys are exactly the keys it
+//!   does not know. On `Err`: the error
 //!   names the first invalid key in parse order, and stays short whatever
 //!   the input's size (at most `spec_parser::MAX_ERROR_BYTES`; the tighter
 //!   Event budget is BUG-2 in `tests/bad_inputs/`).

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use local_pv_provisioner::spec::{
     KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE,
-    KEY_WIPE_BYTES,
+    KEY_WIPE_BYTES, KEY_WIPE_DEVICES_WITH_DATA,
 };
 use regex::Regex;
 
@@ -65,14 +65,25 @@ pub fn oracle_wipe_bytes(value: &str) -> Option<u64> {
     (bytes > 0 && bytes % 4096 == 0).then_some(bytes)
 }
 
+/// `wipeDevicesWithData`: exactly `"true"` or `"false"`; `None` when it
+/// must be refused.
+pub fn oracle_wipe_devices_with_data(value: &str) -> Option<bool> {
+    match value {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
+}
+
 /// The keys `parse_pv_spec` knows, in the order it parses them.
-pub const KNOWN: [&str; 6] = [
+pub const KNOWN: [&str; 7] = [
     KEY_DEVICE_DIR,
     KEY_DEVICE_NAME_FILTER,
     KEY_VOLUME_MODE,
     KEY_FS_TYPE,
     KEY_STORAGE_CLASS_NAME,
     KEY_WIPE_BYTES,
+    KEY_WIPE_DEVICES_WITH_DATA,
 ];
 
 /// What the oracle says about each key, in parse order: `Ok(())` when the
@@ -108,6 +119,11 @@ pub fn oracle_verdicts(data: &BTreeMap<String, String>) -> Vec<(&'static str, bo
         (
             KEY_WIPE_BYTES,
             get(KEY_WIPE_BYTES).is_none_or(|v| oracle_wipe_bytes(v).is_some()),
+        ),
+        (
+            KEY_WIPE_DEVICES_WITH_DATA,
+            get(KEY_WIPE_DEVICES_WITH_DATA)
+                .is_none_or(|v| oracle_wipe_devices_with_data(v).is_some()),
         ),
     ]
 }

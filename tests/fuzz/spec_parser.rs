@@ -1,22 +1,24 @@
 //! The spec parser, `parse_pv_spec`, over arbitrary ConfigMap data: it
 //! agrees with the oracle on every input, checks each accepted field and
-//! each refusal, and keeps its errors short; `wipeBytes` alone; and
-//! Unicode-class repetitions in the name filter.
+//! each refusal, and keeps its errors short; `wipeBytes` and
+//! `wipeDevicesWithData` alone; and Unicode-class repetitions in the name
+//! filter.
 
 use std::collections::BTreeMap;
 
 use local_pv_provisioner::spec::{
     DEFAULT_STORAGE_CLASS_NAME, DEFAULT_WIPE_BYTES, FsType, KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER,
-    KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, KEY_WIPE_BYTES, PvSpec, SpecError,
-    VolumeMode, WIPE_BYTES_ALIGNMENT, parse_pv_spec,
+    KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, KEY_WIPE_BYTES,
+    KEY_WIPE_DEVICES_WITH_DATA, PvSpec, SpecError, VolumeMode, WIPE_BYTES_ALIGNMENT, parse_pv_spec,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use crate::oracles::{
-    KNOWN, oracle_device_dir, oracle_verdicts, oracle_wipe_bytes, valid_subdomain,
+    KNOWN, oracle_device_dir, oracle_verdicts, oracle_wipe_bytes, oracle_wipe_devices_with_data,
+    valid_subdomain,
 };
-use crate::strategies::{spec_data, wipe_bytes};
+use crate::strategies::{spec_data, wipe_bytes, wipe_devices_with_data};
 use crate::{config, data};
 
 /// Hard bound on a spec error's length, whatever the input's size: 200
@@ -75,6 +77,12 @@ fn accepted_agrees(data: &Data, verdicts: &Verdicts, spec: PvSpec) -> Result<(),
         Some(text) => prop_assert_eq!(Some(spec.wipe_bytes), oracle_wipe_bytes(text)),
         None => prop_assert_eq!(spec.wipe_bytes, DEFAULT_WIPE_BYTES),
     }
+    // wipeDevicesWithData: off unless "true".
+    let with_data = data.get(KEY_WIPE_DEVICES_WITH_DATA);
+    prop_assert_eq!(
+        spec.wipe_devices_with_data,
+        with_data.is_some_and(|v| oracle_wipe_devices_with_data(v) == Some(true))
+    );
     // Unknown keys: exactly the others, reported.
     let unknown: Vec<String> = data
         .keys()
@@ -128,6 +136,16 @@ fn refusal_agrees(
     Ok(())
 }
 
+/// A valid Block spec with `key` set to `value`.
+fn block_spec_with(key: &str, value: &str) -> Data {
+    data(&[
+        (KEY_DEVICE_DIR, "/dev/disk"),
+        (KEY_DEVICE_NAME_FILTER, "x"),
+        (KEY_VOLUME_MODE, "Block"),
+        (key, value),
+    ])
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -142,14 +160,26 @@ proptest! {
 
     #[test]
     fn wipe_bytes_alone_agrees_with_the_oracle(value in wipe_bytes()) {
-        let data = data(&[
-            (KEY_DEVICE_DIR, "/dev/disk"),
-            (KEY_DEVICE_NAME_FILTER, "x"),
-            (KEY_VOLUME_MODE, "Block"),
-            (KEY_WIPE_BYTES, value.as_str()),
-        ]);
+        let data = block_spec_with(KEY_WIPE_BYTES, &value);
         let parsed = parse_pv_spec(&data).map(|spec| spec.wipe_bytes).ok();
         prop_assert_eq!(parsed, oracle_wipe_bytes(&value));
+    }
+
+    #[test]
+    fn wipe_devices_with_data_alone_agrees_with_the_oracle(value in wipe_devices_with_data()) {
+        let data = block_spec_with(KEY_WIPE_DEVICES_WITH_DATA, &value);
+        match parse_pv_spec(&data) {
+            Ok(spec) => prop_assert_eq!(
+                Some(spec.wipe_devices_with_data),
+                oracle_wipe_devices_with_data(&value)
+            ),
+            Err(error) => {
+                prop_assert_eq!(oracle_wipe_devices_with_data(&value), None);
+                let message = error.to_string();
+                prop_assert!(message.contains("\"wipeDevicesWithData\""), "{}", message);
+                prop_assert!(message.contains("must be \"true\" or \"false\""), "{}", message);
+            }
+        }
     }
 }
 

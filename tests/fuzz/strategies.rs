@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use local_pv_provisioner::spec::{
     KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE,
-    KEY_WIPE_BYTES,
+    KEY_WIPE_BYTES, KEY_WIPE_DEVICES_WITH_DATA,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::option;
@@ -124,6 +124,19 @@ pub fn wipe_bytes() -> BoxedStrategy<String> {
     .boxed()
 }
 
+/// `wipeDevicesWithData`: the two accepted values, near misses, anything.
+pub fn wipe_devices_with_data() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => prop_oneof![Just("true"), Just("false")].prop_map(String::from),
+        2 => prop_oneof![
+            Just("True"), Just("FALSE"), Just("yes"), Just("1"), Just("true "), Just(""),
+        ]
+        .prop_map(String::from),
+        1 => text(),
+    ]
+    .boxed()
+}
+
 /// Keys that are not known, or near misses of known ones.
 fn other_key() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -132,6 +145,7 @@ fn other_key() -> impl Strategy<Value = String> {
         Just("deviceDir ".to_string()),
         Just("storageClass".to_string()),
         Just("futureKey".to_string()),
+        Just("wipeDeviceWithData".to_string()),
         "[a-zA-Z.]{0,12}",
         text(),
     ]
@@ -148,6 +162,7 @@ prop_compose! {
         fs in option::weighted(0.5, fs_type()),
         class in option::weighted(0.3, storage_class()),
         wipe in option::weighted(0.4, wipe_bytes()),
+        with_data in option::weighted(0.3, wipe_devices_with_data()),
         others in btree_map(other_key(), text(), 0..4),
         raw in option::weighted(0.15, (0..KNOWN.len(), text())),
     ) -> BTreeMap<String, String> {
@@ -159,6 +174,7 @@ prop_compose! {
             (KEY_FS_TYPE, fs),
             (KEY_STORAGE_CLASS_NAME, class),
             (KEY_WIPE_BYTES, wipe),
+            (KEY_WIPE_DEVICES_WITH_DATA, with_data),
         ] {
             if let Some(value) = value {
                 data.insert(key.to_string(), value);

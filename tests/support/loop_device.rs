@@ -17,7 +17,9 @@ use tempfile::TempDir;
 /// concurrent test's `losetup -f`.
 static ATTACH_LOCK: Mutex<()> = Mutex::new(());
 
-/// Byte every test device is filled with before a test, so zeroing shows.
+/// Byte a test writes over a device as its tenant's data, so zeroing shows.
+/// A device is filled only once its PV exists: a device holding data before
+/// the program first sees it is never offered.
 pub const FILL_BYTE: u8 = 0xA5;
 
 /// A loop device backed by a file of its own.
@@ -154,6 +156,18 @@ impl LoopDevice {
         *backing_file = replacement;
     }
 
+    /// Writes [`FILL_BYTE`] over the whole device, as a tenant writing its
+    /// data (through the backing file, which the loop driver reads through).
+    pub fn fill(&self) {
+        overwrite(&self.backing_file(), FILL_BYTE);
+    }
+
+    /// Zeroes the whole device, as an admin clearing a disk before it is
+    /// offered (through the backing file).
+    pub fn blank(&self) {
+        overwrite(&self.backing_file(), 0);
+    }
+
     /// Writes `bytes` at `offset` of the device's content (through the backing file).
     pub fn write_at(&self, offset: u64, bytes: &[u8]) {
         let file = OpenOptions::new()
@@ -205,12 +219,26 @@ fn write_mbr_with_one_partition(backing_file: &Path) {
 
 fn write_pattern(path: &Path, size_bytes: u64) {
     assert_eq!(size_bytes % 512, 0, "loop devices are whole sectors");
-    let mut file = File::create(path).expect("create backing file");
-    let chunk = vec![FILL_BYTE; 1 << 20];
-    let mut left = size_bytes;
+    File::create(path)
+        .and_then(|file| file.set_len(size_bytes))
+        .expect("create backing file");
+    overwrite(path, FILL_BYTE);
+}
+
+/// Writes `value` over every byte of the existing file at `path`, a MiB at
+/// a time, and flushes it.
+fn overwrite(path: &Path, value: u8) {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open backing file");
+    let size = file.metadata().expect("stat backing file").len();
+    let chunk = vec![value; 1 << 20];
+    let mut left = size;
     while left > 0 {
         let length = left.min(chunk.len() as u64) as usize;
-        file.write_all(&chunk[..length]).expect("fill backing file");
+        file.write_all(&chunk[..length])
+            .expect("write backing file");
         left -= length as u64;
     }
     file.sync_all().expect("sync backing file");

@@ -1,6 +1,11 @@
 //! A world's devices: directories of links (the `deviceDir`s the PV spec
 //! ConfigMaps name) and the loop devices behind them, attached with
 //! `losetup -f --show` and kept until teardown detaches them.
+//!
+//! Every device a world attaches is blank (a sparse file: zeros), because
+//! the program offers only a device that probes blank. A test that proves a
+//! device was wiped, or was not touched, writes its tenant's data with
+//! [`LoopDevice::fill`] once the device's PV exists.
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
@@ -45,13 +50,9 @@ impl World {
         device
     }
 
-    /// Attaches a loop device of `size` bytes filled with the fill byte.
+    /// Attaches a blank loop device of `size` bytes (a sparse file: zeros,
+    /// so large devices cost no time).
     pub fn attach(&self, size: u64) -> Arc<LoopDevice> {
-        self.keep(LoopDevice::filled(size))
-    }
-
-    /// Attaches a loop device of `size` bytes over a sparse file (zeros).
-    pub fn attach_sparse(&self, size: u64) -> Arc<LoopDevice> {
         self.keep(LoopDevice::sparse(size))
     }
 
@@ -71,7 +72,7 @@ impl World {
         std::fs::remove_file(self.dir.join(entry)).expect("remove device link");
     }
 
-    /// Attaches a filled device of `size` bytes and links it as `entry` in
+    /// Attaches a blank device of `size` bytes and links it as `entry` in
     /// [`Self::dir`].
     pub fn attach_linked(&self, entry: &str, size: u64) -> Arc<LoopDevice> {
         let device = self.attach(size);
@@ -79,7 +80,7 @@ impl World {
         device
     }
 
-    /// Attaches `count` filled devices of `size` bytes linked as `disk0`,
+    /// Attaches `count` blank devices of `size` bytes linked as `disk0`,
     /// `disk1`, ... in [`Self::dir`].
     pub fn attach_disks(&self, count: usize, size: u64) -> Vec<Arc<LoopDevice>> {
         (0..count)

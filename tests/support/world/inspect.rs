@@ -7,7 +7,8 @@ use kube::ResourceExt;
 use local_pv_provisioner::naming::node_label_value;
 
 use super::waits::{WAIT, eventually};
-use super::{NODE_LABEL, NODE_NAME_ANNOTATION, World};
+use super::witness::is_finalizer_removal;
+use super::{CLEANUP_FINALIZER, NODE_LABEL, NODE_NAME_ANNOTATION, World};
 use crate::support::fake_api::RecordedRequest;
 
 /// The phase of a PV, `""` when it has none yet.
@@ -16,6 +17,13 @@ pub fn phase(pv: &PersistentVolume) -> &str {
         .as_ref()
         .and_then(|status| status.phase.as_deref())
         .unwrap_or("")
+}
+
+/// Whether `pv` is being deleted (Terminating) and still held by the
+/// provisioner's finalizer: its cleanup has begun and not completed.
+pub fn held_terminating(pv: &PersistentVolume) -> bool {
+    pv.metadata.deletion_timestamp.is_some()
+        && pv.finalizers().iter().any(|f| f == CLEANUP_FINALIZER)
 }
 
 /// The phase of a claim, `""` when it has none yet.
@@ -102,6 +110,21 @@ impl World {
             .collect()
     }
 
+    /// The notes of the Events with `reason` about the object of `kind`
+    /// named `name`, each with how often it occurred (an Event series
+    /// counts each occurrence).
+    pub async fn occurrences(&self, reason: &str, kind: &str, name: &str) -> Vec<(String, i32)> {
+        self.events_about(kind, name)
+            .await
+            .into_iter()
+            .filter(|event| event.reason.as_deref() == Some(reason))
+            .map(|event| {
+                let count = event.series.as_ref().map_or(1, |series| series.count);
+                (event.note.unwrap_or_default(), count)
+            })
+            .collect()
+    }
+
     /// The first Event with `reason`, if any.
     pub async fn event(&self, reason: &str) -> Option<Event> {
         self.events()
@@ -143,6 +166,16 @@ impl World {
             .into_iter()
             .filter(|r| r.verb == verb && r.resource == resource)
             .collect()
+    }
+
+    /// How many PATCHes removing the provisioner's finalizer the fake server
+    /// answered, on PV `name` only when given.
+    pub fn finalizer_removals(&self, name: Option<&str>) -> usize {
+        self.requests("patch", "persistentvolumes")
+            .iter()
+            .filter(|r| is_finalizer_removal(r))
+            .filter(|r| name.is_none_or(|name| r.name.as_deref() == Some(name)))
+            .count()
     }
 
     /// How many requests of `verb` the fake server answered on PVs, on PV

@@ -11,10 +11,13 @@
 //! - `objects`: creating, changing and deleting API objects;
 //! - `inspect`: reading PVs, claims and Events, waiting for them, and the
 //!   fake server's request log;
-//! - `devices`: device directories and loop devices;
+//! - `devices`: device directories and loop devices (blank until a test
+//!   writes its tenant's data);
 //! - `waits`: [`eventually`] and its limit [`WAIT`];
-//! - `witness`: what the fake server saw at the moment of each PV DELETE,
-//!   and the invariants checked on it;
+//! - `witness`: what the fake server saw at the moment of each PV create,
+//!   DELETE and finalizer removal, and the invariants checked on it (the
+//!   finalizer goes only once the device is zeroed; a device gets a new PV
+//!   only after the old one's finalizer went);
 //! - `teardown`: deleting what the world made, detaching its devices.
 
 mod backend;
@@ -44,6 +47,13 @@ pub const SPEC_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/pv-spec-config
 pub const NODE_LABEL: &str = "local-pv-provisioner.cybozu.io/node";
 /// The PV annotation holding the full node name.
 pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name";
+/// The finalizer the provisioner puts on every PV it makes: the PV goes
+/// only once its device is wiped (or it was never claimed).
+pub const CLEANUP_FINALIZER: &str = "local-pv-provisioner.cybozu.io/cleanup";
+/// The finalizer the API server's admission adds to every PV.
+pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
+/// The PV annotation recording the claim the provisioner saw bound to it.
+pub const CLAIMED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-by";
 /// The Node label the PVs' node affinity uses.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// Label on every object a world creates; its value is the world's run name.

@@ -1,17 +1,20 @@
 //! Removing everything a world made: its API objects (in reverse order of
 //! creation, with UID preconditions, so a same-named object someone else
-//! made is never touched), the PVs the provisioner made for its Nodes, its
-//! device links, and — always, also after a panic — its loop devices.
+//! made is never touched), the PVs the provisioner made for its Nodes
+//! (releasing the program's finalizer, which no stopped provisioner will),
+//! its device links, and — always, also after a panic — its loop devices.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Preconditions};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+};
 use kube::{Api, Client, ResourceExt};
 use local_pv_provisioner::naming::node_label_value;
 
 use super::backend::{Backend, client_for};
-use super::{NODE_LABEL, NODE_NAME_ANNOTATION, World, lock};
+use super::{CLEANUP_FINALIZER, NODE_LABEL, NODE_NAME_ANNOTATION, World, lock};
 
 /// One object a world created, as recorded right after the create.
 pub(super) struct Created {
@@ -51,8 +54,8 @@ async fn delete_with_uid(
     }
 }
 
-/// The PVs of `node` not yet being deleted.
-async fn live_pvs_of(client: &Client, node: &str) -> Result<Vec<PersistentVolume>, String> {
+/// The PVs the provisioner made for `node`, also those being deleted.
+async fn pvs_of(client: &Client, node: &str) -> Result<Vec<PersistentVolume>, String> {
     let selector = format!("{NODE_LABEL}={}", node_label_value(node));
     let list = Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default().labels(&selector))
@@ -67,8 +70,71 @@ async fn live_pvs_of(client: &Client, node: &str) -> Result<Vec<PersistentVolume
                 .map(String::as_str)
                 == Some(node)
         })
+        .collect())
+}
+
+/// The PVs of `node` not yet being deleted.
+async fn live_pvs_of(client: &Client, node: &str) -> Result<Vec<PersistentVolume>, String> {
+    let pvs = pvs_of(client, node).await?;
+    Ok(pvs
+        .into_iter()
         .filter(|pv| pv.metadata.deletion_timestamp.is_none())
         .collect())
+}
+
+/// How often a release is tried again when the PV changed meanwhile.
+const RELEASE_ATTEMPTS: usize = 20;
+
+/// Removes the program's finalizer from every PV of `node` (its provisioner
+/// is stopped, so nobody else will), as an admin releases a PV by hand:
+/// the PVs being deleted then go.
+async fn release_pvs_of(client: &Client, node: &str) -> Vec<String> {
+    let pvs = match pvs_of(client, node).await {
+        Ok(pvs) => pvs,
+        Err(problem) => return vec![problem],
+    };
+    let mut problems = Vec::new();
+    for pv in pvs {
+        if let Err(problem) = release(client, &pv.name_any()).await {
+            problems.push(problem);
+        }
+    }
+    problems
+}
+
+/// Removes the program's finalizer from PV `name`, conditional on the
+/// resourceVersion just read, reading again when the PV changed meanwhile
+/// (the garbage collector and the PV protection controller are at work).
+async fn release(client: &Client, name: &str) -> Result<(), String> {
+    let api = Api::<PersistentVolume>::all(client.clone());
+    for _ in 0..RELEASE_ATTEMPTS {
+        let pv = match api.get_opt(name).await {
+            Ok(Some(pv)) => pv,
+            Ok(None) => return Ok(()),
+            Err(error) => return Err(format!("reading PV {name}: {error}")),
+        };
+        let finalizers = pv.finalizers();
+        if !finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
+            return Ok(());
+        }
+        let kept: Vec<&String> = finalizers
+            .iter()
+            .filter(|f| *f != CLEANUP_FINALIZER)
+            .collect();
+        let patch = serde_json::json!({
+            "metadata": {"finalizers": kept, "resourceVersion": pv.resource_version()},
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(error) => return Err(format!("releasing PV {name}: {error}")),
+        }
+    }
+    Err(format!("releasing PV {name}: it kept changing"))
 }
 
 /// Deletes `created` in reverse order, then the PVs of the Nodes among them
@@ -92,30 +158,41 @@ async fn delete_objects(client: &Client, created: &[Created]) -> Vec<String> {
         .filter(|object| object.resource.kind == "Node");
     let deadline = Instant::now() + GARBAGE_COLLECTION;
     for node in nodes {
-        loop {
-            match live_pvs_of(client, &node.name).await {
-                Ok(pvs) if pvs.is_empty() => break,
-                Ok(pvs) if Instant::now() > deadline => {
-                    let resource = ApiResource::erase::<PersistentVolume>(&());
-                    for pv in pvs {
-                        let api = Api::all_with(client.clone(), &resource);
-                        if let Err(problem) =
-                            delete_with_uid(api, "PV", &pv.name_any(), pv.uid()).await
-                        {
-                            problems.push(problem);
-                        }
+        wait_or_delete_pvs_of(client, &node.name, deadline, &mut problems).await;
+        problems.extend(release_pvs_of(client, &node.name).await);
+    }
+    problems
+}
+
+/// Waits until the garbage collector has taken the PVs of `node`, and
+/// deletes those left after `deadline`.
+async fn wait_or_delete_pvs_of(
+    client: &Client,
+    node: &str,
+    deadline: Instant,
+    problems: &mut Vec<String>,
+) {
+    loop {
+        match live_pvs_of(client, node).await {
+            Ok(pvs) if pvs.is_empty() => break,
+            Ok(pvs) if Instant::now() > deadline => {
+                let resource = ApiResource::erase::<PersistentVolume>(&());
+                for pv in pvs {
+                    let api = Api::all_with(client.clone(), &resource);
+                    if let Err(problem) = delete_with_uid(api, "PV", &pv.name_any(), pv.uid()).await
+                    {
+                        problems.push(problem);
                     }
-                    break;
                 }
-                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                Err(problem) => {
-                    problems.push(problem);
-                    break;
-                }
+                break;
+            }
+            Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(problem) => {
+                problems.push(problem);
+                break;
             }
         }
     }
-    problems
 }
 
 impl World {
