@@ -137,8 +137,9 @@ pub fn expected_pv(
 
 /// Asserts that `pv` has exactly the provisioner's part of `expected`: every
 /// expected field (the finalizers in the order the API server returns
-/// them), no other provisioner annotation, no `fsType`, and an
-/// ownerReference without `blockOwnerDeletion`.
+/// them), no other provisioner annotation but the device's history (carried
+/// when the device had a PV before; `tests/visibility` checks its content),
+/// no `fsType`, and an ownerReference without `blockOwnerDeletion`.
 pub fn assert_pv_shape(pv: &PersistentVolume, expected: &Value) {
     let name = pv.name_any();
     let actual = serde_json::to_value(pv).expect("PV as JSON");
@@ -150,6 +151,7 @@ pub fn assert_pv_shape(pv: &PersistentVolume, expected: &Value) {
         .keys()
         .map(String::as_str)
         .filter(|key| key.starts_with(ANNOTATION_PREFIX))
+        .filter(|key| *key != "local-pv-provisioner.cybozu.io/history")
         .collect();
     let wanted: BTreeSet<&str> = expected["metadata"]["annotations"]
         .as_object()

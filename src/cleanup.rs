@@ -271,7 +271,8 @@ async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action
         Some(fresh) if still_to_clean(&fresh, &uid) => fresh,
         _ => return Err(CleanupError::Gone),
     };
-    let request = wipe_request(&pv, ctx).await?;
+    let mut request = wipe_request(&pv, ctx).await?;
+    request.method = ctx.settings.wipe_method;
     let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
         return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
     };

@@ -68,6 +68,12 @@ pub struct ControllerArgs {
     /// handled at once; with `false` only the poll finds them.
     #[arg(long, env = "LP_WATCH_DEVICE_DIR", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub watch_device_dir: bool,
+    /// How wipes write zeros: `zeroout` (the kernel's `BLKZEROOUT`, offloaded
+    /// to the device where it can; writes where the device cannot) or
+    /// `writes` (`O_DIRECT` writes of a zeroed buffer, for devices whose
+    /// write-zeroes is slow or not trusted).
+    #[arg(long, env = "LP_WIPE_METHOD", default_value = "zeroout", value_parser = ["zeroout", "writes"])]
+    pub wipe_method: String,
     /// Human-readable logs at debug level instead of JSON at info level.
     #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub development: bool,
@@ -231,6 +237,8 @@ pub struct ControllerSettings {
     pub device_loss_grace: Duration,
     /// Whether `deviceDir` is watched with inotify.
     pub watch_device_dir: bool,
+    /// How wipes write zeros first.
+    pub wipe_method: crate::wipe::ZeroMethod,
     /// Development logging.
     pub development: bool,
     /// Fallback PV spec ConfigMap name.
@@ -264,6 +272,11 @@ impl ControllerArgs {
             cleanup_interval_given: self.cleanup_interval.is_some(),
             device_loss_grace: self.device_loss_grace,
             watch_device_dir: self.watch_device_dir,
+            wipe_method: if self.wipe_method == "writes" {
+                crate::wipe::ZeroMethod::DirectWrites
+            } else {
+                crate::wipe::ZeroMethod::WriteZeroes
+            },
             development: self.development,
             default_pv_spec_configmap,
             instance,

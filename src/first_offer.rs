@@ -15,7 +15,7 @@ use crate::blockdev::DeviceNumber;
 use crate::discovery::{Device, DeviceProblem, ProblemKind};
 use crate::probe::{ProbeResult, probe_device};
 use crate::spec::PvSpec;
-use crate::wipe::{WipeError, WipeRequest, wipe_device};
+use crate::wipe::{WipeError, WipeRequest, ZeroMethod, wipe_device};
 
 /// Probes (or wipes) running at once.
 pub const CONCURRENT_PROBES: usize = 8;
@@ -51,15 +51,18 @@ pub struct OfferRules {
     pub wipe_with_data: bool,
     /// Bytes zeroed per region by such a wipe.
     pub wipe_bytes: u64,
+    /// How such a wipe writes its zeros first.
+    pub method: ZeroMethod,
 }
 
 impl OfferRules {
-    /// The rules of `spec`.
-    pub fn of(spec: &PvSpec) -> Self {
+    /// The rules of `spec`, wiping with `method`.
+    pub fn of(spec: &PvSpec, method: ZeroMethod) -> Self {
         OfferRules {
             device_dir: spec.device_dir.clone(),
             wipe_with_data: spec.wipe_devices_with_data,
             wipe_bytes: spec.wipe_bytes,
+            method,
         }
     }
 }
@@ -100,15 +103,7 @@ pub async fn check(
     rules: OfferRules,
     cancel: Arc<AtomicBool>,
 ) -> Result<ProbeResult, String> {
-    let job = move || {
-        examine(
-            &device,
-            &rules.device_dir,
-            rules.wipe_with_data,
-            rules.wipe_bytes,
-            &cancel,
-        )
-    };
+    let job = move || examine(&device, &rules, &cancel);
     tokio::task::spawn_blocking(job)
         .await
         .unwrap_or_else(|error| Err(error.to_string()))
@@ -118,18 +113,17 @@ pub async fn check(
 /// probes it again (blocking).
 fn examine(
     device: &Device,
-    device_dir: &std::path::Path,
-    wipe_with_data: bool,
-    wipe_bytes: u64,
+    rules: &OfferRules,
     cancel: &AtomicBool,
 ) -> Result<ProbeResult, String> {
     let probed = probe_device(&device.resolved)
         .map_err(|error| format!("cannot probe {}: {error}", device.resolved.display()))?;
-    if !wipe_with_data || !matches!(probed, ProbeResult::HoldsData { .. }) {
+    if !rules.wipe_with_data || !matches!(probed, ProbeResult::HoldsData { .. }) {
         return Ok(probed);
     }
     tracing::info!(device = %device.path.display(), "wiping a device that holds data before its first offer (wipeDevicesWithData)");
-    let request = WipeRequest::for_first_offer(device, device_dir, wipe_bytes);
+    let mut request = WipeRequest::for_first_offer(device, &rules.device_dir, rules.wipe_bytes);
+    request.method = rules.method;
     match wipe_device(&request, cancel) {
         Ok(_) => probe_device(&device.resolved).map_err(|error| {
             format!(

@@ -232,7 +232,7 @@ impl Provisioning {
         spec: &PvSpec,
         candidates: Vec<(Device, &'a PersistentVolume)>,
     ) -> Vec<Checked<'a>> {
-        let rules = OfferRules::of(spec);
+        let rules = OfferRules::of(spec, ctx.settings.wipe_method);
         let unreachable = AtomicBool::new(false);
         let unreachable = &unreachable;
         futures::stream::iter(candidates)

@@ -203,7 +203,7 @@ pub fn wipe_device(request: &WipeRequest, cancel: &AtomicBool) -> Result<WipeRep
     })?;
     let regions = wipe_regions(size, request.head_bytes, block);
     let mut buffer = None;
-    let mut method = ZeroMethod::WriteZeroes;
+    let mut method = request.method;
     for region in &regions {
         zero_region(&locked, region.clone(), &mut method, &mut buffer, cancel)?;
     }

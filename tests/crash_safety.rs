@@ -71,7 +71,11 @@ async fn world_with_a_big_device(node_name: &str) -> (World, Arc<LoopDevice>, Ar
 async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_name: &str) {
     let (world, device, witness) = world_with_a_big_device(node_name).await;
     let pv_name = format!("local-{node_name}-big0");
-    let mut first = world.start(node_name, vec![]);
+    // Direct writes: BLKZEROOUT on a loop device over a file is over in
+    // milliseconds, too soon to interrupt; devices without write-zeroes
+    // support take the write path and must be just as safe.
+    let writes = || vec![("LP_WIPE_METHOD", "writes".to_string())];
+    let mut first = world.start(node_name, writes());
     let original = world.wait_for_pv(&pv_name).await;
     let original_uid = original.metadata.uid.clone().unwrap();
     assert_eq!(
@@ -99,7 +103,7 @@ async fn interrupted_wipe_is_finished_by_the_next_start(signal: Signal, node_nam
     }
     check_interrupted(&world, &device, &witness, &original_uid).await;
 
-    let _second = world.start(node_name, vec![]);
+    let _second = world.start(node_name, writes());
     let fresh = eventually("a fresh PV after the finished wipe", WAIT, || async {
         world
             .pvs()

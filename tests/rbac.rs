@@ -85,7 +85,8 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
     let process = world.start("node-r", vec![grace, polling("1s")]);
     world.wait_for_event("PVSpecInvalid").await;
 
-    // Valid, then the same invalid spec again: the repeated Event is patched as a series.
+    // Valid, then the same invalid spec again: its Event is created anew
+    // (Events are never patched as series).
     world.put_configmap("spec", world.block_spec(".*")).await;
     world
         .wait_for_pv_names(&[
@@ -96,12 +97,15 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
         .await;
     world.wait_for_event("InvalidVolume").await;
     assert!(world.pv_requests("get", Some("local-node-r-taken")) >= 1);
+    let created = world.requests("create", "events").len();
     world
         .put_configmap("spec", spec_with_mode(&world, "Sideways"))
         .await;
-    eventually("the repeated Event patched", WAIT, || async {
-        (!world.requests("patch", "events").is_empty()).then_some(())
-    })
+    eventually(
+        "the repeated invalid spec's Event created",
+        WAIT,
+        || async { (world.requests("create", "events").len() > created).then_some(()) },
+    )
     .await;
     world.put_configmap("spec", world.block_spec(".*")).await;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
-use super::{DEFAULT_HEAD_BYTES, Guard, WipeError, refuse};
+use super::{DEFAULT_HEAD_BYTES, Guard, WipeError, ZeroMethod, refuse};
 use crate::blockdev::DeviceNumber;
 use crate::discovery::Device;
 use crate::pv;
@@ -29,6 +29,9 @@ pub struct WipeRequest {
     pub stable_id: Option<String>,
     /// Bytes to zero at the head.
     pub head_bytes: u64,
+    /// How to write the zeros first (`BLKZEROOUT` falls back to writes
+    /// where the device does not support it).
+    pub method: ZeroMethod,
 }
 
 /// Facts about this node that decide whether a PV is ours.
@@ -52,6 +55,7 @@ impl WipeRequest {
             size_bytes: device.size_bytes,
             stable_id: device.stable_id.clone(),
             head_bytes: wipe_bytes,
+            method: ZeroMethod::WriteZeroes,
         }
     }
 
@@ -156,5 +160,6 @@ fn read_identity(pv: &PersistentVolume) -> Result<WipeRequest, WipeError> {
         size_bytes,
         stable_id: annotations.get(pv::DEVICE_STABLE_ID_ANNOTATION).cloned(),
         head_bytes,
+        method: ZeroMethod::WriteZeroes,
     })
 }

@@ -9,12 +9,17 @@
 //! - `wipe`: the regions a wipe zeroes (the head, at least 1 MiB; the Ceph
 //!   label copies inside the device; the tail) and leaves alone, and
 //!   cancellation;
-//! - `guards`: every wipe guard that can be provoked on this machine.
+//! - `guards`: every wipe guard that can be provoked on this machine;
+//! - `cache`: incremental discovery keeps what it learnt about usable
+//!   devices and looks at unusable ones again;
+//! - `events`: the inotify watch through a bind mount (a pod's hostPath `/dev`).
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod cache;
 mod discovery;
+mod events;
 mod fixture;
 mod guards;
 mod wipe;

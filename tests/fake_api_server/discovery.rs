@@ -51,7 +51,13 @@ async fn discovery_endpoints(client: &kube::Client) {
             .iter()
             .any(|r| r.name == "persistentvolumes/status")
     );
-    let s = status(raw(client, "GET", "/api/v1/pods", "application/json", "").await);
+    assert!(
+        core.resources
+            .iter()
+            .any(|r| r.name == "pods" && r.namespaced),
+        "pods are served (stored, nothing runs them)"
+    );
+    let s = status(raw(client, "GET", "/api/v1/secrets", "application/json", "").await);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
 }
 
