@@ -101,6 +101,7 @@ impl Upstream {
     /// that object, not even the world's run label).
     fn make(world: &World, node: &Node, entry: &'static str, size: u64, capacity: u64) -> Self {
         let device = world.attach_linked(entry, size);
+        device.fill();
         let pv = world.create_foreign_pv(upstream_pv(world, node, entry, capacity));
         Upstream {
             entry,

@@ -26,8 +26,10 @@ async fn create_500_burst_is_retried_with_bounded_backoff_and_recovers() {
 
     // The controller retries creation after 2 s, 4 s, 8 s, ...: the signal
     // is the POST that comes after the window (arrival times as the server
-    // saw them). Within it, at most three attempts' POSTs; a controller
-    // retrying on each trigger would post dozens.
+    // saw them). Within it, at most three attempts, each at most one POST
+    // per device (creates run concurrently, so a batch's POSTs may all be
+    // under way before the first 500 returns); a controller retrying on
+    // each trigger would post dozens.
     let posts = eventually("a PV POST 9 s after the first", WAIT, || async {
         let posts = faults.witness.creations();
         let first = *posts.first()?;
@@ -40,8 +42,8 @@ async fn create_500_burst_is_retried_with_bounded_backoff_and_recovers() {
         .filter(|at| **at - posts[0] < CREATE_RETRY_WINDOW)
         .count();
     assert!(
-        (1..=3).contains(&early),
-        "{early} PV POSTs within 9 s of the first failed one"
+        (1..=9).contains(&early),
+        "{early} PV POSTs within 9 s of the first failed one (3 attempts x 3 devices at most)"
     );
     assert!(faults.pvs().await.is_empty());
     let failed = process.labelled_sample("api_errors_total", "operation", "create_pv");
