@@ -7,8 +7,11 @@
 //! the histogram, and each name must be in
 //! `local_pv_provisioner::metrics::Metrics::names()`. The extractor is
 //! tested on its own, so that a name it cannot see does not pass unseen.
-//! Whether the JSON is a well-formed dashboard shipped by the chart is
-//! `.ci/check_deploy.py`'s part.
+//! Every expression also parses as PromQL (`promtool check rules`, from
+//! Debian's `prometheus` package), and the PromQL of the README's "Who uses
+//! my disks?" names only exported metrics too. Whether the JSON is a
+//! well-formed dashboard shipped by the chart is `.ci/check_deploy.py`'s
+//! part.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,27 +19,17 @@ use local_pv_provisioner::metrics::Metrics;
 use regex::Regex;
 use serde_json::Value;
 
+#[path = "visibility/promtool_run.rs"]
+mod promtool_run;
+
 /// The dashboard, from the repository root.
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/charts/local-pv-provisioner/dashboards/local-pv-provisioner.json"
 );
 
-/// Words of PromQL that are not metric names: aggregation and vector
-/// matching keywords, set operators, and `offset`.
-const KEYWORDS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "bool",
-    "and",
-    "or",
-    "unless",
-    "offset",
-];
+/// The README, whose "Who uses my disks?" section holds PromQL.
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
 
 /// Keywords whose parenthesised list holds label names, not series.
 const LABEL_LISTS: &[&str] = &[
@@ -47,6 +40,10 @@ const LABEL_LISTS: &[&str] = &[
     "group_left",
     "group_right",
 ];
+
+/// Other words of PromQL that are not metric names: set operators, `bool`
+/// and `offset`.
+const OTHER_KEYWORDS: &[&str] = &["bool", "and", "or", "unless", "offset"];
 
 /// Suffixes of a histogram's series.
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
@@ -87,7 +84,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         .map(|m| m.as_str())
         .filter(|t| !t.starts_with(|c: char| c.is_ascii_digit()))
         .filter(|t| !t.ends_with('('))
-        .filter(|t| !KEYWORDS.contains(t))
+        .filter(|t| !LABEL_LISTS.contains(t) && !OTHER_KEYWORDS.contains(t))
         .map(str::to_string)
         .collect()
 }
@@ -113,15 +110,16 @@ fn expressions(dashboard: &Value) -> Vec<(String, String)> {
     let variables = dashboard["templating"]["list"]
         .as_array()
         .expect("variables");
+    // label_values(metric, label): the label is not a series.
+    let label_values =
+        Regex::new(r"^\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*$").unwrap();
     for variable in variables.iter().filter(|v| v["type"] == "query") {
         let name = variable["name"].as_str().unwrap_or("?");
         let query = match &variable["query"] {
             Value::String(query) => query.clone(),
             query => query["query"].as_str().expect("a query").to_string(),
         };
-        // label_values(metric, label): the label is not a series.
-        let label_values = Regex::new(r"^\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*$");
-        let expr = match label_values.unwrap().captures(&query) {
+        let expr = match label_values.captures(&query) {
             Some(captures) => captures[1].to_string(),
             None => query,
         };
@@ -157,8 +155,7 @@ fn is_exported(name: &str, metrics: &BTreeMap<String, bool>) -> bool {
 
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
-    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard file");
-    let dashboard: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let dashboard = dashboard();
     let metrics = exported();
     let expressions = expressions(&dashboard);
     assert!(expressions.len() >= 15, "{expressions:#?}");
@@ -250,5 +247,64 @@ fn a_name_the_program_does_not_export_is_caught() {
             "local_pv_provisioner_wipe_total",
             "local_pv_provisioner_nodes"
         ]
+    );
+}
+
+/// The dashboard, parsed.
+fn dashboard() -> Value {
+    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard file");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+#[test]
+fn every_dashboard_query_parses_as_promql() {
+    let rules: Vec<Value> = expressions(&dashboard())
+        .into_iter()
+        .enumerate()
+        .map(|(index, (place, expr))| {
+            // Grafana's variables, as Grafana would fill them in.
+            let expr = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$node", ".*");
+            serde_json::json!({"record": format!("dashboard:query{index}"), "expr": expr,
+                               "labels": {"place": place}})
+        })
+        .collect();
+    let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("dashboard-rules.json");
+    std::fs::write(&path, file.to_string()).expect("write the rules");
+    let output = promtool_run::promtool(&["check", "rules", path.to_str().unwrap()], "");
+    assert!(
+        output.status.success(),
+        "a dashboard query is not valid PromQL:\n{}",
+        promtool_run::said(&output)
+    );
+}
+
+#[test]
+fn every_metric_the_readme_queries_is_exported() {
+    let readme = std::fs::read_to_string(README).expect("README.md");
+    let start = readme.find("## Who uses my disks?").expect("the section");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let blocks = Regex::new(r"(?s)```promql\n(.*?)```").unwrap();
+    let metrics = exported();
+    let mut names = BTreeSet::new();
+    for block in blocks.captures_iter(section) {
+        let code: Vec<&str> = block[1]
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .map(|line| line.split("  #").next().unwrap_or(line))
+            .collect();
+        names.extend(metric_names(&code.join("\n")));
+    }
+    assert!(names.len() >= 8, "the section queries metrics: {names:?}");
+    let unknown: Vec<&String> = names.iter().filter(|n| !is_exported(n, &metrics)).collect();
+    assert!(
+        unknown.is_empty(),
+        "README queries metrics the program does not export: {unknown:?}"
     );
 }
