@@ -40,6 +40,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import check_deploy_dashboard as dashboard_checks  # beside this file
 import check_deploy_policy as policy_checks  # beside this file
 
 try:
@@ -70,6 +71,7 @@ ALL_ON_VALUES: dict[str, Any] = {
         "serviceMonitor": {"enabled": True},
         "podMonitor": {"enabled": True},
     },
+    "grafanaDashboard": {"enabled": True},
 }
 
 # Values that move away from the defaults wherever a template computes something.
@@ -135,6 +137,10 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("bad updateStrategy", {"updateStrategy": {"type": "Recreate"}}),
     ("negative wipeBytes", {"pvSpecConfigMaps": {"pv-spec-cm-fs": {"wipeBytes": -1}}}),
     ("admissionPolicy.enabled not a bool", {"admissionPolicy": {"enabled": "yes"}}),
+    ("grafanaDashboard.enabled not a bool", {"grafanaDashboard": {"enabled": "yes"}}),
+    ("dashboard namespace not a DNS label", {"grafanaDashboard": {"namespace": "Monitoring_NS"}}),
+    ("dashboard label not a label key", {"grafanaDashboard": {"label": "grafana dashboard"}}),
+    ("unknown grafanaDashboard key", {"grafanaDashboard": {"folder": "Storage"}}),
 ]
 
 
@@ -405,7 +411,7 @@ def check_render(ctx: Context) -> str:
     if set(all_on) != expected_all:
         raise CheckFailed(f"all-on render has kinds {sorted(all_on)}, expected {sorted(expected_all)}")
     names = sorted(cm["metadata"]["name"] for cm in all_on["ConfigMap"])
-    if names != ["pv-spec-cm-block", "pv-spec-cm-fs"]:
+    if names != ["local-pv-provisioner-dashboard", "pv-spec-cm-block", "pv-spec-cm-fs"]:
         raise CheckFailed(f"all-on render has ConfigMaps {names}")
     check_daemonset_invariants(one(all_on, "DaemonSet", "chart"), "chart (all on)")
 
@@ -579,7 +585,7 @@ def check_drift(ctx: Context) -> str:
 
     all_on = objects_by_kind(ctx.chart_all_on)
     samples = objects_by_kind(ctx.kustomize_samples)
-    chart_cms = {cm["metadata"]["name"]: cm["data"] for cm in all_on["ConfigMap"]}
+    chart_cms = {cm["metadata"]["name"]: cm["data"] for cm in all_on["ConfigMap"] if not dashboard_checks.is_dashboard(cm)}
     sample_cms = {cm["metadata"]["name"]: cm["data"] for cm in samples["ConfigMap"]}
     compare(chart_cms, sample_cms, "PV spec ConfigMaps (chart values vs config/samples)")
 
@@ -600,6 +606,13 @@ def check_policy(objs: dict[str, list[dict[str, Any]]], source: str) -> None:
     try:
         policy_checks.check_invariants(objs, source)
     except policy_checks.PolicyProblem as err:
+        raise CheckFailed(str(err)) from err
+
+
+def check_dashboard(ctx: Context) -> str:
+    try:
+        return dashboard_checks.check_chart(CHART, render_chart, RELEASE, NAMESPACE)
+    except dashboard_checks.DashboardProblem as err:
         raise CheckFailed(str(err)) from err
 
 
@@ -652,6 +665,7 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("values schema", check_schema),
     ("kustomize render", check_kustomize),
     ("chart/kustomize drift", check_drift),
+    ("grafana dashboard", check_dashboard),
     ("versions", check_app_version),
     ("hadolint", check_hadolint),
 ]

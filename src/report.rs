@@ -28,7 +28,18 @@ pub struct Reporter {
     /// This node's name.
     pub node_name: String,
     /// Per PV UID, the standing condition last reported (a wait, a refusal).
-    said: Arc<Mutex<HashMap<String, String>>>,
+    said: Arc<Mutex<HashMap<(String, Topic), String>>>,
+}
+
+/// What a remembered condition of a PV is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Topic {
+    /// Why the PV waits or is left alone.
+    Standing,
+    /// Why its wipe did not complete.
+    Wipe,
+    /// That its wipe started.
+    Started,
 }
 
 /// How an admin releases a PV whose wipe cannot run (its disk or node is
@@ -61,13 +72,14 @@ impl Reporter {
         }
     }
 
-    /// Whether `condition` of the PV `uid` is new (and remembers it).
-    fn first_time(&self, uid: &str, condition: &str) -> bool {
+    /// Whether `condition` is new for the PV `uid` on `topic` (and remembers it).
+    fn first_time(&self, uid: &str, topic: Topic, condition: &str) -> bool {
         let mut said = self.said.lock().expect("report lock");
-        if said.get(uid).map(String::as_str) == Some(condition) {
+        let key = (uid.to_string(), topic);
+        if said.get(&key).map(String::as_str) == Some(condition) {
             return false;
         }
-        said.insert(uid.to_string(), condition.to_string());
+        said.insert(key, condition.to_string());
         true
     }
 
@@ -81,9 +93,12 @@ impl Reporter {
         }
     }
 
-    /// Forgets what was said about the PV `uid` (its condition ended).
+    /// Forgets what was said about the PV `uid` (its conditions ended).
     fn forget(&self, uid: &str) {
-        self.said.lock().expect("report lock").remove(uid);
+        self.said
+            .lock()
+            .expect("report lock")
+            .retain(|(said_of, _), _| said_of != uid);
     }
 
     /// A PV of the Go upstream got its device identity recorded.
@@ -136,7 +151,7 @@ impl Reporter {
                 );
             }
             CleanupError::ClaimInUse(claim) => {
-                if self.first_time(uid, &error.to_string()) {
+                if self.first_time(uid, Topic::Standing, &error.to_string()) {
                     tracing::info!(%claim, "the PersistentVolume is being deleted; waiting for its claim");
                     self.events.publish(
                         &regarding,
@@ -152,7 +167,7 @@ impl Reporter {
                     .wipes_failed
                     .with_label_values(&["NotAdoptable"])
                     .inc();
-                if self.first_time(uid, &error.to_string()) {
+                if self.first_time(uid, Topic::Standing, &error.to_string()) {
                     tracing::error!(%reason, "cannot adopt a PersistentVolume of the Go local-pv-provisioner");
                     self.events.publish(
                         &regarding,
@@ -164,7 +179,7 @@ impl Reporter {
                 }
             }
             CleanupError::Api(denied) if denied.status_code() == Some(403) => {
-                if self.first_time(uid, &denied.to_string()) {
+                if self.first_time(uid, Topic::Standing, &denied.to_string()) {
                     tracing::error!(error = %denied, "the API server denied a write about this node's PersistentVolume; retrying with backoff");
                     let note = format!(
                         "The API server denied {} of PersistentVolume {name} (RBAC or an admission policy): {}; the PersistentVolume is kept, retried with backoff",
@@ -279,7 +294,7 @@ impl Reporter {
     /// said once.
     pub fn not_ours(&self, pv: &PersistentVolume) {
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
-        if !self.first_time(uid, "not ours") {
+        if !self.first_time(uid, Topic::Standing, "not ours") {
             return;
         }
         let named = crate::pv::annotation(pv, crate::pv::NODE_NAME_ANNOTATION).unwrap_or("no node");
@@ -325,6 +340,10 @@ impl Reporter {
 
     /// A wipe starts.
     pub fn wipe_started(&self, pv: &PersistentVolume, device: &std::path::Path) {
+        let uid = pv.metadata.uid.as_deref().unwrap_or_default();
+        if !self.first_time(uid, Topic::Started, "") {
+            return;
+        }
         self.events.publish(
             &pv.object_ref(&()),
             Severity::Normal,
@@ -365,14 +384,18 @@ impl Reporter {
             WipeError::Io { .. } => ("io", "WipeFailed"),
         };
         self.metrics.wipes_failed.with_label_values(&[label]).inc();
-        tracing::error!(reason = label, %error, "wipe did not complete; the PV is kept");
+        tracing::error!(reason = label, %error, "wipe did not complete; the PV is kept{retry_note}");
+        let uid = pv.uid.as_deref().unwrap_or_default();
+        if !self.first_time(uid, Topic::Wipe, &error.to_string()) {
+            return;
+        }
         let hint = hint.map_or(String::new(), |hint| format!("; {hint}"));
         self.events.publish(
             pv,
             Severity::Warning,
             reason,
             "Wipe",
-            &format!("{error}; the PersistentVolume is kept{retry_note}{hint}"),
+            &format!("{error}; the PersistentVolume is kept and the wipe retried with backoff (this is reported once while it fails the same way){hint}"),
         );
     }
 }
