@@ -4,8 +4,6 @@
 //! mounted path with the entries' names.
 
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,33 +12,13 @@ use local_pv_provisioner::device_events::DirWatch;
 use regex::Regex;
 use tokio::sync::Notify;
 
-/// A bind mount, unmounted when dropped (also when the test fails).
-struct BindMount(PathBuf);
-
-impl BindMount {
-    fn new(from: &Path, at: &Path) -> BindMount {
-        let status = Command::new("mount")
-            .arg("--bind")
-            .arg(from)
-            .arg(at)
-            .status()
-            .expect("mount --bind");
-        assert!(status.success(), "mount --bind {} failed", from.display());
-        BindMount(at.to_path_buf())
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use crate::fixture::Mount;
 
 #[tokio::test]
 async fn links_made_on_the_host_wake_the_watch_of_a_bind_mount() {
     let host = tempfile::tempdir().unwrap();
     let pod = tempfile::tempdir().unwrap();
-    let _mount = BindMount::new(host.path(), pod.path());
+    let _mount = Mount::bind(host.path(), pod.path());
     let trigger = Arc::new(Notify::new());
     let watch = DirWatch::start(pod.path(), &Regex::new("^disk").unwrap(), trigger.clone());
     // The watch is set up by its task: repeat a link until it is seen.

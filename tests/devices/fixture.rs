@@ -128,13 +128,18 @@ pub struct Mount(PathBuf);
 
 impl Mount {
     pub fn new(device: &Path, at: &Path) -> Mount {
-        let status = Command::new("mount")
-            .arg(device)
-            .arg(at)
-            .status()
-            .expect("mount");
-        assert!(status.success(), "mount {} failed", device.display());
-        Mount(at.to_path_buf())
+        Self::run(&[device.as_os_str(), at.as_os_str()])
+    }
+
+    /// A bind mount of the directory `from` at `at`.
+    pub fn bind(from: &Path, at: &Path) -> Mount {
+        Self::run(&["--bind".as_ref(), from.as_os_str(), at.as_os_str()])
+    }
+
+    fn run(args: &[&std::ffi::OsStr]) -> Mount {
+        let status = Command::new("mount").args(args).status().expect("mount");
+        assert!(status.success(), "mount {args:?} failed");
+        Mount(PathBuf::from(args[args.len() - 1]))
     }
 }
 
