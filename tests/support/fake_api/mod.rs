@@ -3,8 +3,8 @@
 //!
 //! This module owns the public handle, [`FakeApiServer`]: starting and
 //! restarting the server, building clients for it, switches for the emulated
-//! controller-manager, fault injection, and inspection of objects and
-//! requests. The parts behind it:
+//! controller-manager and fault injection (its inspection of objects and
+//! requests is in `inspect`). The parts behind it:
 //! - `resources`: the served resource table, `Status` errors, validation;
 //! - `store`: objects, the global resourceVersion, the change history and the
 //!   write semantics (create defaults, optimistic concurrency, status
@@ -14,7 +14,9 @@
 //! - `selectors`: label and field selectors; `patch`: PATCH bodies;
 //! - `faults`: fault rules, latency, request log, request observer;
 //! - `controller`: the controller-manager emulation;
-//! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in).
+//! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in);
+//! - `inspect`: the request log, stored objects, and writes a test makes
+//!   straight to the store.
 //!
 //! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
 //! `configmaps`, `persistentvolumeclaims`, `events`, `pods` (stored and
@@ -49,6 +51,7 @@ mod admission;
 mod controller;
 mod faults;
 mod http;
+mod inspect;
 mod patch;
 mod resources;
 mod selectors;
@@ -327,83 +330,7 @@ impl FakeApiServer {
         self.shared.faults.set_observer(Some(Arc::new(observer)));
     }
 
-    /// Every request answered so far, oldest first.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.faults.log()
-    }
-
-    /// Empties the request log.
-    pub fn clear_requests(&self) {
-        self.shared.faults.clear_log();
-    }
-
-    /// The stored object, by resource (`persistentvolumes`, `configmaps`,
-    /// `events`, `events.events.k8s.io`, ...), namespace (`None` for
-    /// cluster-scoped resources) and name.
-    pub fn object(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Option<serde_json::Value> {
-        let res = resources::by_name(resource);
-        self.store()
-            .get(res, namespace.unwrap_or(""), name)
-            .cloned()
-    }
-
-    /// Every stored object of a resource, ordered by namespace and name.
-    pub fn objects(&self, resource: &str) -> Vec<serde_json::Value> {
-        let res = resources::by_name(resource);
-        self.store().list(res, None).cloned().collect()
-    }
-
-    /// Creates an object directly in the store, as if POSTed (same defaults
-    /// and validation, a watch event, no request recorded); returns it as
-    /// stored. The namespace comes from `metadata.namespace`. Panics when the
-    /// server would refuse it.
-    pub fn create_object(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
-        let res = resources::by_name(resource);
-        let ns = resources::meta_str(&object, "namespace").to_string();
-        let ns = RESOURCES[res].namespaced.then_some(ns.as_str());
-        self.store()
-            .create(res, ns, object)
-            .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
-    }
-
-    /// Replaces an object directly in the store, as if PUT (same checks, a
-    /// watch event, no request recorded); returns it as stored. Panics when
-    /// the server would refuse it.
-    pub fn replace_object(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
-        let res = resources::by_name(resource);
-        let ns = resources::meta_str(&object, "namespace").to_string();
-        let name = resources::meta_str(&object, "name").to_string();
-        self.store()
-            .update(res, &ns, &name, object, false)
-            .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
-    }
-
-    /// Sets `status.phase` of a PersistentVolume (as the PV controller would).
-    /// Panics when the PV does not exist.
-    pub fn set_pv_phase(&self, name: &str, phase: &str) {
-        controller::set_pv_phase(&mut self.store(), name, phase)
-            .unwrap_or_else(|e| panic!("set_pv_phase: {e}"));
-    }
-
-    /// Binds PersistentVolume `pv` to claim `namespace/claim` as the PV
-    /// controller would: `spec.claimRef` + phase `Bound` on the PV and, when
-    /// the claim exists, `spec.volumeName` + phase `Bound` on it. Panics when
-    /// the PV does not exist.
-    pub fn bind_pv(&self, pv: &str, namespace: &str, claim: &str) {
-        controller::bind(&mut self.store(), pv, namespace, claim)
-            .unwrap_or_else(|e| panic!("bind_pv: {e}"));
-    }
-
-    /// The current (latest) resourceVersion of the store.
-    pub fn resource_version(&self) -> u64 {
-        self.store().rv()
-    }
-
+    /// The locked store.
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         self.shared.store.lock().expect("store")
     }
@@ -420,6 +347,7 @@ impl Drop for FakeApiServer {
     }
 }
 
+/// Serves the router on `listener` in a task of its own.
 fn serve(listener: TcpListener, conns: Arc<Connections>, shared: Arc<Shared>) -> JoinHandle<()> {
     let listener = TrackedListener::new(listener, conns);
     tokio::spawn(async move {

@@ -113,6 +113,100 @@ fn check_value(value: &str) -> Result<(), String> {
     }
 }
 
+/// The identifier at `toks[i]`, if that is one.
+fn ident(toks: &[Tok], i: usize) -> Option<String> {
+    match toks.get(i) {
+        Some(Tok::Ident(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The requirement starting at `toks[*i]`; moves `*i` past it.
+fn requirement(toks: &[Tok], i: &mut usize) -> Result<Requirement, String> {
+    if toks[*i] == Tok::Bang {
+        let key = ident(toks, *i + 1).ok_or("found '!', expected: identifier")?;
+        *i += 2;
+        return Ok(Requirement {
+            key,
+            op: Op::NotExists,
+        });
+    }
+    let key =
+        ident(toks, *i).ok_or_else(|| format!("found {:?}, expected: identifier", toks[*i]))?;
+    *i += 1;
+    let op = operation(toks, i)?;
+    Ok(Requirement { key, op })
+}
+
+/// The operator (and its value or values) of a requirement after its key,
+/// at `toks[*i]`; moves `*i` past it.
+fn operation(toks: &[Tok], i: &mut usize) -> Result<Op, String> {
+    match toks.get(*i) {
+        None | Some(Tok::Comma) => Ok(Op::Exists),
+        Some(t @ (Tok::Eq | Tok::DoubleEq | Tok::NotEq)) => {
+            let not = *t == Tok::NotEq;
+            *i += 1;
+            let value = if matches!(toks.get(*i), None | Some(Tok::Comma)) {
+                String::new()
+            } else {
+                let v = ident(toks, *i).ok_or("expected a value")?;
+                *i += 1;
+                v
+            };
+            check_value(&value)?;
+            Ok(if not { Op::NotEq(value) } else { Op::Eq(value) })
+        }
+        Some(t @ (Tok::Gt | Tok::Lt)) => {
+            let gt = *t == Tok::Gt;
+            let n = ident(toks, *i + 1)
+                .and_then(|v| v.parse::<i64>().ok())
+                .ok_or("for 'Gt', 'Lt' operators, the value must be an integer")?;
+            *i += 2;
+            Ok(if gt { Op::Gt(n) } else { Op::Lt(n) })
+        }
+        Some(Tok::Ident(word)) if word == "in" || word == "notin" => {
+            let values = value_set(toks, i)?;
+            Ok(if word == "in" {
+                Op::In(values)
+            } else {
+                Op::NotIn(values)
+            })
+        }
+        Some(other) => Err(format!("found {other:?}, expected: operator")),
+    }
+}
+
+/// The `(a,b,...)` after `in` or `notin` at `toks[*i]`; moves `*i` past
+/// it. An empty set is refused.
+fn value_set(toks: &[Tok], i: &mut usize) -> Result<Vec<String>, String> {
+    if toks.get(*i + 1) != Some(&Tok::Open) {
+        return Err(format!("found {:?}, expected: '('", toks.get(*i + 1)));
+    }
+    *i += 2;
+    let mut values = Vec::new();
+    loop {
+        match toks.get(*i) {
+            Some(Tok::Ident(v)) => {
+                check_value(v)?;
+                values.push(v.clone());
+                *i += 1;
+            }
+            Some(Tok::Comma) => *i += 1,
+            Some(Tok::Close) => {
+                *i += 1;
+                break;
+            }
+            other => {
+                return Err(format!("found {other:?}, expected: ',' or ')'"));
+            }
+        }
+    }
+    if values.is_empty() {
+        return Err("for 'in', 'notin' operators, values set can't be empty".into());
+    }
+    Ok(values)
+}
+
 /// A parsed `labelSelector`.
 #[derive(Debug, Clone, Default)]
 pub(super) struct LabelSelector(Vec<Requirement>);
@@ -123,89 +217,8 @@ impl LabelSelector {
         let toks = lex(s);
         let mut reqs = Vec::new();
         let mut i = 0;
-        let ident = |i: usize| match toks.get(i) {
-            Some(Tok::Ident(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let end_of_req = |i: usize| matches!(toks.get(i), None | Some(Tok::Comma));
         while i < toks.len() {
-            let req = if toks[i] == Tok::Bang {
-                let key = ident(i + 1).ok_or("found '!', expected: identifier")?;
-                i += 2;
-                Requirement {
-                    key,
-                    op: Op::NotExists,
-                }
-            } else {
-                let key =
-                    ident(i).ok_or_else(|| format!("found {:?}, expected: identifier", toks[i]))?;
-                i += 1;
-                let op = match toks.get(i) {
-                    None | Some(Tok::Comma) => Op::Exists,
-                    Some(t @ (Tok::Eq | Tok::DoubleEq | Tok::NotEq)) => {
-                        let t = t.clone();
-                        i += 1;
-                        let value = if end_of_req(i) {
-                            String::new()
-                        } else {
-                            let v = ident(i).ok_or("expected a value")?;
-                            i += 1;
-                            v
-                        };
-                        check_value(&value)?;
-                        if t == Tok::NotEq {
-                            Op::NotEq(value)
-                        } else {
-                            Op::Eq(value)
-                        }
-                    }
-                    Some(t @ (Tok::Gt | Tok::Lt)) => {
-                        let gt = *t == Tok::Gt;
-                        let n = ident(i + 1)
-                            .and_then(|v| v.parse::<i64>().ok())
-                            .ok_or("for 'Gt', 'Lt' operators, the value must be an integer")?;
-                        i += 2;
-                        if gt { Op::Gt(n) } else { Op::Lt(n) }
-                    }
-                    Some(Tok::Ident(word)) if word == "in" || word == "notin" => {
-                        let is_in = word == "in";
-                        if toks.get(i + 1) != Some(&Tok::Open) {
-                            return Err(format!("found {:?}, expected: '('", toks.get(i + 1)));
-                        }
-                        i += 2;
-                        let mut values = Vec::new();
-                        loop {
-                            match toks.get(i) {
-                                Some(Tok::Ident(v)) => {
-                                    check_value(v)?;
-                                    values.push(v.clone());
-                                    i += 1;
-                                }
-                                Some(Tok::Comma) => i += 1,
-                                Some(Tok::Close) => {
-                                    i += 1;
-                                    break;
-                                }
-                                other => {
-                                    return Err(format!("found {other:?}, expected: ',' or ')'"));
-                                }
-                            }
-                        }
-                        if values.is_empty() {
-                            return Err(
-                                "for 'in', 'notin' operators, values set can't be empty".into()
-                            );
-                        }
-                        if is_in {
-                            Op::In(values)
-                        } else {
-                            Op::NotIn(values)
-                        }
-                    }
-                    Some(other) => return Err(format!("found {other:?}, expected: operator")),
-                };
-                Requirement { key, op }
-            };
+            let req = requirement(&toks, &mut i)?;
             check_key(&req.key)?;
             reqs.push(req);
             match toks.get(i) {

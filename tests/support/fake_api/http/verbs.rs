@@ -1,0 +1,214 @@
+//! The REST verbs on objects and collections: get, list, create, update,
+//! patch, delete and deletecollection (a watch is handed to `watch`). Every
+//! write goes through admission before the store is touched.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
+
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::super::Shared;
+use super::super::admission::{self, UserInfo};
+use super::super::patch;
+use super::super::resources::{ApiError, RESOURCES, ResourceDef, meta_mut, meta_str};
+use super::super::selectors::Selectors;
+use super::super::store::{Preconditions, Store};
+use super::routing::{Target, is_watch};
+use super::{json_response, parse_body, watch};
+
+/// A request aimed at a resource, with what serving it needs.
+pub(super) struct ObjectCall<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    /// Who asked (`None`: no token).
+    pub(super) user: Option<&'a UserInfo>,
+    pub(super) method: &'a Method,
+    pub(super) target: &'a Target,
+    pub(super) query: &'a HashMap<String, String>,
+    pub(super) content_type: Option<&'a str>,
+    pub(super) body: &'a [u8],
+}
+
+impl ObjectCall<'_> {
+    /// Serves the request with the verb its method and path make.
+    pub(super) fn handle(&self) -> Result<Response, ApiError> {
+        let t = self.target;
+        match (self.method, &t.name) {
+            (&Method::GET, _) if is_watch(self.query) => self.watch(),
+            (&Method::GET, None) => self.list(),
+            (&Method::GET, Some(name)) => self.get(name),
+            (&Method::POST, None)
+                if t.sub.is_none() && (t.namespace.is_some() || !self.def().namespaced) =>
+            {
+                self.create()
+            }
+            (&Method::PUT, Some(name)) => self.replace(name),
+            (&Method::PATCH, Some(name)) => self.patch(name),
+            (&Method::DELETE, Some(name)) if t.sub.is_none() => self.delete(name),
+            (&Method::DELETE, None) if t.sub.is_none() => self.delete_collection(),
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+
+    fn def(&self) -> &'static ResourceDef {
+        &RESOURCES[self.target.res]
+    }
+
+    /// The namespace from the path, `""` when none.
+    fn ns(&self) -> &str {
+        self.target.namespace.as_deref().unwrap_or("")
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        self.shared.store.lock().expect("store")
+    }
+
+    /// The label and field selectors of the query.
+    fn selectors(&self) -> Result<Selectors, ApiError> {
+        Selectors::parse(
+            self.query.get("labelSelector").map(String::as_str),
+            self.query.get("fieldSelector").map(String::as_str),
+            self.def(),
+        )
+    }
+
+    /// Runs admission on a write (`object`: the new state, `None` on delete;
+    /// `old`: the stored state, `None` on create).
+    fn admit(&self, object: Option<&Value>, old: Option<&Value>) -> Result<(), ApiError> {
+        let sub = self.target.sub.as_deref();
+        admission::admit(self.shared, self.user, self.target.res, sub, object, old)
+    }
+
+    fn watch(&self) -> Result<Response, ApiError> {
+        let mut sel = self.selectors()?;
+        if let Some(name) = &self.target.name {
+            sel = sel.with_name(name);
+        }
+        let t = self.target;
+        watch::start_watch(self.shared, t.res, t.namespace.clone(), sel, self.query)
+    }
+
+    fn list(&self) -> Result<Response, ApiError> {
+        let sel = self.selectors()?;
+        let store = self.store();
+        let items: Vec<Value> = store
+            .list(self.target.res, self.target.namespace.as_deref())
+            .filter(|o| sel.matches(o))
+            .cloned()
+            .collect();
+        ok(list_of(self.def(), &store, items))
+    }
+
+    fn get(&self, name: &str) -> Result<Response, ApiError> {
+        let store = self.store();
+        store
+            .get(self.target.res, self.ns(), name)
+            .cloned()
+            .map_or_else(|| Err(ApiError::not_found(self.def(), name)), ok)
+    }
+
+    fn create(&self) -> Result<Response, ApiError> {
+        let obj = parse_body(self.body)?;
+        self.admit(Some(&obj), None)?;
+        let created =
+            self.store()
+                .create(self.target.res, self.target.namespace.as_deref(), obj)?;
+        Ok(json_response(StatusCode::CREATED, &created))
+    }
+
+    fn replace(&self, name: &str) -> Result<Response, ApiError> {
+        let obj = parse_body(self.body)?;
+        let t = self.target;
+        let mut store = self.store();
+        if let Some(old) = store.get(t.res, self.ns(), name) {
+            self.admit(Some(&obj), Some(old))?;
+        }
+        ok(store.update(t.res, self.ns(), name, obj, t.sub.is_some())?)
+    }
+
+    fn patch(&self, name: &str) -> Result<Response, ApiError> {
+        let t = self.target;
+        let mut store = self.store();
+        let current = store
+            .get(t.res, self.ns(), name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(self.def(), name))?;
+        let mut patched = patch::apply(self.content_type.unwrap_or(""), &current, self.body)?;
+        // Fields the patch cannot move: keep them from the stored object so
+        // `update` does not report a name/namespace mismatch.
+        for field in ["name", "namespace"] {
+            let v = meta_str(&current, field).to_string();
+            if !v.is_empty() {
+                meta_mut(&mut patched).insert(field.into(), json!(v));
+            }
+        }
+        self.admit(Some(&patched), Some(&current))?;
+        ok(store.update(t.res, self.ns(), name, patched, t.sub.is_some())?)
+    }
+
+    fn delete(&self, name: &str) -> Result<Response, ApiError> {
+        let pre = preconditions(self.body)?;
+        let mut store = self.store();
+        if let Some(old) = store.get(self.target.res, self.ns(), name) {
+            self.admit(None, Some(old))?;
+        }
+        ok(store.delete(self.target.res, self.ns(), name, &pre)?)
+    }
+
+    fn delete_collection(&self) -> Result<Response, ApiError> {
+        let sel = self.selectors()?;
+        let res = self.target.res;
+        let mut store = self.store();
+        let keys: Vec<(String, String)> = store
+            .list(res, self.target.namespace.as_deref())
+            .filter(|o| sel.matches(o))
+            .map(|o| {
+                (
+                    meta_str(o, "namespace").to_string(),
+                    meta_str(o, "name").to_string(),
+                )
+            })
+            .collect();
+        let mut items = Vec::new();
+        for (obj_ns, name) in keys {
+            self.admit(None, store.get(res, &obj_ns, &name))?;
+            items.push(store.delete(res, &obj_ns, &name, &Preconditions::default())?);
+        }
+        ok(list_of(self.def(), &store, items))
+    }
+}
+
+/// A 200 answer with `value`.
+fn ok(value: Value) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// A `{Kind}List` of `items` at the store's current resourceVersion.
+fn list_of(def: &ResourceDef, store: &Store, items: Vec<Value>) -> Value {
+    json!({
+        "kind": format!("{}List", def.kind),
+        "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": store.rv().to_string()},
+        "items": items,
+    })
+}
+
+/// The preconditions of a DELETE body (`DeleteOptions`), none for an empty
+/// body.
+fn preconditions(body: &[u8]) -> Result<Preconditions, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Preconditions::default());
+    }
+    let opts = parse_body(body)?;
+    let field = |f: &str| {
+        opts.get("preconditions")
+            .and_then(|p| p.get(f))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    Ok(Preconditions {
+        uid: field("uid"),
+        resource_version: field("resourceVersion"),
+    })
+}
