@@ -200,6 +200,33 @@ async fn a_token_without_a_node_gets_every_pv_write_denied() {
         (process.metric(&sample).await? > passes).then_some(())
     })
     .await;
+    // Reported, and not retried in a loop: the denied device waits on its
+    // own backoff (30 s first), so two passes later there is still one
+    // create, one count and one Event on the Node naming the refusal.
+    let denied = format!(
+        "local_pv_provisioner_writes_denied_total{{node=\"{node}\",operation=\"create_pv\"}}"
+    );
+    assert_eq!(process.metric(&denied).await, Some(1.0), "counted once");
+    let creates = server
+        .admission_denials()
+        .iter()
+        .filter(|d| d.operation == "CREATE")
+        .count();
+    assert_eq!(creates, 1, "no retry loop");
+    let reported = eventually("the InvalidVolume Event on the Node", WAIT, || async {
+        let events = server.objects("events.events.k8s.io");
+        events
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidVolume" && e["regarding"]["name"] == node)
+    })
+    .await;
+    assert!(
+        reported["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fail closed"),
+        "the Event carries the policy's message: {reported}"
+    );
     drop(process);
 
     let denials = server.admission_denials();
