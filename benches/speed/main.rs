@@ -28,6 +28,7 @@
 //! | `LPP_BENCH_IDLE_SECS` | `30` | length of each idle window (s) |
 //! | `KUBECONFIG` | (unset) | run against this cluster instead of the fake API server |
 //! | `LPP_BENCH_ALLOW_FOREIGN_NODES` | (unset) | `1`: run on a cluster that has Nodes of its own |
+//! | `LPP_BENCH_SELF_CLUSTER` | (unset) | `1`: check the cluster mode without a cluster: a fake API server in this process stands in for one, reached only through its kubeconfig |
 //!
 //! Against a cluster, the controller-manager is the real one; every object
 //! the benchmark makes is named `lpp-e2e-<random>`-something and labelled,
@@ -56,7 +57,14 @@ use options::{Options, Section};
 use table::Table;
 
 fn main() {
-    let options = Options::from_env();
+    let mut options = Options::from_env();
+    // Self-check of the cluster mode: a fake API server in this process,
+    // reached like a cluster through a kubeconfig written before it starts.
+    let stand_in = options.self_cluster.then(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        options.kubeconfig = Some(dir.path().join("kubeconfig").display().to_string());
+        dir
+    });
     options.export_for_world();
     support::loop_device::require_root();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -64,11 +72,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let table = runtime.block_on(run(&options));
+    let table = runtime.block_on(async {
+        let _server = match &stand_in {
+            Some(dir) => Some(stand_in_cluster(dir.path()).await),
+            None => None,
+        };
+        run(&options).await
+    });
     println!();
     println!("{}", options.describe());
     println!();
     table.print();
+}
+
+/// The fake API server standing in for a cluster (its controller-manager
+/// emulation and PV binder on), its kubeconfig written into `dir`.
+async fn stand_in_cluster(dir: &std::path::Path) -> support::fake_api::FakeApiServer {
+    let server = support::fake_api::FakeApiServer::start().await;
+    server.set_pvc_binding(true);
+    server.write_kubeconfig(dir);
+    server
 }
 
 /// Runs the chosen sections in order and collects their rows.

@@ -54,6 +54,8 @@ pub struct Options {
     pub kubeconfig: Option<String>,
     /// Whether a cluster with Nodes of its own is acceptable.
     pub allow_foreign_nodes: bool,
+    /// Whether a fake API server in this process stands in for a cluster.
+    pub self_cluster: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -123,6 +125,7 @@ impl Options {
             idle: Duration::from_secs(number("LPP_BENCH_IDLE_SECS", 30).max(1)),
             kubeconfig: var("KUBECONFIG"),
             allow_foreign_nodes: var("LPP_BENCH_ALLOW_FOREIGN_NODES").as_deref() == Some("1"),
+            self_cluster: var("LPP_BENCH_SELF_CLUSTER").as_deref() == Some("1"),
         }
     }
 
@@ -158,6 +161,9 @@ impl Options {
     /// One line: backend, latency, samples, machine.
     pub fn describe(&self) -> String {
         let backend = match &self.kubeconfig {
+            Some(_) if self.self_cluster => {
+                "cluster mode against a stand-in (a fake API server in this process)".to_string()
+            }
             Some(path) => format!("real cluster ({path})"),
             None => format!(
                 "fake API server, {} ms added to every request",
