@@ -23,7 +23,7 @@
 //! | `LPP_BENCH_LATENCY_MS` | `0` | latency the fake API server adds to every request (ms) |
 //! | `LPP_BENCH_SAMPLES` | `50` | samples of each latency measure |
 //! | `LPP_BENCH_POLL_INTERVAL` | `1s` | `LP_POLLING_INTERVAL` of the polling-only run |
-//! | `LPP_BENCH_WIPE_ROUNDS` | `7` | alternating rounds of wipe and `dd` per region set |
+//! | `LPP_BENCH_WIPE_ROUNDS` | `15` | rounds of wipe and `dd` (back to back) per region set |
 //! | `LPP_BENCH_COLD_DEVICES` | `200,1000` | device counts of the cold starts |
 //! | `LPP_BENCH_IDLE_SECS` | `30` | length of each idle window (s) |
 //! | `KUBECONFIG` | (unset) | run against this cluster instead of the fake API server |

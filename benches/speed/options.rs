@@ -120,7 +120,7 @@ impl Options {
             samples,
             poll: parse_duration(&poll_interval),
             poll_interval,
-            wipe_rounds: number("LPP_BENCH_WIPE_ROUNDS", 7).max(1),
+            wipe_rounds: number("LPP_BENCH_WIPE_ROUNDS", 15).max(1),
             cold_devices,
             idle: Duration::from_secs(number("LPP_BENCH_IDLE_SECS", 30).max(1)),
             kubeconfig: var("KUBECONFIG"),
