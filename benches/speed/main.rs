@@ -25,6 +25,7 @@
 //! | `LPP_BENCH_POLL_INTERVAL` | `1s` | `LP_POLLING_INTERVAL` of the polling-only run |
 //! | `LPP_BENCH_WIPE_ROUNDS` | `15` | rounds of wipe and `dd` (back to back) per region set |
 //! | `LPP_BENCH_COLD_DEVICES` | `200,1000` | device counts of the cold starts |
+//! | `LPP_BENCH_COLD_RUNS` | `3` | cold starts per count (medians reported) |
 //! | `LPP_BENCH_IDLE_SECS` | `30` | length of each idle window (s) |
 //! | `KUBECONFIG` | (unset) | run against this cluster instead of the fake API server |
 //! | `LPP_BENCH_ALLOW_FOREIGN_NODES` | (unset) | `1`: run on a cluster that has Nodes of its own |

@@ -48,6 +48,8 @@ pub struct Options {
     pub wipe_rounds: usize,
     /// Device counts of the cold starts.
     pub cold_devices: Vec<usize>,
+    /// Cold starts per count.
+    pub cold_runs: usize,
     /// Length of each idle window.
     pub idle: Duration,
     /// The cluster's kubeconfig; `None`: the fake API server.
@@ -122,6 +124,7 @@ impl Options {
             poll_interval,
             wipe_rounds: number("LPP_BENCH_WIPE_ROUNDS", 15).max(1),
             cold_devices,
+            cold_runs: number("LPP_BENCH_COLD_RUNS", 3).max(1),
             idle: Duration::from_secs(number("LPP_BENCH_IDLE_SECS", 30).max(1)),
             kubeconfig: var("KUBECONFIG"),
             allow_foreign_nodes: var("LPP_BENCH_ALLOW_FOREIGN_NODES").as_deref() == Some("1"),
