@@ -34,6 +34,6 @@ e2e:
 run: build
 	./target/release/local-pv-provisioner --node-name $(NODE_NAME) --namespace-name $(NAMESPACE) --development
 
-## bench: the wipe benchmark against dd (see BENCH.md); run as root
+## bench: the speed benchmark, one table against the issue's targets (see BENCH.md); run as root
 bench:
-	$(CARGO) bench --bench wipe
+	$(CARGO) bench --locked --bench speed

@@ -1,0 +1,120 @@
+//! The rows of the cold-start section: start-up time, CPU and memory (the
+//! median of the runs, with their range), then the idle window's CPU,
+//! wake-ups and API requests.
+
+use std::time::Duration;
+
+use super::{Idle, PROGRAM_WATCHES, StartUp, median_of};
+use crate::table::{Table, Verdict};
+
+fn per_minute(count: f64, window: Duration) -> f64 {
+    count * 60.0 / window.as_secs_f64()
+}
+
+fn judge(target: Option<f64>, value: f64) -> Verdict {
+    target.map_or(Verdict::Info, |t| Verdict::of(value <= t))
+}
+
+fn text(target: Option<f64>, unit: &str) -> String {
+    target.map_or("–".into(), |t| format!("≤ {t} {unit}"))
+}
+
+/// `1.23 s (runs 1.10–1.40)`, or without the range for one run.
+fn with_range((median, low, high): (f64, f64, f64), digits: usize, unit: &str) -> String {
+    if low == high {
+        format!("{median:.digits$} {unit}")
+    } else {
+        format!("{median:.digits$} {unit} (runs {low:.digits$}–{high:.digits$})")
+    }
+}
+
+/// Start-up time, CPU time and resident memory of `n` devices.
+pub fn start_up(table: &mut Table, n: usize, runs: &[StartUp]) {
+    let (start_target, rss_target) = match n {
+        200 => (Some(1.0), Some(15.0)),
+        1000 => (Some(5.0), Some(30.0)),
+        _ => (None, None),
+    };
+    let created = median_of(runs, |r| r.created.as_secs_f64());
+    table.row(
+        format!("cold start, {n} devices: process start → all {n} PVs created"),
+        with_range(created, 2, "s"),
+        text(start_target, "s"),
+        format!(
+            "→ all Available: {}",
+            with_range(median_of(runs, |r| r.available.as_secs_f64()), 2, "s")
+        ),
+        judge(start_target, created.0),
+    );
+    let rss = median_of(runs, |r| r.rss);
+    table.row(
+        format!("idle RSS with {n} PVs (after start-up, once quiet)"),
+        with_range(rss, 1, "MiB"),
+        text(rss_target, "MiB"),
+        format!(
+            "heap and stacks (RssAnon) {:.1} MiB + binary and libraries (RssFile) {:.1} MiB; peak during start-up (VmHWM) {:.1} MiB",
+            median_of(runs, |r| r.rss_anon).0,
+            median_of(runs, |r| r.rss_file).0,
+            median_of(runs, |r| r.peak_rss).0,
+        ),
+        judge(rss_target, rss.0),
+    );
+    let cpu_target = (n == 1000).then_some(2.0);
+    let quiet = median_of(runs, |r| r.cpu_quiet);
+    table.row(
+        format!("CPU time, start → all {n} PVs Available and the process quiet"),
+        with_range(quiet, 2, "CPU-s"),
+        text(cpu_target, "CPU-s"),
+        format!(
+            "start → all Available: {:.2} s; after the last PV was created: {:.2} s",
+            median_of(runs, |r| r.cpu_available).0,
+            median_of(runs, |r| r.cpu_quiet - r.cpu_created).0,
+        ),
+        judge(cpu_target, quiet.0),
+    );
+}
+
+/// CPU, wake-ups and API requests over the idle window with `n` PVs.
+pub fn idle(table: &mut Table, n: usize, idle: &Idle) {
+    let wakeups = per_minute(idle.sched.slices as f64, idle.window);
+    table.row(
+        format!("idle CPU with {n} PVs, nothing changing"),
+        format!(
+            "{:.1} ms on a CPU per minute, {wakeups:.0} wake-ups per minute (`/proc/<pid>/stat`: {:.0} ticks of 10 ms in {:.0} s)",
+            per_minute(idle.sched.run_ns as f64 / 1e6, idle.window),
+            idle.cpu * 100.0,
+            idle.window.as_secs_f64()
+        ),
+        "0 (nothing but reading the watches' bookmarks)",
+        format!(
+            "bookmarks sent to the program's {PROGRAM_WATCHES} watches: {:.0} per minute (the fake server: one a second per watch; kube-apiserver: one a minute); met when wake-ups ≤ 1.5 × that; RSS at the end {:.1} MiB",
+            idle.bookmarks_per_minute, idle.rss_after
+        ),
+        Verdict::of(wakeups <= 1.5 * idle.bookmarks_per_minute),
+    );
+    let (value, reference, verdict) = match &idle.requests {
+        Some((others, watches, examples)) => (
+            format!("{:.1} per minute", per_minute(*others as f64, idle.window)),
+            format!(
+                "watches (re)opened in the window: {watches}{}",
+                examples
+                    .first()
+                    .map_or(String::new(), |e| format!("; e.g. `{e}`"))
+            ),
+            Verdict::of(*others == 0),
+        ),
+        None => (
+            "n/a on a cluster".to_string(),
+            "the program exports no request counter; see the API server's `apiserver_request_total`"
+                .to_string(),
+            Verdict::Info,
+        ),
+    };
+    table.row(
+        format!("idle API requests with {n} PVs, besides the open watches"),
+        value,
+        "0",
+        reference,
+        verdict,
+    );
+}
