@@ -7,7 +7,7 @@
 //! store never causes a second create.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +50,7 @@ pub struct Provisioning {
     refused: BTreeMap<PathBuf, DeviceProblem>,
     refused_backoff: Option<BackoffTable<PathBuf>>,
     unreachable: Option<BackoffTable<()>>,
-    recently_created: Vec<(Instant, PersistentVolume)>,
+    recently_created: Vec<(Instant, ExistingPv)>,
     offers: FirstOffers,
     /// The Node UID a GET confirmed live, and the PV watch's relist count then.
     confirmed: Option<(String, u64)>,
@@ -122,19 +122,20 @@ impl Provisioning {
     /// watch has not shown yet.
     pub fn existing(&mut self, pvs: &[Arc<PersistentVolume>]) -> Vec<ExistingPv> {
         let now = Instant::now();
+        let stored: HashSet<&str> = pvs
+            .iter()
+            .filter_map(|pv| pv.metadata.name.as_deref())
+            .collect();
         self.recently_created.retain(|(at, created)| {
-            now.duration_since(*at) < CREATED_MEMORY
-                && !pvs
-                    .iter()
-                    .any(|pv| pv.metadata.name == created.metadata.name)
+            now.duration_since(*at) < CREATED_MEMORY && !stored.contains(created.name.as_str())
         });
+        if self.recently_created.is_empty() {
+            // Give back what a burst of creates grew it to.
+            self.recently_created = Vec::new();
+        }
         pvs.iter()
             .map(|pv| ExistingPv::from_pv(pv))
-            .chain(
-                self.recently_created
-                    .iter()
-                    .map(|(_, pv)| ExistingPv::from_pv(pv)),
-            )
+            .chain(self.recently_created.iter().map(|(_, pv)| pv.clone()))
             .collect()
     }
 
@@ -311,7 +312,8 @@ impl Provisioning {
                         ctx.reporter.metrics.pv_create_duration.observe(waited);
                     }
                     ctx.reporter.created(&created);
-                    self.recently_created.push((Instant::now(), *created));
+                    let created = ExistingPv::from_pv(&created);
+                    self.recently_created.push((Instant::now(), created));
                 }
                 Some(CreateOutcome::Refused(reason)) => {
                     ctx.reporter
@@ -365,6 +367,11 @@ impl Provisioning {
             self.first_seen.entry(path.clone()).or_insert(now);
         }
         self.refused_backoff().retain(|path| paths.contains(path));
+        let devices: HashMap<&std::path::Path, &Device> = scan
+            .devices
+            .iter()
+            .map(|device| (device.path.as_path(), device))
+            .collect();
         let mut due = Vec::new();
         for pv in planned {
             let path = PathBuf::from(local_path(pv).unwrap_or_default());
@@ -375,8 +382,8 @@ impl Provisioning {
                     outcome.problems.push(problem.clone());
                 }
                 _ => {
-                    if let Some(device) = scan.devices.iter().find(|d| d.path == path) {
-                        due.push((device.clone(), pv));
+                    if let Some(device) = devices.get(path.as_path()) {
+                        due.push(((*device).clone(), pv));
                     }
                 }
             }
