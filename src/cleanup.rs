@@ -55,6 +55,10 @@ pub use decide::needs_cleanup;
 /// Most cleanups reconciling at once on one node.
 pub const MAX_CONCURRENT_CLEANUPS: u16 = 4;
 
+/// When a PV this program deleted is looked at again, in case the trigger
+/// of its deletion was lost.
+const LOOK_AGAIN: Duration = Duration::from_secs(2);
+
 /// How long a PV waits while another PV of the same device is being wiped.
 const DEVICE_BUSY_RETRY: Duration = Duration::from_secs(1);
 
@@ -100,8 +104,16 @@ pub async fn run(
             }
         }
     });
+    // The safety net, as the poll is for discovery: every PV is looked at
+    // again each polling interval (decisions from the store; a request only
+    // where something is due), so no missed trigger leaves a PV stuck.
+    let mut every_poll = tokio::time::interval_at(
+        tokio::time::Instant::now() + ctx.settings.polling_interval,
+        ctx.settings.polling_interval,
+    );
+    let polled = futures::stream::poll_fn(move |cx| every_poll.poll_tick(cx).map(|_| Some(())));
     Controller::for_shared_stream(pvs, ctx.pvs.clone())
-        .reconcile_all_on(resumed)
+        .reconcile_all_on(futures::stream::select(resumed, polled))
         .with_config(Config::default().concurrency(MAX_CONCURRENT_CLEANUPS))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
@@ -202,6 +214,9 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
             );
             if ctx.api.delete_pv(name, uid, version).await? {
                 ctx.reporter.released(pv);
+                // Its deletion event starts the wipe; should that trigger
+                // be lost, this look a moment later does.
+                return Ok(Action::requeue(LOOK_AGAIN));
             } else {
                 tracing::debug!("the PV changed since it was seen Released; looking again");
             }
