@@ -155,7 +155,7 @@ async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
     tracing::info!(node = %settings.node_name, namespace = %settings.namespace, "starting");
     if settings.cleanup_interval_given {
         tracing::info!(
-            "--cleanup-interval (LP_CLEANUP_INTERVAL) has no effect: Released PVs are cleaned on their watch events and retried with backoff"
+            "--cleanup-interval (LP_CLEANUP_INTERVAL) has no effect: Released PVs are cleaned on their watch events, retried with backoff, and looked at again each --polling-interval"
         );
     }
     provisioner::run(client, settings, metrics, health, stopped).await;

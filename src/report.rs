@@ -174,7 +174,7 @@ impl Reporter {
                         Severity::Warning,
                         "AdoptionRefused",
                         "Adopt",
-                        &format!("Made by the Go local-pv-provisioner, but its device cannot be identified safely: {reason}. It is kept and never wiped by this program; check which disk it names, wipe it by hand, then delete the PersistentVolume; {}", release_by_hand(name)),
+                        &format!("Made by the Go local-pv-provisioner, but its device cannot be identified safely: {reason}. It is kept and not wiped while its device is ambiguous (checked again each polling interval); check which disk it names, wipe it by hand, then delete the PersistentVolume; {}", release_by_hand(name)),
                     );
                 }
             }

@@ -31,8 +31,9 @@ use crate::table::Table;
 
 /// Size of each device.
 const DEVICE_BYTES: u64 = 4 << 20;
-/// The program's open watches: its Node, its PVs, its spec ConfigMap.
-pub(crate) const PROGRAM_WATCHES: f64 = 3.0;
+/// The program's open watches: its Node, its PVs, its spec ConfigMap, its
+/// node's Pods.
+pub(crate) const PROGRAM_WATCHES: f64 = 4.0;
 /// Bookmarks per watch and minute: the fake API server sends one a second
 /// (`BOOKMARK_INTERVAL` in `tests/support/fake_api/http.rs`), kube-apiserver
 /// one a minute (its cacher's `defaultBookmarkFrequency`).

@@ -7,8 +7,10 @@
 //! (identity annotations, an `Adopted` Event) — a Released one is then
 //! deleted, wiped and offered again as a fresh PV, a Bound or Available one
 //! keeps its UID and data — and refuses one whose device size differs from
-//! its capacity (one `AdoptionRefused` Event): that one stays Released, is
-//! never deleted, and its device keeps its data.
+//! its capacity (one `AdoptionRefused` Event, however often it is looked
+//! at): that one stays Released, is not deleted, and its device keeps its
+//! data — until the admin puts the disk back to the PV's size, when the
+//! next polling pass (no change to the PV) adopts, wipes and offers it.
 
 use std::sync::Arc;
 
@@ -194,6 +196,7 @@ async fn upstream_pvs_are_adopted_cleaned_and_offered_or_refused() {
         assert!(disk.intact(), "{}: its data is kept", disk.entry);
     }
     assert_refused(&world, &process, &resized).await;
+    assert_adopted_once_identifiable(&world, &resized).await;
     let mut names = world.pv_names().await;
     names.sort();
     let mut expected: Vec<String> = [&bound, &odd, &released, &resized]
@@ -202,7 +205,7 @@ async fn upstream_pvs_are_adopted_cleaned_and_offered_or_refused() {
         .collect();
     expected.sort();
     assert_eq!(names, expected, "one PV per device, no duplicate");
-    assert_eq!(world.pv_requests("create", None), 1, "only the re-offer");
+    assert_eq!(world.pv_requests("create", None), 2, "only the re-offers");
 }
 
 /// The Released PV got its device's identity recorded (a PATCH the
@@ -247,4 +250,22 @@ async fn assert_refused(
     assert!(pv.metadata.deletion_timestamp.is_none(), "never deleted");
     assert_eq!(world.pv_requests("delete", Some(&name)), 0);
     assert!(resized.intact(), "its device keeps its data");
+}
+
+/// The refused PV's disk is put back to the PV's capacity. Nothing about the
+/// PV changes, so only the cleanup controller's pass each polling interval
+/// can look at it again: it is adopted, deleted, wiped and offered again.
+async fn assert_adopted_once_identifiable(world: &World, resized: &Upstream) {
+    let name = resized.name();
+    resized.device.resize(32 * MIB);
+    world
+        .wait_for_event_about("Adopted", "PersistentVolume", &name)
+        .await;
+    let fresh = wait_recreated(world, &name, &resized.uid).await;
+    let size = annotation(&fresh, "local-pv-provisioner.cybozu.io/device-size");
+    assert_eq!(size, Some((32 * MIB).to_string().as_str()), "{fresh:?}");
+    assert!(
+        resized.device.read(0, MIB as usize).iter().all(|b| *b == 0),
+        "the head was wiped before the device was offered again"
+    );
 }

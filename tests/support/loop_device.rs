@@ -156,6 +156,20 @@ impl LoopDevice {
         *backing_file = replacement;
     }
 
+    /// Shrinks or grows the device to `size_bytes` (its backing file
+    /// truncated, then `losetup --set-capacity`), as an admin resizing a disk.
+    pub fn resize(&self, size_bytes: u64) {
+        let backing_file = self.backing_file();
+        OpenOptions::new()
+            .write(true)
+            .open(&backing_file)
+            .and_then(|file| file.set_len(size_bytes))
+            .expect("resize backing file");
+        run(Command::new("losetup")
+            .arg("--set-capacity")
+            .arg(&self.path));
+    }
+
     /// Writes [`FILL_BYTE`] over the whole device, as a tenant writing its
     /// data (through the backing file, which the loop driver reads through).
     pub fn fill(&self) {
