@@ -57,7 +57,8 @@ pub struct ControllerArgs {
     #[arg(long, env = "LP_POLLING_INTERVAL", default_value = "5m", value_parser = parse_interval)]
     pub polling_interval: Duration,
     /// Accepted for compatibility and ignored: Released PersistentVolumes are
-    /// cleaned on their watch events and retried with backoff, no sweep is needed.
+    /// cleaned on their watch events, retried with backoff, and every PV is
+    /// looked at again each `--polling-interval`.
     #[arg(long, env = "LP_CLEANUP_INTERVAL", value_parser = parse_interval)]
     pub cleanup_interval: Option<Duration>,
     /// How long a PV's device must stay missing before it counts as lost (an
