@@ -34,7 +34,6 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{self, Event};
-use kube::runtime::reflector::ReflectHandle;
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -47,6 +46,7 @@ use crate::plan::ExistingPv;
 use crate::pv::{
     self, CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION,
 };
+use crate::watch::Subscription;
 use crate::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
 use decide::{ApplyStep, CleanupStep};
 
@@ -54,10 +54,6 @@ pub use decide::needs_cleanup;
 
 /// Most cleanups reconciling at once on one node.
 pub const MAX_CONCURRENT_CLEANUPS: u16 = 4;
-
-/// When a PV this program deleted is looked at again, in case the trigger
-/// of its deletion was lost.
-const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
 /// How long a PV waits while another PV of the same device is being wiped.
 const DEVICE_BUSY_RETRY: Duration = Duration::from_secs(1);
@@ -93,7 +89,7 @@ pub enum CleanupError {
 /// in flight have stopped.
 pub async fn run(
     ctx: Arc<Context>,
-    pvs: ReflectHandle<PersistentVolume>,
+    pvs: Subscription<PersistentVolume>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let resumed = futures::stream::unfold(ctx.paused.subscribe(), |mut paused| async move {
@@ -112,7 +108,7 @@ pub async fn run(
         ctx.settings.polling_interval,
     );
     let polled = futures::stream::poll_fn(move |cx| every_poll.poll_tick(cx).map(|_| Some(())));
-    Controller::for_shared_stream(pvs, ctx.pvs.clone())
+    Controller::for_stream(pvs.map(Ok), ctx.pvs.clone())
         .reconcile_all_on(futures::stream::select(resumed, polled))
         .with_config(Config::default().concurrency(MAX_CONCURRENT_CLEANUPS))
         .graceful_shutdown_on(shutdown)
@@ -214,9 +210,6 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
             );
             if ctx.api.delete_pv(name, uid, version).await? {
                 ctx.reporter.released(pv);
-                // Its deletion event starts the wipe; should that trigger
-                // be lost, this look a moment later does.
-                return Ok(Action::requeue(LOOK_AGAIN));
             } else {
                 tracing::debug!("the PV changed since it was seen Released; looking again");
             }

@@ -11,7 +11,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
-use kube::runtime::reflector::ReflectHandle;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
@@ -26,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::pv::NODE_LABEL;
 use crate::reconcile::{Reconciler, Stores, Wake};
 use crate::report::Reporter;
-use crate::watch::{WatchSetup, Watched};
+use crate::watch::{Subscription, WatchSetup, Watched};
 
 /// How long shutdown waits for in-flight cleanups to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -47,7 +46,7 @@ impl NodeWatches {
         node: &str,
         trigger: &Arc<Notify>,
         health: &Health,
-    ) -> (Self, ReflectHandle<PersistentVolume>) {
+    ) -> (Self, Subscription<PersistentVolume>) {
         let setup = |what| WatchSetup {
             what,
             trigger: trigger.clone(),

@@ -2,8 +2,8 @@
 //! node's PVs by label, the one PV spec ConfigMap by name. Each runs as a
 //! task that feeds a reflector store, wakes the reconciler on every change
 //! and records in a [`WatchHealth`] whether it is failing. The PV watch is
-//! shared: the cleanup controller subscribes to the same stream, so a node
-//! costs the API server one PV watch, not two.
+//! shared: the cleanup controller gets its objects from the same watch, so
+//! a node costs the API server one PV watch, not two.
 //!
 //! Custom code rather than kube-runtime's `Controller` watches alone: the
 //! reconciler of the whole node must wake on any change (including
@@ -13,16 +13,27 @@
 //! kube-runtime 5 that future keeps only the last waiter's waker, so with
 //! the cleanup controller waiting on the same PV store one of the two
 //! waiters could sleep forever (seen as a start that never reconciled).
+//!
+//! The PV watch hands its objects to the cleanup controller through a
+//! [`Subscription`] of our own, not kube-runtime's shared store
+//! (`store_shared` and its `ReflectHandle`): in kube-runtime 5 a
+//! `ReflectHandle` whose next reference names an object already gone from
+//! the store (a PV changed and then deleted before the controller read the
+//! change) returns `Pending` without arranging to be woken, and the
+//! controller saw no further PV event until something else woke it: a
+//! deleted PV's wipe waited, seen as a flaky fault test.
 
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use futures::SinkExt;
 use futures::StreamExt;
+use futures::channel::mpsc;
 use kube::Api;
 use kube::Resource;
-use kube::runtime::reflector::{self, ReflectHandle, Store, store::Writer};
+use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -35,6 +46,11 @@ const RECOVERY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_s
 
 /// Objects a shared watch can buffer for a slow subscriber before it waits.
 const SHARED_BUFFER: usize = 1024;
+
+/// A second consumer's view of a watch: every object the watch applied to
+/// its store (after the store has it), and after each full list every
+/// object in the store.
+pub type Subscription<K> = mpsc::Receiver<K>;
 
 /// A running watch and its store.
 pub struct Watched<K: Resource + 'static>
@@ -77,8 +93,7 @@ where
         setup: WatchSetup<'_>,
         trim: fn(&mut K),
     ) -> Self {
-        let (store, writer) = reflector::store();
-        Self::drive(api, config, setup, (store, writer), trim)
+        Self::drive(api, config, setup, reflector::store(), trim, None)
     }
 
     /// Starts watching `api` with `config`, with a subscription for a second consumer.
@@ -86,13 +101,10 @@ where
         api: Api<K>,
         config: watcher::Config,
         setup: WatchSetup<'_>,
-    ) -> (Self, ReflectHandle<K>) {
-        let (store, writer) = reflector::store_shared(SHARED_BUFFER);
-        let subscriber = writer
-            .subscribe()
-            .expect("a shared store can be subscribed");
-        let watched = Self::drive(api, config, setup, (store, writer), |_| {});
-        (watched, subscriber)
+    ) -> (Self, Subscription<K>) {
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let watched = Self::drive(api, config, setup, reflector::store(), |_| {}, Some(sender));
+        (watched, subscription)
     }
 
     /// How many full lists have arrived so far (shared counter).
@@ -111,6 +123,7 @@ where
         setup: WatchSetup<'_>,
         (store, writer): (Store<K>, Writer<K>),
         trim: fn(&mut K),
+        subscriber: Option<mpsc::Sender<K>>,
     ) -> Self {
         let health = Arc::new(WatchHealth::default());
         setup.health.track(&health);
@@ -138,6 +151,10 @@ where
                 synced: synced.clone(),
                 relists: relists.clone(),
             },
+            subscriber.map(|sender| Forward {
+                sender,
+                store: store.clone(),
+            }),
         ));
         Watched {
             store,
@@ -146,6 +163,43 @@ where
             task,
             _health: health,
         }
+    }
+}
+
+/// Where a shared watch hands its objects on, and the store it reads them
+/// from after a full list.
+struct Forward<K: Resource + 'static>
+where
+    K::DynamicType: Hash + Eq,
+{
+    sender: mpsc::Sender<K>,
+    store: Store<K>,
+}
+
+impl<K> Forward<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Hash + Eq + Clone,
+{
+    /// Hands on what `event` changed, waiting while the subscriber's buffer
+    /// is full; `false` once the subscriber is gone.
+    async fn hand_on(&mut self, event: &watcher::Event<K>) -> bool {
+        let objects = match event {
+            watcher::Event::Apply(object) => vec![object.clone()],
+            watcher::Event::InitDone => self
+                .store
+                .state()
+                .iter()
+                .map(|object| K::clone(object))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for object in objects {
+            if self.sender.send(object).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -167,8 +221,10 @@ async fn run_watch<K>(
     mut events: futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
     probe: Probe<K>,
     reporting: Reporting,
+    mut forward: Option<Forward<K>>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Hash + Eq + Clone,
 {
     let Reporting {
         what,
@@ -199,6 +255,11 @@ async fn run_watch<K>(
                 health.set_failing(false);
             }
             Ok(event) => {
+                if let Some(subscriber) = forward.as_mut()
+                    && !subscriber.hand_on(&event).await
+                {
+                    forward = None;
+                }
                 if matches!(event, watcher::Event::InitDone) {
                     relists.fetch_add(1, Ordering::Relaxed);
                     synced.store(true, Ordering::Relaxed);
@@ -224,5 +285,109 @@ where
 {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::runtime::controller::{Action, Controller};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pv(name: &str, version: &str) -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": version},
+        }))
+        .expect("a PV")
+    }
+
+    /// Applies `event` to the store as the reflector does, then hands it on.
+    async fn watch_sees(
+        writer: &mut Writer<PersistentVolume>,
+        forward: &mut Forward<PersistentVolume>,
+        event: watcher::Event<PersistentVolume>,
+    ) {
+        writer.apply_watcher_event(&event);
+        assert!(forward.hand_on(&event).await, "the subscriber is there");
+    }
+
+    /// The case kube-runtime 5's `ReflectHandle` loses: a PV changed and
+    /// deleted before the cleanup controller reads the change. A later
+    /// change of another PV must still reach the controller's reconcile.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_vanished_object_still_reaches_the_controller() {
+        let (store, mut writer) = reflector::store();
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let mut forward = Forward {
+            sender,
+            store: store.clone(),
+        };
+        let (reconciled, mut names) = tokio::sync::mpsc::unbounded_channel();
+        let controller = Controller::for_stream(subscription.map(Ok), store)
+            .run(
+                |pv: Arc<PersistentVolume>,
+                 seen: Arc<tokio::sync::mpsc::UnboundedSender<String>>| async move {
+                    let name = pv.metadata.name.clone().unwrap_or_default();
+                    seen.send(name).expect("the test listens");
+                    Ok::<_, std::convert::Infallible>(Action::await_change())
+                },
+                |_, _, _| Action::await_change(),
+                Arc::new(reconciled),
+            )
+            .for_each(|_| async {});
+        let controller = tokio::spawn(controller);
+        watch_sees(&mut writer, &mut forward, watcher::Event::Init).await;
+        watch_sees(&mut writer, &mut forward, watcher::Event::InitDone).await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Apply(pv("a", "2")),
+        )
+        .await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Delete(pv("a", "3")),
+        )
+        .await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Apply(pv("b", "4")),
+        )
+        .await;
+        let next = tokio::time::timeout(Duration::from_secs(60), names.recv()).await;
+        assert_eq!(
+            next.ok().flatten().as_deref(),
+            Some("b"),
+            "b's change reconciled (a is gone; a reconcile of it would have named it)"
+        );
+        controller.abort();
+    }
+
+    /// After a full list the subscriber gets every object of the store, so
+    /// a relist looks at every PV again.
+    #[tokio::test]
+    async fn a_full_list_hands_on_every_object() {
+        let (store, mut writer) = reflector::store();
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let mut forward = Forward { sender, store };
+        watch_sees(&mut writer, &mut forward, watcher::Event::Init).await;
+        for name in ["a", "b"] {
+            let event = watcher::Event::InitApply(pv(name, "1"));
+            watch_sees(&mut writer, &mut forward, event).await;
+        }
+        watch_sees(&mut writer, &mut forward, watcher::Event::InitDone).await;
+        drop(forward);
+        let mut names: Vec<String> = subscription
+            .map(|pv| pv.metadata.name.unwrap_or_default())
+            .collect()
+            .await;
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 }
