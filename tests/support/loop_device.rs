@@ -10,12 +10,39 @@ use std::process::Command;
 
 use std::sync::Mutex;
 
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
 /// Serialises attaching within this test process, so a device number that
 /// [`LoopDevice::swap_backing_file`] frees for a moment is not taken by a
 /// concurrent test's `losetup -f`.
 static ATTACH_LOCK: Mutex<()> = Mutex::new(());
+
+/// The same across test processes (two `cargo test` runs at once): a file
+/// every test process locks with `flock` around the same steps.
+const ATTACH_LOCK_FILE: &str = "/tmp/local-pv-provisioner-tests.loop-attach.lock";
+
+/// Holds [`ATTACH_LOCK`] and the lock on [`ATTACH_LOCK_FILE`] until dropped.
+struct Attaching {
+    _file: Flock<File>,
+    _thread: std::sync::MutexGuard<'static, ()>,
+}
+
+fn attaching() -> Attaching {
+    let thread = lock(&ATTACH_LOCK);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(ATTACH_LOCK_FILE)
+        .unwrap_or_else(|error| panic!("cannot open {ATTACH_LOCK_FILE}: {error}"));
+    let file = Flock::lock(file, FlockArg::LockExclusive)
+        .unwrap_or_else(|(_, error)| panic!("cannot lock {ATTACH_LOCK_FILE}: {error}"));
+    Attaching {
+        _file: file,
+        _thread: thread,
+    }
+}
 
 /// Byte a test writes over a device as its tenant's data, so zeroing shows.
 /// A device is filled only once its PV exists: a device holding data before
@@ -94,7 +121,7 @@ impl LoopDevice {
             write_mbr_with_one_partition(&backing_file);
         }
         let attached = {
-            let _serialised = lock(&ATTACH_LOCK);
+            let _serialised = attaching();
             run(Command::new("losetup")
                 .args(["-f", "--show"])
                 .arg(&backing_file))
@@ -150,7 +177,7 @@ impl LoopDevice {
         let size = fs::metadata(&*backing_file).expect("stat").len();
         let replacement = backing_file.with_file_name("replacement.img");
         write_pattern(&replacement, size);
-        let _serialised = lock(&ATTACH_LOCK);
+        let _serialised = attaching();
         run(Command::new("losetup").arg("-d").arg(&self.path));
         run(Command::new("losetup").arg(&self.path).arg(&replacement));
         *backing_file = replacement;
