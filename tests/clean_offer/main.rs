@@ -25,7 +25,9 @@
 //! - `stale_cache`: a PV watch that lags behind its writes (fails: a
 //!   product bug, the device of one release is wiped twice);
 //! - `upgrade`: PVs of the Go upstream are adopted, cleaned and offered
-//!   again, or refused when their device does not match.
+//!   again, or refused when their device does not match;
+//! - `vanished`: PVs that change and go at once under a lagging watch cost
+//!   the cleanup controller no later event.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -39,3 +41,4 @@ mod node_gone;
 mod refused_create;
 mod stale_cache;
 mod upgrade;
+mod vanished;
