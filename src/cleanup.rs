@@ -120,17 +120,10 @@ pub async fn run(
 /// Whether this program looks after `pv`: made by it for this node, or by
 /// the Go upstream for this node, or already carrying our finalizer.
 fn looked_after(pv: &PersistentVolume, ctx: &Context) -> bool {
-    let annotations = pv.metadata.annotations.as_ref();
-    let ours = annotations
-        .and_then(|a| a.get(pv::NODE_NAME_ANNOTATION))
-        .is_some_and(|node| *node == ctx.settings.node_name);
-    ours || adopt::is_upstream_pv(pv, &ctx.settings.node_name)
-        || pv
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == CLEANUP_FINALIZER)
+    let node = ctx.settings.node_name.as_str();
+    pv::annotation(pv, pv::NODE_NAME_ANNOTATION) == Some(node)
+        || adopt::is_upstream_pv(pv, node)
+        || pv::has_cleanup_finalizer(pv)
 }
 
 /// One PV: through kube-runtime's finalizer helper to [`apply`] or [`clean`].
@@ -304,12 +297,7 @@ async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action
 fn still_to_clean(fresh: &PersistentVolume, uid: &str) -> bool {
     fresh.metadata.uid.as_deref() == Some(uid)
         && fresh.metadata.deletion_timestamp.is_some()
-        && fresh
-            .metadata
-            .finalizers
-            .iter()
-            .flatten()
-            .any(|f| f == CLEANUP_FINALIZER)
+        && pv::has_cleanup_finalizer(fresh)
 }
 
 /// What the wipe needs, from the PV (or, for a PV of the Go upstream not

@@ -84,7 +84,8 @@ fn with_history<'a>(
 struct Checked<'a> {
     device: Device,
     pv: &'a PersistentVolume,
-    probe: Result<ProbeResult, String>,
+    /// The probe's result and the verdict on it, or why it could not probe.
+    judged: Result<(ProbeResult, Verdict), String>,
     created: Option<CreateOutcome>,
 }
 
@@ -245,9 +246,12 @@ impl Provisioning {
                         Some(result) => Ok(result),
                         None => check(device.clone(), rules, ctx.cancel.clone()).await,
                     };
-                    let verdict = probe.as_ref().map(|result| verdict(&device, result));
-                    let created = match &verdict {
-                        Ok(Verdict::Offer) if !unreachable.load(Ordering::Relaxed) => {
+                    let judged = probe.map(|result| {
+                        let verdict = verdict(&device, &result);
+                        (result, verdict)
+                    });
+                    let created = match &judged {
+                        Ok((_, Verdict::Offer)) if !unreachable.load(Ordering::Relaxed) => {
                             let pv = with_history(ctx, &device, pv);
                             let created = ctx.api.create_pv(&pv, &ctx.pvs, &ctx.label_value).await;
                             if matches!(created, CreateOutcome::Unreachable(_)) {
@@ -260,7 +264,7 @@ impl Provisioning {
                     Checked {
                         device,
                         pv,
-                        probe,
+                        judged,
                         created,
                     }
                 }
@@ -284,20 +288,20 @@ impl Provisioning {
         for Checked {
             device,
             pv,
-            probe,
+            judged,
             created,
         } in results
         {
             let path = PathBuf::from(local_path(pv).unwrap_or_default());
-            let result = match probe {
-                Ok(result) => result,
+            let (result, verdict) = match judged {
+                Ok(judged) => judged,
                 Err(error) => {
                     tracing::warn!(device = %path.display(), %error, "cannot probe the device; trying again later");
                     continue;
                 }
             };
             self.offers.record(&device, &result);
-            if let Verdict::NotOffered(problem) = verdict(&device, &result) {
+            if let Verdict::NotOffered(problem) = verdict {
                 outcome.available -= 1;
                 outcome.problems.push(problem);
                 continue;

@@ -1,10 +1,11 @@
 //! The controller of one node, wired up: the narrow watches (this Node by
 //! name, this node's PVs by label, this node's pods by `spec.nodeName`),
-//! the cleanup controller on the shared PV stream, the Event sender, and the provisioning loop. The loop runs a
-//! [`Reconciler`] at start, on every watched change (bursts coalesce into
-//! one run), on every poll tick, and when the last run asked for it; on
-//! shutdown it stops taking work, lets in-flight wipes stop between two
-//! writes (their PVs stay Released for the next start) and returns.
+//! the cleanup controller on the shared PV stream, the Event sender, and
+//! the provisioning loop. The loop runs a [`Reconciler`] at start, on every
+//! watched change (bursts coalesce into one run), on every poll tick, and
+//! when the last run asked for it; on shutdown it stops taking work, lets
+//! in-flight wipes stop between two writes (their PVs stay Released for the
+//! next start) and returns.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

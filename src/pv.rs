@@ -58,6 +58,15 @@ pub fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// Whether a PV carries this program's [`CLEANUP_FINALIZER`].
+pub fn has_cleanup_finalizer(pv: &PersistentVolume) -> bool {
+    pv.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|finalizer| finalizer == CLEANUP_FINALIZER)
+}
+
 /// A PV's `spec.local.path`, if it is a local PV.
 pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
     pv.spec

@@ -19,9 +19,11 @@
 //! (`store_shared` and its `ReflectHandle`): in kube-runtime 5 a
 //! `ReflectHandle` whose next reference names an object already gone from
 //! the store (a PV changed and then deleted before the controller read the
-//! change) returns `Pending` without arranging to be woken, and the
-//! controller saw no further PV event until something else woke it: a
-//! deleted PV's wipe waited, seen as a flaky fault test.
+//! change) returns `Pending` without arranging to be woken; the
+//! controller's `SelectAll` never polls it again, and the controller saw no
+//! further PV event in that process: a PV deleted later was never wiped,
+//! seen as a flaky fault test (`tests/clean_offer/vanished.rs` now fails on
+//! that code every time).
 
 use std::fmt::Debug;
 use std::hash::Hash;
