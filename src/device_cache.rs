@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 
 use crate::discovery::{
-    DiscoveryError, Inspected, Scan, assemble, inspect_entry, matching_name, matching_names,
+    DiscoveryError, Inspected, Mounts, Scan, assemble, inspect_all, inspect_entry, matching_name,
     read_mounts,
 };
 
@@ -59,16 +59,15 @@ pub struct DeviceCache {
 }
 
 impl DeviceCache {
-    /// Scans `dir` for entries matching `filter` (whose source text is
-    /// `filter_source`), inspecting again what `changes` names.
+    /// Scans `dir` for entries matching `filter`, inspecting again what
+    /// `changes` names.
     pub fn scan(
         &mut self,
         dir: &Path,
         filter: &Regex,
-        filter_source: &str,
         changes: Changes,
     ) -> Result<Scan, DiscoveryError> {
-        let key = (dir.to_path_buf(), filter_source.to_string());
+        let key = (dir.to_path_buf(), filter.as_str().to_string());
         let changes = if self.key.as_ref() != Some(&key) {
             Changes::All
         } else {
@@ -76,21 +75,16 @@ impl DeviceCache {
         };
         self.last_inspected = 0;
         match changes {
-            Changes::None => self.recheck_unusable(dir, filter),
+            Changes::None => self.recheck_unusable(dir, filter, None),
             Changes::All => {
                 self.key = None;
-                let names = matching_names(dir, filter)?;
-                let mounts = read_mounts();
-                self.entries = names
-                    .iter()
-                    .map(|name| (name.0.clone(), inspect_entry(dir, name, &mounts)))
-                    .collect();
-                self.last_inspected = names.len();
+                self.entries = inspect_all(dir, filter)?;
+                self.last_inspected = self.entries.len();
                 self.key = Some(key);
             }
             Changes::Entries(names) => {
-                self.recheck_unusable(dir, filter);
                 let mounts = read_mounts();
+                self.recheck_unusable(dir, filter, Some(&mounts));
                 for raw in names {
                     let lossy = raw.to_string_lossy().into_owned();
                     self.entries.remove(&lossy);
@@ -108,8 +102,9 @@ impl DeviceCache {
 
     /// Inspects again the entries that were unusable: what made them so
     /// (a wipe's lock, a device that could not be opened) can pass without
-    /// any change in the directory.
-    fn recheck_unusable(&mut self, dir: &Path, filter: &Regex) {
+    /// any change in the directory. Reads the mount table unless given
+    /// `mounts`.
+    fn recheck_unusable(&mut self, dir: &Path, filter: &Regex, mounts: Option<&Mounts>) {
         let unusable: Vec<String> = self
             .entries
             .iter()
@@ -119,11 +114,18 @@ impl DeviceCache {
         if unusable.is_empty() {
             return;
         }
-        let mounts = read_mounts();
+        let read;
+        let mounts = match mounts {
+            Some(mounts) => mounts,
+            None => {
+                read = read_mounts();
+                &read
+            }
+        };
         for name in unusable {
             if let Some(matching) = matching_name(std::ffi::OsStr::new(&name), filter) {
                 self.entries
-                    .insert(name, inspect_entry(dir, &matching, &mounts));
+                    .insert(name, inspect_entry(dir, &matching, mounts));
                 self.last_inspected += 1;
             }
         }
@@ -137,11 +139,6 @@ impl DeviceCache {
             Some(Err(unusable)) => unusable.number.is_some(),
             None => false,
         }
-    }
-
-    /// The directory and filter source the cache holds entries for.
-    pub fn key(&self) -> Option<&(PathBuf, String)> {
-        self.key.as_ref()
     }
 }
 
@@ -177,31 +174,22 @@ mod tests {
         }
         let filter = Regex::new(".*").unwrap();
         let mut cache = DeviceCache::default();
-        let scan = cache
-            .scan(dir.path(), &filter, ".*", Changes::None)
-            .unwrap();
+        let scan = cache.scan(dir.path(), &filter, Changes::None).unwrap();
         assert_eq!(cache.last_inspected, 3, "a new cache scans everything");
         assert_eq!(scan.problems.len(), 3);
-        cache
-            .scan(dir.path(), &filter, ".*", Changes::None)
-            .unwrap();
+        cache.scan(dir.path(), &filter, Changes::None).unwrap();
         assert_eq!(
             cache.last_inspected, 3,
             "unusable entries are looked at again"
         );
         std::fs::remove_file(dir.path().join("b")).unwrap();
-        let scan = cache
-            .scan(dir.path(), &filter, ".*", entries(&["b"]))
-            .unwrap();
+        let scan = cache.scan(dir.path(), &filter, entries(&["b"])).unwrap();
         assert_eq!(scan.problems.len(), 2, "a removed entry is dropped");
         std::fs::write(dir.path().join("d"), b"x").unwrap();
-        let scan = cache
-            .scan(dir.path(), &filter, ".*", entries(&["d"]))
-            .unwrap();
+        let scan = cache.scan(dir.path(), &filter, entries(&["d"])).unwrap();
         assert_eq!(scan.problems.len(), 3);
-        cache
-            .scan(dir.path(), &filter, "other", Changes::None)
-            .unwrap();
+        let other = Regex::new(".+").unwrap();
+        cache.scan(dir.path(), &other, Changes::None).unwrap();
         assert_eq!(cache.last_inspected, 3, "another filter: a full rescan");
     }
 }

@@ -178,13 +178,20 @@ pub fn assemble<'a>(
 /// anywhere (unanchored, like upstream): every matching entry is inspected
 /// (symlinks resolved, only block devices count) and [assembled](assemble).
 pub fn scan_devices(dir: &Path, filter: &Regex) -> Result<Scan, DiscoveryError> {
+    Ok(assemble(dir, inspect_all(dir, filter)?.iter()))
+}
+
+/// Every entry of `dir` whose name matches `filter`, inspected, by name.
+pub fn inspect_all(
+    dir: &Path,
+    filter: &Regex,
+) -> Result<BTreeMap<String, Inspected>, DiscoveryError> {
     let names = matching_names(dir, filter)?;
     let mounts = read_mounts();
-    let inspected: Vec<(String, Inspected)> = names
+    Ok(names
         .iter()
         .map(|name| (name.0.clone(), inspect_entry(dir, name, &mounts)))
-        .collect();
-    Ok(assemble(dir, inspected.iter().map(|(n, i)| (n, i))))
+        .collect())
 }
 
 /// Why an entry cannot be used, and its device when it got that far.

@@ -17,9 +17,6 @@ use crate::probe::{ProbeResult, probe_device};
 use crate::spec::PvSpec;
 use crate::wipe::{WipeError, WipeRequest, ZeroMethod, wipe_device};
 
-/// Probes (or wipes) running at once.
-pub const CONCURRENT_PROBES: usize = 8;
-
 /// What a device's identity is for the cache: number, size, stable id.
 type Identity = (DeviceNumber, u64, Option<String>);
 

@@ -88,11 +88,12 @@ impl Reconciler {
         if wake == Wake::Poll {
             self.provisioning.rescan();
         }
+        // One snapshot of this node's PVs, once they are listed.
         let synced = ctx.pv_relists.load(std::sync::atomic::Ordering::Relaxed) > 0;
-        if synced {
+        let pvs = synced.then(|| ctx.pvs.state());
+        if let Some(pvs) = &pvs {
             let pods = self.stores.pods.state();
-            self.volumes
-                .update(&ctx.reporter.metrics, &ctx.pvs.state(), &pods);
+            self.volumes.update(&ctx.reporter.metrics, pvs, &pods);
         }
         let name = ObjectRef::new(&ctx.settings.node_name);
         let Some(node) = self.stores.nodes.get(&name) else {
@@ -111,11 +112,12 @@ impl Reconciler {
                 return None;
             }
         };
-        if !synced {
+        let Some(pvs) = pvs else {
             // This node's PVs are not listed yet; their list wakes the loop.
             return None;
-        }
-        self.devices(ctx, &node, (configmap, spec), wake).await
+        };
+        self.devices(ctx, &node, (configmap, spec), &pvs, wake)
+            .await
     }
 
     /// The node's devices, under its usable spec: scan, device loss,
@@ -125,16 +127,16 @@ impl Reconciler {
         ctx: &Context,
         node: &Node,
         (configmap, spec): (String, PvSpec),
+        pvs: &[Arc<PersistentVolume>],
         wake: Wake,
     ) -> Option<Instant> {
         let node_ref = node.object_ref(&());
-        let pvs = ctx.pvs.state();
         ctx.reporter.metrics.released_pending.set(
             pvs.iter()
                 .filter(|pv| crate::cleanup::needs_cleanup(pv))
                 .count() as i64,
         );
-        let existing = self.provisioning.existing(&pvs);
+        let existing = self.provisioning.existing(pvs);
         let full = wake == Wake::Poll;
         let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);
         let scanned = match self.scanner.scan(&spec, &existing, full, watch).await {
@@ -155,7 +157,7 @@ impl Reconciler {
         self.reports.spec_state(ready, Some(&node_ref));
         ctx.set_paused(false);
         let recheck_at = self
-            .handle_lost_devices(ctx, &pvs, &existing, &scanned.missing)
+            .handle_lost_devices(ctx, pvs, &existing, &scanned.missing)
             .await;
         let facts = node_facts(ctx, node);
         let devices = scanned.devices.unwrap_or_default();

@@ -62,12 +62,18 @@ impl Scanner {
             None => Changes::All,
         };
         let mut cache = self.cache.take().unwrap_or_default();
-        let source = spec.device_name_filter_source.clone();
         let paths = existing_paths(existing);
-        let (cache, scanned, paths) = tokio::task::spawn_blocking(move || {
-            let scanned = cache.scan(&dir, &filter, &source, changes);
-            let missing = missing(&cache, &dir, &paths);
-            (cache, scanned.map(|scan| (scan, missing)), paths)
+        let (cache, scanned, missing) = tokio::task::spawn_blocking(move || {
+            let scanned = cache.scan(&dir, &filter, changes);
+            let missing = match &scanned {
+                Ok(_) => missing(&cache, &dir, &paths),
+                // No deviceDir: every PV path is looked at directly.
+                Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => {
+                    paths_missing(paths.iter())
+                }
+                Err(_) => BTreeSet::new(),
+            };
+            (cache, scanned, missing)
         })
         .await
         .map_err(|error| format!("device scan failed: {error}"))?;
@@ -76,13 +82,13 @@ impl Scanner {
             self.cache = Some(cache);
         }
         match scanned {
-            Ok((scan, missing)) => Ok(Scanned {
+            Ok(scan) => Ok(Scanned {
                 devices: Some(scan),
                 missing,
             }),
             Err(error) if error.source.kind() == std::io::ErrorKind::NotFound => Ok(Scanned {
                 devices: None,
-                missing: paths_missing(&paths),
+                missing,
             }),
             Err(error) => Err(error.to_string()),
         }
@@ -102,7 +108,6 @@ fn existing_paths(existing: &[ExistingPv]) -> Vec<(String, PathBuf)> {
 fn missing(cache: &DeviceCache, dir: &Path, paths: &[(String, PathBuf)]) -> BTreeSet<String> {
     let (inside, outside): (Vec<_>, Vec<_>) = paths
         .iter()
-        .cloned()
         .partition(|(_, path)| path.parent() == Some(dir));
     let mut missing: BTreeSet<String> = inside
         .into_iter()
@@ -110,16 +115,16 @@ fn missing(cache: &DeviceCache, dir: &Path, paths: &[(String, PathBuf)]) -> BTre
             let entry = path.file_name().map(|name| name.to_string_lossy());
             !entry.is_some_and(|entry| cache.leads_to_block_device(&entry))
         })
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.clone())
         .collect();
-    missing.extend(paths_missing(&outside));
+    missing.extend(paths_missing(outside));
     missing
 }
 
 /// The PVs whose path does not `stat` as a block device.
-fn paths_missing(paths: &[(String, PathBuf)]) -> BTreeSet<String> {
+fn paths_missing<'a>(paths: impl IntoIterator<Item = &'a (String, PathBuf)>) -> BTreeSet<String> {
     paths
-        .iter()
+        .into_iter()
         .filter(|(_, path)| {
             std::fs::metadata(path)
                 .ok()

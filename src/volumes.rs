@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, PodSpec, Volume};
+use prometheus::IntGaugeVec;
 
 use crate::adopt::quantity_bytes;
 use crate::metrics::Metrics;
@@ -102,14 +103,7 @@ impl VolumeMetrics {
     /// Shows the series for `pvs` and `pods`, removing those that went away.
     pub fn update(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>], pods: &[Arc<Pod>]) {
         let info: BTreeSet<Labels> = pvs.iter().map(|pv| info_labels(pv)).collect();
-        replace(&mut self.info, info, |labels, on| {
-            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-            if on {
-                metrics.volume_info.with_label_values(&labels).set(1);
-            } else {
-                let _ = metrics.volume_info.remove_label_values(&labels);
-            }
-        });
+        show_ones(&metrics.volume_info, &mut self.info, info);
         let mut capacity_now = BTreeSet::new();
         for pv in pvs {
             let name = pv.metadata.name.clone().unwrap_or_default();
@@ -142,18 +136,25 @@ impl VolumeMetrics {
             })
             .flatten()
             .collect();
-        replace(&mut self.consumers, consumers, |labels, on| {
-            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-            if on {
-                metrics
-                    .volume_consumer_info
-                    .with_label_values(&labels)
-                    .set(1);
-            } else {
-                let _ = metrics.volume_consumer_info.remove_label_values(&labels);
-            }
-        });
+        show_ones(
+            &metrics.volume_consumer_info,
+            &mut self.consumers,
+            consumers,
+        );
     }
+}
+
+/// Makes the series of `gauges` valued 1 exactly those of `wanted` (label
+/// values), `shown` being those shown so far.
+fn show_ones(gauges: &IntGaugeVec, shown: &mut BTreeSet<Labels>, wanted: BTreeSet<Labels>) {
+    replace(shown, wanted, |labels, on| {
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        if on {
+            gauges.with_label_values(&labels).set(1);
+        } else {
+            let _ = gauges.remove_label_values(&labels);
+        }
+    });
 }
 
 /// Makes `shown` equal `wanted`, calling `apply(item, false)` for each item

@@ -89,8 +89,9 @@ pub struct VolumeStatus {
     pub history: DeviceHistory,
 }
 
+/// One annotation of a PV, owned.
 fn annotation(pv: &PersistentVolume, key: &str) -> Option<String> {
-    pv.metadata.annotations.as_ref()?.get(key).cloned()
+    crate::pv::annotation(pv, key).map(str::to_string)
 }
 
 /// A quantity's value in bytes, when it is a whole number with an optional

@@ -22,6 +22,7 @@ use crate::common::*;
 use crate::moments::{Moments, Watch};
 use crate::support::loop_device::{FILL_BYTE, LoopDevice};
 use crate::support::world::inspect::phase;
+use crate::support::world::waits::{WAIT, eventually};
 use crate::support::world::{QUICK_POLLING, World, data, polling};
 
 /// The node.
@@ -205,6 +206,12 @@ async fn upstream_pvs_are_adopted_cleaned_and_offered_or_refused() {
         .collect();
     expected.sort();
     assert_eq!(names, expected, "one PV per device, no duplicate");
+    // The fake logs a request just after serving it: a PV can be read
+    // before its POST is in the log.
+    eventually("both re-offers' POSTs logged", WAIT, || async {
+        (world.pv_requests("create", None) >= 2).then_some(())
+    })
+    .await;
     assert_eq!(world.pv_requests("create", None), 2, "only the re-offers");
 }
 

@@ -24,19 +24,13 @@ fn usable_devices_are_not_read_again_until_their_entry_changes() {
     symlink(&first.path, dir.path().join("disk0")).unwrap();
     let filter = Regex::new("^disk").unwrap();
     let mut cache = DeviceCache::default();
-    let scan = cache
-        .scan(dir.path(), &filter, "^disk", Changes::None)
-        .unwrap();
+    let scan = cache.scan(dir.path(), &filter, Changes::None).unwrap();
     assert_eq!((scan.devices.len(), cache.last_inspected), (1, 1));
-    let scan = cache
-        .scan(dir.path(), &filter, "^disk", Changes::None)
-        .unwrap();
+    let scan = cache.scan(dir.path(), &filter, Changes::None).unwrap();
     assert_eq!(scan.devices.len(), 1);
     assert_eq!(cache.last_inspected, 0, "nothing changed: no device read");
     symlink(&second.path, dir.path().join("disk1")).unwrap();
-    let scan = cache
-        .scan(dir.path(), &filter, "^disk", names(&["disk1"]))
-        .unwrap();
+    let scan = cache.scan(dir.path(), &filter, names(&["disk1"])).unwrap();
     assert_eq!(
         (scan.devices.len(), cache.last_inspected),
         (2, 1),
@@ -57,18 +51,14 @@ fn a_device_locked_by_a_wipe_is_looked_at_again_without_an_entry_change() {
         FlockArg::LockExclusiveNonblock,
     )
     .expect("the wipe's lock");
-    let scan = cache
-        .scan(dir.path(), &filter, "^disk", Changes::None)
-        .unwrap();
+    let scan = cache.scan(dir.path(), &filter, Changes::None).unwrap();
     assert!(
         scan.problems[0].reason.contains("locked by a wipe"),
         "{scan:?}"
     );
     assert!(cache.leads_to_block_device("disk0"), "locked, not missing");
     drop(lock);
-    let scan = cache
-        .scan(dir.path(), &filter, "^disk", Changes::None)
-        .unwrap();
+    let scan = cache.scan(dir.path(), &filter, Changes::None).unwrap();
     assert_eq!(
         scan.devices.len(),
         1,
