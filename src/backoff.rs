@@ -1,7 +1,9 @@
 //! Retry schedules: how long to wait after the n-th failure in a row, and a
 //! table of keys (PVs, devices) each waiting for its own next try. Pure:
 //! the caller passes the time, so the schedules are tested with paused
-//! tokio time.
+//! tokio time. A shared leaf of the crate root.
+//!
+//! Uses: nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,12 +1,17 @@
 //! Command-line configuration: the flags, their `LP_*` environment
 //! variables, and the parsers for Go-style durations and listen addresses,
-//! so the flags of the Go local-pv-provisioner keep working unchanged.
+//! so the flags of the Go local-pv-provisioner keep working unchanged. A
+//! shared leaf of the crate root.
+//!
+//! Uses: device.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::device::wipe::ZeroMethod;
 
 /// The whole command line: the controller's flags, or a subcommand.
 #[derive(Debug, Parser)]
@@ -73,8 +78,8 @@ pub struct ControllerArgs {
     /// to the device where it can; writes where the device cannot) or
     /// `writes` (`O_DIRECT` writes of a zeroed buffer, for devices whose
     /// write-zeroes is slow or not trusted).
-    #[arg(long, env = "LP_WIPE_METHOD", default_value = "zeroout", value_parser = ["zeroout", "writes"])]
-    pub wipe_method: String,
+    #[arg(long, env = "LP_WIPE_METHOD", value_enum, default_value_t = ZeroMethod::WriteZeroes)]
+    pub wipe_method: ZeroMethod,
     /// Human-readable logs at debug level instead of JSON at info level.
     #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub development: bool,
@@ -239,7 +244,7 @@ pub struct ControllerSettings {
     /// Whether `deviceDir` is watched with inotify.
     pub watch_device_dir: bool,
     /// How wipes write zeros first.
-    pub wipe_method: crate::wipe::ZeroMethod,
+    pub wipe_method: ZeroMethod,
     /// Development logging.
     pub development: bool,
     /// Fallback PV spec ConfigMap name.
@@ -273,11 +278,7 @@ impl ControllerArgs {
             cleanup_interval_given: self.cleanup_interval.is_some(),
             device_loss_grace: self.device_loss_grace,
             watch_device_dir: self.watch_device_dir,
-            wipe_method: if self.wipe_method == "writes" {
-                crate::wipe::ZeroMethod::DirectWrites
-            } else {
-                crate::wipe::ZeroMethod::WriteZeroes
-            },
+            wipe_method: self.wipe_method,
             development: self.development,
             default_pv_spec_configmap,
             instance,

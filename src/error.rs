@@ -1,6 +1,8 @@
 //! Typed errors that cross module boundaries: a failed Kubernetes API
 //! request, named by the [`Operation`] it was (the `operation` label of
-//! `local_pv_provisioner_api_errors_total`).
+//! `local_pv_provisioner_api_errors_total`). A shared leaf of the crate root.
+//!
+//! Uses: nothing.
 
 use std::fmt;
 

@@ -2,55 +2,38 @@
 //! node's local block devices into PersistentVolumes and wipes them when
 //! their claims let go. A drop-in for the Go local-pv-provisioner.
 //!
-//! Two flows, each through small modules in the order data moves:
+//! The code lives in rooms (folders), one per stage of the two flows, in the
+//! order data moves through them:
 //!
-//! - provisioning: [`watch`] → [`node_spec`] → [`discovery`] (with
-//!   [`blockdev`]) → [`device_loss`] → [`plan`] (with [`naming`], [`pv`]) →
-//!   [`apply`] → [`report`], run by [`reconcile`] in the loop of
-//!   [`provisioner`];
-//! - cleanup: [`cleanup`] → [`wipe`] → [`apply`] → [`report`], after which
-//!   the device is offered again by the provisioning flow.
+//! - device → PV: [`discover`] finds the devices of `deviceDir`,
+//!   [`provision`] decides and creates their PVs;
+//! - PV → wipe → fresh PV: [`cleanup`] wipes a released or deleted PV's
+//!   device and lets the PV go, after which [`discover`] offers the device
+//!   again.
 //!
-//! Shared: [`config`], [`spec`], [`context`], [`backoff`], [`error`],
-//! [`events`], [`metrics`], [`health`], [`server`]; [`dry_run`] is the
-//! `scan` subcommand, [`status`] the read-only `status` report (`kubectl
-//! local-pv`).
+//! Underneath them: [`objects`] (what this program writes on API objects and
+//! reads back), [`device`] (the only code that opens a block device: facts,
+//! probe, wipe), [`observe`] (Events, metrics, reports, health, the HTTP
+//! server) and [`api`] (the watches, every request, the shared context).
+//! Above them: [`controller`] wires one node's controller and runs its loop,
+//! [`cli`] holds the `scan` and `status` subcommands. [`config`],
+//! [`error`] and [`backoff`] are shared leaves.
+//!
+//! Each room's `mod.rs` names the rooms it may use in a `Uses:` line;
+//! `tests/rooms.rs` fails when an import runs another way or the table has
+//! a cycle.
 
 #![warn(missing_docs)]
 
-pub mod adopt;
-pub mod apply;
+pub mod api;
 pub mod backoff;
-pub mod blockdev;
 pub mod cleanup;
+pub mod cli;
 pub mod config;
-pub mod context;
-pub mod device_cache;
-pub mod device_events;
-pub mod device_loss;
-pub mod discovery;
-pub mod dry_run;
+pub mod controller;
+pub mod device;
+pub mod discover;
 pub mod error;
-pub mod events;
-pub mod first_offer;
-pub mod health;
-pub mod history;
-pub mod memory;
-pub mod metrics;
-pub mod naming;
-pub mod node_reports;
-pub mod node_spec;
-pub mod plan;
-pub mod probe;
+pub mod objects;
+pub mod observe;
 pub mod provision;
-pub mod provisioner;
-pub mod pv;
-pub mod reconcile;
-pub mod report;
-pub mod scanner;
-pub mod server;
-pub mod spec;
-pub mod status;
-pub mod volumes;
-pub mod watch;
-pub mod wipe;

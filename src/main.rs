@@ -7,18 +7,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use local_pv_provisioner::cli::scan::run_scan;
+use local_pv_provisioner::cli::status::run_status;
 use local_pv_provisioner::config::{Cli, Command, ControllerSettings};
-use local_pv_provisioner::dry_run::run_scan;
-use local_pv_provisioner::health::Health;
-use local_pv_provisioner::metrics::Metrics;
-use local_pv_provisioner::status::run_status;
-use local_pv_provisioner::{provisioner, server};
+use local_pv_provisioner::controller::provisioner;
+use local_pv_provisioner::observe::health::Health;
+use local_pv_provisioner::observe::metrics::Metrics;
+use local_pv_provisioner::observe::server;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    local_pv_provisioner::memory::limit_allocator_caches();
+    local_pv_provisioner::controller::memory::limit_allocator_caches();
     let cli = match Cli::try_parse_from(arguments()) {
         Ok(cli) => cli,
         Err(error)

@@ -27,7 +27,7 @@ mod program;
 #[path = "admission_policy/table.rs"]
 mod table;
 
-use local_pv_provisioner::naming::node_label_value;
+use local_pv_provisioner::objects::naming::node_label_value;
 use serde_json::{Value, json};
 use support::fake_api::{FakeApiServer, UserInfo};
 

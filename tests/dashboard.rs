@@ -5,7 +5,7 @@
 //! aggregation clauses, label matchers, ranges, strings and numbers
 //! stripped), a histogram's `_bucket`, `_sum` and `_count` series count as
 //! the histogram, and each name must be in
-//! `local_pv_provisioner::metrics::Metrics::names()`. The extractor is
+//! `local_pv_provisioner::observe::metrics::Metrics::names()`. The extractor is
 //! tested on its own, so that a name it cannot see does not pass unseen.
 //! Every expression also parses as PromQL (`promtool check rules`, from
 //! Debian's `prometheus` package), and the PromQL of the README's "Who uses
@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use local_pv_provisioner::metrics::Metrics;
+use local_pv_provisioner::observe::metrics::Metrics;
 use regex::Regex;
 use serde_json::Value;
 

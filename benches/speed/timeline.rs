@@ -12,8 +12,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use local_pv_provisioner::naming::node_label_value;
-use local_pv_provisioner::pv::{CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, NODE_LABEL};
+use local_pv_provisioner::objects::naming::node_label_value;
+use local_pv_provisioner::objects::pv::{CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, NODE_LABEL};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 

@@ -20,13 +20,12 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use local_pv_provisioner::discovery::scan_devices;
-use local_pv_provisioner::naming::plain_pv_name;
-use local_pv_provisioner::pv::{NodeFacts, build_pv};
-use local_pv_provisioner::spec::parse_pv_spec;
-use local_pv_provisioner::wipe::{
-    DEFAULT_HEAD_BYTES, Owner, WipeReport, WipeRequest, wipe_device, wipe_regions,
-};
+use local_pv_provisioner::device::regions::{DEFAULT_HEAD_BYTES, wipe_regions};
+use local_pv_provisioner::device::wipe::{Owner, WipeReport, WipeRequest, ZeroMethod, wipe_device};
+use local_pv_provisioner::discover::devices::scan_devices;
+use local_pv_provisioner::objects::naming::plain_pv_name;
+use local_pv_provisioner::objects::spec::parse_pv_spec;
+use local_pv_provisioner::provision::build::{NodeFacts, build_pv};
 
 use crate::devices::ShmLoop;
 use crate::options::Options;
@@ -187,7 +186,7 @@ fn compare(size: u64, backing: Backing, rounds: usize) -> Option<Compared> {
     let mut report = None;
     let wipe = || {
         let started = Instant::now();
-        let done = wipe_device(&request, &cancel).expect("wipe");
+        let done = wipe_device(&request, ZeroMethod::WriteZeroes, &cancel).expect("wipe");
         assert_eq!(done.regions, regions, "the wipe's regions");
         (started.elapsed(), done)
     };

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
-use crate::adopt::is_upstream_pv;
-use crate::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION, annotation};
+use crate::cleanup::adopt::is_upstream_pv;
+use crate::objects::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION, annotation};
 
 /// For a PV of this node that is not being deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ mod tests {
 
     fn pv(phase: &str, claim: bool, annotations: &[(&str, &str)]) -> PersistentVolume {
         let mut value = serde_json::json!({
-            "metadata": {"name": "pv", "labels": {crate::pv::NODE_LABEL: "n1"}},
+            "metadata": {"name": "pv", "labels": {crate::objects::pv::NODE_LABEL: "n1"}},
             "spec": {},
             "status": {"phase": phase},
         });
@@ -163,7 +163,10 @@ mod tests {
             ApplyStep::Nothing,
             "a paused node starts no cleanup"
         );
-        let upstream = [(crate::adopt::UPSTREAM_DEVICE_DIR_ANNOTATION, "/dev")];
+        let upstream = [(
+            crate::cleanup::adopt::UPSTREAM_DEVICE_DIR_ANNOTATION,
+            "/dev",
+        )];
         assert_eq!(
             apply_step(&pv("Released", true, &upstream), "n1", false),
             ApplyStep::Adopt,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use local_pv_provisioner::naming::node_label_value;
+use local_pv_provisioner::objects::naming::node_label_value;
 use serde_json::{Value, json};
 
 use super::support::fake_api::{AdmissionPolicy, Operation, Review, UserInfo};

@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use local_pv_provisioner::naming::{hashed_pv_name, node_label_value};
-use local_pv_provisioner::pv;
+use local_pv_provisioner::objects::naming::{hashed_pv_name, node_label_value};
+use local_pv_provisioner::objects::pv;
 use serde_json::{Value, json};
 
 use crate::catalogue::{DEVICE_BYTES, RowFuture, fixed_bug, run_async_rows};

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use local_pv_provisioner::naming::{
+use local_pv_provisioner::objects::naming::{
     hashed_pv_name, is_dns1123_subdomain, is_label_value, node_label_value,
 };
-use local_pv_provisioner::pv;
+use local_pv_provisioner::objects::pv;
 
 use crate::catalogue::{RowFuture, fixed_bug, run_async_rows};
 use crate::fixture::RowWorld;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use local_pv_provisioner::spec::{PvSpec, VolumeMode, parse_pv_spec};
+use local_pv_provisioner::objects::spec::{PvSpec, VolumeMode, parse_pv_spec};
 
 use crate::catalogue::{fixed_bug, run_rows};
 use crate::support::world::{Data, data};

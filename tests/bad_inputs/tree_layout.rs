@@ -8,11 +8,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use local_pv_provisioner::discovery::{Scan, scan_devices};
-use local_pv_provisioner::naming::{is_dns1123_subdomain, node_label_value};
-use local_pv_provisioner::plan::plan;
-use local_pv_provisioner::pv::NodeFacts;
-use local_pv_provisioner::spec::{PvSpec, parse_pv_spec};
+use local_pv_provisioner::discover::devices::{Scan, scan_devices};
+use local_pv_provisioner::objects::naming::{is_dns1123_subdomain, node_label_value};
+use local_pv_provisioner::objects::spec::{PvSpec, parse_pv_spec};
+use local_pv_provisioner::provision::build::NodeFacts;
+use local_pv_provisioner::provision::plan::plan;
 use regex::Regex;
 use tempfile::{NamedTempFile, TempDir};
 

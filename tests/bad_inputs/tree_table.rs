@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use local_pv_provisioner::discovery::{Scan, scan_devices};
-use local_pv_provisioner::naming::hashed_pv_name;
-use local_pv_provisioner::plan::{ExistingPv, plan};
-use local_pv_provisioner::pv::build_pv;
+use local_pv_provisioner::discover::devices::{Scan, scan_devices};
+use local_pv_provisioner::objects::naming::hashed_pv_name;
+use local_pv_provisioner::provision::build::build_pv;
+use local_pv_provisioner::provision::plan::{ExistingPv, plan};
 use regex::Regex;
 
 use crate::catalogue::{assert_untouched, root_disk, run_rows};

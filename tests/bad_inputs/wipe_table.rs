@@ -8,8 +8,10 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use local_pv_provisioner::pv;
-use local_pv_provisioner::wipe::{Guard, Owner, WipeError, WipeRequest, wipe_device};
+use local_pv_provisioner::device::wipe::{
+    Guard, Owner, WipeError, WipeRequest, ZeroMethod, wipe_device,
+};
+use local_pv_provisioner::objects::pv;
 use serde_json::{Value, json};
 
 use crate::catalogue::{DEVICE_BYTES, assert_untouched, device, root_disk, run_rows};
@@ -172,8 +174,9 @@ fn check(edit: &Edit, guard: Guard, says: &str, dir: &Path, device: &LoopDevice)
         node_name: NODE,
         label_value: NODE,
     };
-    let result = WipeRequest::from_pv(&pv, &owner)
-        .and_then(|request| wipe_device(&request, &AtomicBool::new(false)));
+    let result = WipeRequest::from_pv(&pv, &owner).and_then(|request| {
+        wipe_device(&request, ZeroMethod::WriteZeroes, &AtomicBool::new(false))
+    });
     match result {
         Err(WipeError::Refused {
             guard: refused,

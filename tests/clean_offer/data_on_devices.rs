@@ -194,7 +194,7 @@ async fn devices_with_data_are_offered_only_once_wiped_and_blank_ones_without_a_
 /// second and third device's report became a `series` PATCH of the first
 /// device's Event and their names and reasons reached no Event at all
 /// (`InvalidVolume`, `DeviceSkipped` and a changed `PVSpecInvalid` were hit
-/// the same way). Events are now created one by one (`src/events.rs`).
+/// the same way). Events are now created one by one (`src/observe/events.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_with_data_is_named_in_a_device_has_data_event() {
     let world = World::fake().await;

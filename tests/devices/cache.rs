@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::symlink;
 
-use local_pv_provisioner::device_cache::{Changes, DeviceCache};
+use local_pv_provisioner::discover::cache::{Changes, DeviceCache};
 use nix::fcntl::{Flock, FlockArg};
 use regex::Regex;
 

@@ -5,7 +5,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::symlink;
 
-use local_pv_provisioner::discovery::{Scan, scan_devices};
+use local_pv_provisioner::discover::devices::{Scan, scan_devices};
 use regex::Regex;
 
 use crate::fixture::{MIB, Mount, mkfs_ext4};

@@ -7,8 +7,8 @@ use std::os::unix::fs::symlink;
 use std::sync::Arc;
 use std::time::Duration;
 
-use local_pv_provisioner::device_cache::Changes;
-use local_pv_provisioner::device_events::DirWatch;
+use local_pv_provisioner::discover::cache::Changes;
+use local_pv_provisioner::discover::dir_watch::DirWatch;
 use regex::Regex;
 use tokio::sync::Notify;
 

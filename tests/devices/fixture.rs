@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
-use local_pv_provisioner::discovery::scan_devices;
-use local_pv_provisioner::naming::plain_pv_name;
-use local_pv_provisioner::pv::{NodeFacts, build_pv};
-use local_pv_provisioner::spec::{PvSpec, parse_pv_spec};
-use local_pv_provisioner::wipe::{Guard, Owner, WipeError, WipeReport, WipeRequest, wipe_device};
+use local_pv_provisioner::device::wipe::{
+    Guard, Owner, WipeError, WipeReport, WipeRequest, ZeroMethod, wipe_device,
+};
+use local_pv_provisioner::discover::devices::scan_devices;
+use local_pv_provisioner::objects::naming::plain_pv_name;
+use local_pv_provisioner::objects::spec::{PvSpec, parse_pv_spec};
+use local_pv_provisioner::provision::build::{NodeFacts, build_pv};
 
 use tempfile::TempDir;
 
@@ -93,7 +95,7 @@ pub fn sparse_disk0(size: u64) -> (LoopDevice, TempDir, WipeRequest) {
 
 /// Wipes as the controller does, never cancelled.
 pub fn wipe(request: &WipeRequest) -> Result<WipeReport, WipeError> {
-    wipe_device(request, &AtomicBool::new(false))
+    wipe_device(request, ZeroMethod::WriteZeroes, &AtomicBool::new(false))
 }
 
 /// Makes an ext4 filesystem on `device`.

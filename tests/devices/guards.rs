@@ -6,8 +6,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::{OpenOptionsExt, symlink};
 
-use local_pv_provisioner::discovery::scan_devices;
-use local_pv_provisioner::wipe::{Guard, WipeError};
+use local_pv_provisioner::device::wipe::{Guard, WipeError};
+use local_pv_provisioner::discover::devices::scan_devices;
 use regex::Regex;
 
 use crate::fixture::{MIB, Mount, assert_refused, disk0, linked, mkfs_ext4, request_for, wipe};

@@ -5,7 +5,8 @@
 
 use std::sync::atomic::AtomicBool;
 
-use local_pv_provisioner::wipe::{TAIL_BYTES, WipeError, wipe_device};
+use local_pv_provisioner::device::regions::TAIL_BYTES;
+use local_pv_provisioner::device::wipe::{WipeError, ZeroMethod, wipe_device};
 
 use crate::fixture::{MIB, disk0, sparse_disk0, wipe};
 use crate::support::loop_device::FILL_BYTE;
@@ -123,7 +124,7 @@ fn a_device_smaller_than_the_head_is_zeroed_whole() {
 #[test]
 fn cancelled_wipe_stops_before_writing_more() {
     let (device, _dir, request) = disk0(16 * MIB);
-    let result = wipe_device(&request, &AtomicBool::new(true));
+    let result = wipe_device(&request, ZeroMethod::WriteZeroes, &AtomicBool::new(true));
     assert!(matches!(result, Err(WipeError::Cancelled)), "{result:?}");
     assert!(device.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE));
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use local_pv_provisioner::naming::{
+use local_pv_provisioner::objects::naming::{
     MAX_LABEL_VALUE_LEN, MAX_SUBDOMAIN_LEN, assign_pv_names, hashed_pv_name, is_dns1123_subdomain,
     is_label_value, node_label_value, plain_pv_name, upstream_pv_name,
 };

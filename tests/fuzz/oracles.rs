@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use local_pv_provisioner::spec::{
+use local_pv_provisioner::objects::spec::{
     KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE,
     KEY_WIPE_BYTES, KEY_WIPE_DEVICES_WITH_DATA,
 };

@@ -7,14 +7,15 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-use local_pv_provisioner::blockdev::DeviceNumber;
-use local_pv_provisioner::discovery::{Device, Scan};
-use local_pv_provisioner::naming::{hashed_pv_name, node_label_value, plain_pv_name};
-use local_pv_provisioner::plan::{ExistingPv, Plan, plan};
-use local_pv_provisioner::pv::{NODE_LABEL, NODE_NAME_ANNOTATION, NodeFacts};
-use local_pv_provisioner::spec::{
+use local_pv_provisioner::device::blockdev::DeviceNumber;
+use local_pv_provisioner::discover::devices::{Device, Scan};
+use local_pv_provisioner::objects::naming::{hashed_pv_name, node_label_value, plain_pv_name};
+use local_pv_provisioner::objects::pv::{NODE_LABEL, NODE_NAME_ANNOTATION};
+use local_pv_provisioner::objects::spec::{
     KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_VOLUME_MODE, PvSpec, parse_pv_spec,
 };
+use local_pv_provisioner::provision::build::NodeFacts;
+use local_pv_provisioner::provision::plan::{ExistingPv, Plan, plan};
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

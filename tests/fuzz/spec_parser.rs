@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use local_pv_provisioner::spec::{
+use local_pv_provisioner::objects::spec::{
     DEFAULT_STORAGE_CLASS_NAME, DEFAULT_WIPE_BYTES, FsType, KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER,
     KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, KEY_WIPE_BYTES,
     KEY_WIPE_DEVICES_WITH_DATA, PvSpec, SpecError, VolumeMode, WIPE_BYTES_ALIGNMENT, parse_pv_spec,

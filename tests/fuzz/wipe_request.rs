@@ -3,13 +3,13 @@
 //! this node that records every identity field; anything else is refused by
 //! `OwnedByThisNode` or `RecordedIdentity`, never a panic.
 
-use local_pv_provisioner::blockdev::DeviceNumber;
-use local_pv_provisioner::pv::{
+use local_pv_provisioner::device::blockdev::DeviceNumber;
+use local_pv_provisioner::device::wipe::{Guard, Owner, WipeError, WipeRequest};
+use local_pv_provisioner::objects::pv::{
     DEVICE_DIR_ANNOTATION, DEVICE_NUMBER_ANNOTATION, DEVICE_SIZE_ANNOTATION, NODE_LABEL,
     NODE_NAME_ANNOTATION, WIPE_BYTES_ANNOTATION,
 };
-use local_pv_provisioner::spec::DEFAULT_WIPE_BYTES;
-use local_pv_provisioner::wipe::{Guard, Owner, WipeError, WipeRequest};
+use local_pv_provisioner::objects::spec::DEFAULT_WIPE_BYTES;
 use proptest::option;
 use proptest::prelude::*;
 

@@ -60,14 +60,20 @@ impl Cluster {
     /// `output` with every known time replaced by its token.
     pub fn normalize(&self, output: &str) -> String {
         let mut text = output.to_string();
-        for pv in self.server.objects("persistentvolumes") {
-            for (field, token) in [
-                ("creationTimestamp", "<created>"),
-                ("deletionTimestamp", "<deleted>"),
-            ] {
-                if let Some(time) = pv["metadata"][field].as_str() {
-                    text = text.replace(time, token);
-                }
+        let pvs = self.server.objects("persistentvolumes");
+        // A deletion time is replaced where its field names it first: a PV
+        // deleted in the second it was created has both times equal.
+        for pv in &pvs {
+            if let Some(time) = pv["metadata"]["deletionTimestamp"].as_str() {
+                text = text.replace(
+                    &format!("\"deletionTimestamp\": \"{time}\""),
+                    "\"deletionTimestamp\": \"<deleted>\"",
+                );
+            }
+        }
+        for pv in &pvs {
+            if let Some(time) = pv["metadata"]["creationTimestamp"].as_str() {
+                text = text.replace(time, "<created>");
             }
         }
         for (time, token) in &self.tokens {
@@ -93,7 +99,7 @@ fn pv(name: &str, node: &str, path: &str, bytes: u64, extra: &[(&str, String)]) 
     for (key, value) in extra {
         annotations.insert(format!("{PREFIX}{key}"), json!(value));
     }
-    let label = local_pv_provisioner::naming::node_label_value(node);
+    let label = local_pv_provisioner::objects::naming::node_label_value(node);
     json!({
         "metadata": {"name": name, "labels": {NODE_LABEL: label}, "annotations": annotations,
                      "finalizers": [format!("{PREFIX}cleanup")]},

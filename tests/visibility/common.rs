@@ -38,7 +38,7 @@ pub const INFO_LABELS: &str =
     "persistentvolume device storage_class volume_mode phase claim_namespace claim_name";
 /// The labels of `volume_info` a test compares, in the order of
 /// [`INFO_LABELS`] (checked by `page`'s test).
-pub const INFO_KEYS: [&str; 7] = local_pv_provisioner::metrics::VOLUME_INFO_LABELS;
+pub const INFO_KEYS: [&str; 7] = local_pv_provisioner::observe::metrics::VOLUME_INFO_LABELS;
 /// The labels of `volume_consumer_info` a test compares.
 pub const CONSUMER_KEYS: [&str; 3] = ["persistentvolume", "pod_namespace", "pod"];
 

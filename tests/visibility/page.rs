@@ -178,7 +178,7 @@ fn a_page_is_parsed_into_samples_with_their_labels() {
 
 #[test]
 fn the_volume_labels_are_the_ones_the_issue_names() {
-    let consumer = local_pv_provisioner::metrics::VOLUME_CONSUMER_LABELS;
+    let consumer = local_pv_provisioner::observe::metrics::VOLUME_CONSUMER_LABELS;
     assert_eq!(
         crate::common::INFO_KEYS.join(" "),
         crate::common::INFO_LABELS

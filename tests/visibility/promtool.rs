@@ -6,7 +6,7 @@
 //! metric family. promtool comes with Debian's `prometheus` package, which
 //! `.ci/run` installs; without it these tests fail, saying so.
 
-use local_pv_provisioner::metrics::Metrics;
+use local_pv_provisioner::observe::metrics::Metrics;
 
 use crate::clean_offer::{claim_and_wait, wait_available, wait_recreated};
 use crate::common::*;

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
-use local_pv_provisioner::naming::node_label_value;
+use local_pv_provisioner::objects::naming::node_label_value;
 
 use super::waits::{WAIT, eventually};
 use super::witness::is_finalizer_removal;

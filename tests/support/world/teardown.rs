@@ -11,7 +11,7 @@ use kube::api::{
     ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
 };
 use kube::{Api, Client, ResourceExt};
-use local_pv_provisioner::naming::node_label_value;
+use local_pv_provisioner::objects::naming::node_label_value;
 
 use super::backend::{Backend, client_for};
 use super::{CLEANUP_FINALIZER, NODE_LABEL, NODE_NAME_ANNOTATION, World, lock};

@@ -1,0 +1,395 @@
+//! Narrow watches kept as in-memory stores: the one Node by name, this
+//! node's PVs by label, the one PV spec ConfigMap by name. Each runs as a
+//! task that feeds a reflector store, wakes the reconciler on every change
+//! and records in a [`WatchHealth`] whether it is failing. The PV watch is
+//! shared: the cleanup controller gets its objects from the same watch, so
+//! a node costs the API server one PV watch, not two.
+//!
+//! Custom code rather than kube-runtime's `Controller` watches alone: the
+//! reconciler of the whole node must wake on any change (including
+//! deletions, which a `Controller` does not reconcile), and readiness must
+//! know when a watch cannot reach the API server. Whether the first list
+//! has arrived is tracked here too, not with `Store::wait_until_ready`: in
+//! kube-runtime 5 that future keeps only the last waiter's waker, so with
+//! the cleanup controller waiting on the same PV store one of the two
+//! waiters could sleep forever (seen as a start that never reconciled).
+//!
+//! The PV watch hands its objects to the cleanup controller through a
+//! [`Subscription`] of our own, not kube-runtime's shared store
+//! (`store_shared` and its `ReflectHandle`): in kube-runtime 5 a
+//! `ReflectHandle` whose next reference names an object already gone from
+//! the store (a PV changed and then deleted before the controller read the
+//! change) returns `Pending` without arranging to be woken; the
+//! controller's `SelectAll` never polls it again, and the controller saw no
+//! further PV event in that process: a PV deleted later was never wiped,
+//! seen as a flaky fault test (`tests/clean_offer/vanished.rs` now fails on
+//! that code every time).
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures::SinkExt;
+use futures::StreamExt;
+use futures::channel::mpsc;
+use kube::Api;
+use kube::Resource;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::observe::health::{Health, WatchHealth};
+
+/// How often a failing watch checks whether the API server answers again.
+const RECOVERY_PROBE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Objects a shared watch can buffer for a slow subscriber before it waits.
+const SHARED_BUFFER: usize = 1024;
+
+/// A second consumer's view of a watch: every object the watch applied to
+/// its store (after the store has it), and after each full list every
+/// object in the store.
+pub type Subscription<K> = mpsc::Receiver<K>;
+
+/// A running watch and its store.
+pub struct Watched<K: Resource + 'static>
+where
+    K::DynamicType: Hash + Eq,
+{
+    /// The objects seen, kept current by the watch.
+    pub store: Store<K>,
+    synced: Arc<AtomicBool>,
+    relists: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+    _health: Arc<WatchHealth>,
+}
+
+/// What one watch needs besides its API and selector.
+pub struct WatchSetup<'a> {
+    /// Name of the watched resource, for logs.
+    pub what: &'static str,
+    /// Notified on every change and every failure.
+    pub trigger: Arc<Notify>,
+    /// Where the watch reports whether it fails.
+    pub health: &'a Health,
+}
+
+impl<K> Watched<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Hash + Eq + Clone + Default,
+{
+    /// Starts watching `api` with `config`.
+    pub fn spawn(api: Api<K>, config: watcher::Config, setup: WatchSetup<'_>) -> Self {
+        Self::spawn_trimmed(api, config, setup, |_| {})
+    }
+
+    /// Starts watching `api` with `config`, keeping only what `trim` leaves
+    /// of each object (memory on busy nodes).
+    pub fn spawn_trimmed(
+        api: Api<K>,
+        config: watcher::Config,
+        setup: WatchSetup<'_>,
+        trim: fn(&mut K),
+    ) -> Self {
+        Self::drive(api, config, setup, reflector::store(), trim, None)
+    }
+
+    /// Starts watching `api` with `config`, with a subscription for a second consumer.
+    pub fn spawn_shared(
+        api: Api<K>,
+        config: watcher::Config,
+        setup: WatchSetup<'_>,
+    ) -> (Self, Subscription<K>) {
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let watched = Self::drive(api, config, setup, reflector::store(), |_| {}, Some(sender));
+        (watched, subscription)
+    }
+
+    /// How many full lists have arrived so far (shared counter).
+    pub fn relists(&self) -> Arc<AtomicU64> {
+        self.relists.clone()
+    }
+
+    /// Whether the first full list has arrived (the trigger is notified when it does).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    fn drive(
+        api: Api<K>,
+        config: watcher::Config,
+        setup: WatchSetup<'_>,
+        (store, writer): (Store<K>, Writer<K>),
+        trim: fn(&mut K),
+        subscriber: Option<mpsc::Sender<K>>,
+    ) -> Self {
+        let health = Arc::new(WatchHealth::default());
+        setup.health.track(&health);
+        // While failing, a cheap one-item list every few seconds tells when
+        // the API server answers again: the watcher reconnects silently when
+        // nothing changed, and readiness must recover.
+        let probe = kube::api::ListParams {
+            label_selector: config.label_selector.clone(),
+            field_selector: config.field_selector.clone(),
+            limit: Some(1),
+            ..Default::default()
+        };
+        let events = reflector::reflector(writer, watcher(api.clone(), config).modify(trim))
+            .default_backoff()
+            .boxed();
+        let synced = Arc::new(AtomicBool::new(false));
+        let relists = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run_watch(
+            events,
+            Probe { api, params: probe },
+            Reporting {
+                what: setup.what,
+                trigger: setup.trigger,
+                health: health.clone(),
+                synced: synced.clone(),
+                relists: relists.clone(),
+            },
+            subscriber.map(|sender| Forward {
+                sender,
+                store: store.clone(),
+            }),
+        ));
+        Watched {
+            store,
+            synced,
+            relists,
+            task,
+            _health: health,
+        }
+    }
+}
+
+/// Where a shared watch hands its objects on, and the store it reads them
+/// from after a full list.
+struct Forward<K: Resource + 'static>
+where
+    K::DynamicType: Hash + Eq,
+{
+    sender: mpsc::Sender<K>,
+    store: Store<K>,
+}
+
+impl<K> Forward<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Hash + Eq + Clone,
+{
+    /// Hands on what `event` changed, waiting while the subscriber's buffer
+    /// is full; `false` once the subscriber is gone.
+    async fn hand_on(&mut self, event: &watcher::Event<K>) -> bool {
+        let objects = match event {
+            watcher::Event::Apply(object) => vec![object.clone()],
+            watcher::Event::InitDone => self
+                .store
+                .state()
+                .iter()
+                .map(|object| K::clone(object))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for object in objects {
+            if self.sender.send(object).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+struct Probe<K> {
+    api: Api<K>,
+    params: kube::api::ListParams,
+}
+
+/// Where a watch task reports what it sees.
+struct Reporting {
+    what: &'static str,
+    trigger: Arc<Notify>,
+    health: Arc<WatchHealth>,
+    synced: Arc<AtomicBool>,
+    relists: Arc<AtomicU64>,
+}
+
+async fn run_watch<K>(
+    mut events: futures::stream::BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
+    probe: Probe<K>,
+    reporting: Reporting,
+    mut forward: Option<Forward<K>>,
+) where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Hash + Eq + Clone,
+{
+    let Reporting {
+        what,
+        trigger,
+        health,
+        synced,
+        relists,
+    } = reporting;
+    loop {
+        let event = if health.is_failing() {
+            tokio::select! {
+                event = events.next() => event,
+                _ = tokio::time::sleep(RECOVERY_PROBE_INTERVAL) => {
+                    if probe.api.list_metadata(&probe.params).await.is_ok()
+                        && health.set_failing(false)
+                    {
+                        trigger.notify_one();
+                    }
+                    continue;
+                }
+            }
+        } else {
+            events.next().await
+        };
+        let Some(event) = event else { break };
+        match event {
+            Ok(watcher::Event::InitApply(_)) | Ok(watcher::Event::Init) => {
+                health.set_failing(false);
+            }
+            Ok(event) => {
+                if let Some(subscriber) = forward.as_mut()
+                    && !subscriber.hand_on(&event).await
+                {
+                    forward = None;
+                }
+                if matches!(event, watcher::Event::InitDone) {
+                    relists.fetch_add(1, Ordering::Relaxed);
+                    synced.store(true, Ordering::Relaxed);
+                }
+                health.set_failing(false);
+                trigger.notify_one();
+            }
+            Err(error) => {
+                if !health.set_failing(true) {
+                    tracing::warn!(%error, what, "watch failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%error, what, "watch still failing");
+                }
+                trigger.notify_one();
+            }
+        }
+    }
+}
+
+impl<K: Resource + 'static> Drop for Watched<K>
+where
+    K::DynamicType: Hash + Eq,
+{
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use kube::runtime::controller::{Action, Controller};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pv(name: &str, version: &str) -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": version},
+        }))
+        .expect("a PV")
+    }
+
+    /// Applies `event` to the store as the reflector does, then hands it on.
+    async fn watch_sees(
+        writer: &mut Writer<PersistentVolume>,
+        forward: &mut Forward<PersistentVolume>,
+        event: watcher::Event<PersistentVolume>,
+    ) {
+        writer.apply_watcher_event(&event);
+        assert!(forward.hand_on(&event).await, "the subscriber is there");
+    }
+
+    /// The case kube-runtime 5's `ReflectHandle` loses: a PV changed and
+    /// deleted before the cleanup controller reads the change. A later
+    /// change of another PV must still reach the controller's reconcile.
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_vanished_object_still_reaches_the_controller() {
+        let (store, mut writer) = reflector::store();
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let mut forward = Forward {
+            sender,
+            store: store.clone(),
+        };
+        let (reconciled, mut names) = tokio::sync::mpsc::unbounded_channel();
+        let controller = Controller::for_stream(subscription.map(Ok), store)
+            .run(
+                |pv: Arc<PersistentVolume>,
+                 seen: Arc<tokio::sync::mpsc::UnboundedSender<String>>| async move {
+                    let name = pv.metadata.name.clone().unwrap_or_default();
+                    seen.send(name).expect("the test listens");
+                    Ok::<_, std::convert::Infallible>(Action::await_change())
+                },
+                |_, _, _| Action::await_change(),
+                Arc::new(reconciled),
+            )
+            .for_each(|_| async {});
+        let controller = tokio::spawn(controller);
+        watch_sees(&mut writer, &mut forward, watcher::Event::Init).await;
+        watch_sees(&mut writer, &mut forward, watcher::Event::InitDone).await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Apply(pv("a", "2")),
+        )
+        .await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Delete(pv("a", "3")),
+        )
+        .await;
+        watch_sees(
+            &mut writer,
+            &mut forward,
+            watcher::Event::Apply(pv("b", "4")),
+        )
+        .await;
+        let next = tokio::time::timeout(Duration::from_secs(60), names.recv()).await;
+        assert_eq!(
+            next.ok().flatten().as_deref(),
+            Some("b"),
+            "b's change reconciled (a is gone; a reconcile of it would have named it)"
+        );
+        controller.abort();
+    }
+
+    /// After a full list the subscriber gets every object of the store, so
+    /// a relist looks at every PV again.
+    #[tokio::test]
+    async fn a_full_list_hands_on_every_object() {
+        let (store, mut writer) = reflector::store();
+        let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
+        let mut forward = Forward { sender, store };
+        watch_sees(&mut writer, &mut forward, watcher::Event::Init).await;
+        for name in ["a", "b"] {
+            let event = watcher::Event::InitApply(pv(name, "1"));
+            watch_sees(&mut writer, &mut forward, event).await;
+        }
+        watch_sees(&mut writer, &mut forward, watcher::Event::InitDone).await;
+        drop(forward);
+        let mut names: Vec<String> = subscription
+            .map(|pv| pv.metadata.name.unwrap_or_default())
+            .collect()
+            .await;
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+    }
+}

@@ -1,0 +1,207 @@
+//! The `scan` subcommand: a dry run that reads a PV spec from a file or
+//! flags, scans this machine's devices, and prints the PersistentVolumes
+//! that would be created as YAML, followed by the skipped devices and why.
+//! It needs no cluster and writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::fs;
+
+use serde_yaml_ng::Value;
+
+use crate::config::ScanArgs;
+use crate::discover::devices::scan_devices;
+use crate::objects::naming::node_label_value;
+use crate::objects::spec::{
+    KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE,
+    parse_pv_spec,
+};
+use crate::provision::build::NodeFacts;
+use crate::provision::plan::plan;
+
+/// Runs the dry run and returns what to print, or a one-line error.
+pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
+    let data = match &args.spec_file {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            spec_data_from_yaml(&text).map_err(|error| format!("{}: {error}", path.display()))?
+        }
+        None => spec_data_from_flags(args),
+    };
+    let spec = parse_pv_spec(&data).map_err(|error| format!("invalid PV spec: {error}"))?;
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .map_err(|error| {
+                format!("cannot read this machine's hostname (pass --node-name): {error}")
+            })?,
+    };
+    let scan = scan_devices(&spec.device_dir, &spec.device_name_filter)
+        .map_err(|error| error.to_string())?;
+    let facts = NodeFacts {
+        uid: format!("<uid of Node {node_name}>"),
+        hostname: node_name.clone(),
+        label_value: node_label_value(&node_name),
+        name: node_name.clone(),
+    };
+    let mut decided = plan(&facts, &spec, &scan, &[], &BTreeSet::new());
+    let probes = probe_candidates(&mut decided, &scan);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# local-pv-provisioner scan (dry run) on node {node_name:?}: {} PersistentVolume(s) would be created, {} device(s) skipped.",
+        decided.create.len(),
+        decided.problems.len()
+    );
+    let _ = writeln!(
+        out,
+        "# The ownerReference UID is a placeholder: the controller fills in the live Node's UID."
+    );
+    for (pv, probe) in decided.create.iter().zip(&probes) {
+        let path = crate::objects::pv::local_path(pv).unwrap_or_default();
+        let _ = writeln!(out, "# {path}: {probe}");
+        out.push_str("---\n");
+        out.push_str(
+            &serde_yaml_ng::to_string(pv)
+                .map_err(|error| format!("cannot render YAML: {error}"))?,
+        );
+    }
+    for group in &decided.collisions {
+        let _ = writeln!(
+            out,
+            "# name collision, hashed names used: {}",
+            group.join(", ")
+        );
+    }
+    for problem in &decided.problems {
+        let _ = writeln!(
+            out,
+            "# skipped {}: {}",
+            problem.path.display(),
+            problem.reason
+        );
+    }
+    Ok(out)
+}
+
+/// Probes each device the plan would offer, as the controller does before
+/// a first offer; devices that are not blank move to the plan's problems.
+/// Returns what the probe said about each PV left to create.
+fn probe_candidates(
+    decided: &mut crate::provision::plan::Plan,
+    scan: &crate::discover::devices::Scan,
+) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut said = Vec::new();
+    for pv in std::mem::take(&mut decided.create) {
+        let path = crate::objects::pv::local_path(&pv)
+            .unwrap_or_default()
+            .to_string();
+        let device = scan.devices.iter().find(|d| d.path.to_str() == Some(&path));
+        let result = device.map(|d| crate::device::probe::probe_device(&d.resolved));
+        match result {
+            Some(Ok(probe)) if probe.refusal().is_some() => {
+                decided
+                    .problems
+                    .push(crate::discover::devices::DeviceProblem {
+                        name: device.map(|d| d.name.clone()).unwrap_or_default(),
+                        path: path.into(),
+                        reason: probe.refusal().unwrap_or_default(),
+                        ..Default::default()
+                    });
+            }
+            Some(Err(error)) => {
+                said.push(format!(
+                    "probe failed ({error}); the controller would retry"
+                ));
+                kept.push(pv);
+            }
+            _ => {
+                said.push("probed blank: it would be offered".to_string());
+                kept.push(pv);
+            }
+        }
+    }
+    decided.create = kept;
+    said
+}
+
+/// Reads the spec's `data` from YAML: a ConfigMap manifest, or the bare
+/// key-value map.
+pub fn spec_data_from_yaml(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let document: Value =
+        serde_yaml_ng::from_str(text).map_err(|error| format!("not valid YAML: {error}"))?;
+    let map = match document.get("data") {
+        Some(data) => data,
+        None if document.get("kind").is_some() => return Err("the ConfigMap has no data".into()),
+        None => &document,
+    };
+    let Value::Mapping(entries) = map else {
+        return Err("expected a ConfigMap or a mapping of PV spec keys".into());
+    };
+    entries
+        .iter()
+        .map(|(key, value)| {
+            let key = key.as_str().ok_or("keys must be strings")?.to_string();
+            let value = match value {
+                Value::String(text) => text.clone(),
+                other => return Err(format!("key {key:?} must hold a string, not {other:?}")),
+            };
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn spec_data_from_flags(args: &ScanArgs) -> BTreeMap<String, String> {
+    [
+        (KEY_DEVICE_DIR, &args.device_dir),
+        (KEY_DEVICE_NAME_FILTER, &args.device_name_filter),
+        (KEY_VOLUME_MODE, &args.volume_mode),
+        (KEY_FS_TYPE, &args.fs_type),
+        (KEY_STORAGE_CLASS_NAME, &args.storage_class_name),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.clone().map(|value| (key.to_string(), value)))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configmap_manifests_and_bare_maps_are_read() {
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  deviceDir: /dev\n  volumeMode: Block\n";
+        let data = spec_data_from_yaml(manifest).unwrap();
+        assert_eq!(data["deviceDir"], "/dev");
+        let bare = spec_data_from_yaml("deviceDir: /dev\nvolumeMode: Block\n").unwrap();
+        assert_eq!(bare, data);
+    }
+
+    #[test]
+    fn bad_yaml_is_a_clear_error() {
+        assert!(
+            spec_data_from_yaml("kind: ConfigMap\n")
+                .unwrap_err()
+                .contains("no data")
+        );
+        assert!(
+            spec_data_from_yaml("deviceDir: [a]\n")
+                .unwrap_err()
+                .contains("must hold a string")
+        );
+        assert!(
+            spec_data_from_yaml("- a\n")
+                .unwrap_err()
+                .contains("expected a ConfigMap")
+        );
+        assert!(
+            spec_data_from_yaml(":\n  - [")
+                .unwrap_err()
+                .contains("not valid YAML")
+        );
+    }
+}

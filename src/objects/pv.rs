@@ -1,0 +1,66 @@
+//! The labels, annotations and finalizer this program puts on its
+//! PersistentVolumes to recognise them later, and readers of a PV's fields.
+//! The PV object itself is built by [`crate::provision::build`].
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+
+/// Label on every PV of ours, valued with the node's label value.
+pub const NODE_LABEL: &str = "local-pv-provisioner.cybozu.io/node";
+/// Annotation: `deviceDir` the PV was made from.
+pub const DEVICE_DIR_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-dir";
+/// Annotation: `deviceNameFilter` the PV was made from.
+pub const DEVICE_NAME_FILTER_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-name-filter";
+/// Annotation: volume mode the PV was made with.
+pub const VOLUME_MODE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/volume-mode";
+/// Annotation: fsType the PV was made with (Filesystem only).
+pub const FS_TYPE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/fs-type";
+/// Annotation: the device's `major:minor` at creation.
+pub const DEVICE_NUMBER_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-number";
+/// Annotation: the device's size in bytes at creation.
+pub const DEVICE_SIZE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-size";
+/// Annotation: the device's stable identity from sysfs at creation, when it has one.
+pub const DEVICE_STABLE_ID_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-stable-id";
+/// Annotation: bytes to zero at the head of the device on cleanup.
+pub const WIPE_BYTES_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-bytes";
+/// Annotation: the full node name (the label may hold a hash of it).
+pub const NODE_NAME_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-name";
+/// Finalizer on every PV of ours: the device is wiped before the PV goes,
+/// whoever deletes it.
+pub const CLEANUP_FINALIZER: &str = "local-pv-provisioner.cybozu.io/cleanup";
+/// Annotation: when the program first saw the PV bound to its claim (RFC 3339).
+pub const CLAIMED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-at";
+/// Annotation: the claim (`namespace/name`) last seen bound to the PV.
+pub const CLAIMED_BY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/claimed-by";
+/// Annotation: when the PV was released without a wipe, and why.
+pub const WIPE_SKIPPED_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-skipped";
+/// Annotation an older version set before the first write of a wipe; a PV
+/// carrying it is wiped again.
+pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-started-at";
+/// Node label the scheduler matches local PVs' affinity against.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+
+/// One annotation of a PV.
+pub fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(key))
+        .map(String::as_str)
+}
+
+/// Whether a PV carries this program's [`CLEANUP_FINALIZER`].
+pub fn has_cleanup_finalizer(pv: &PersistentVolume) -> bool {
+    pv.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|finalizer| finalizer == CLEANUP_FINALIZER)
+}
+
+/// A PV's `spec.local.path`, if it is a local PV.
+pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
+    pv.spec
+        .as_ref()
+        .and_then(|spec| spec.local.as_ref())
+        .map(|local| local.path.as_str())
+}

@@ -1,0 +1,411 @@
+//! The PV spec: which Node annotation names it, the ConfigMap keys it is
+//! read from, and their validation. Every error names the key and the value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use regex::{Regex, RegexBuilder};
+use thiserror::Error;
+
+/// Node annotation naming the PV spec ConfigMap (same as upstream).
+pub const PV_SPEC_CONFIGMAP_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/pv-spec-configmap";
+
+/// ConfigMap key: directory whose entries are candidate devices.
+pub const KEY_DEVICE_DIR: &str = "deviceDir";
+/// ConfigMap key: regular expression selecting entry names.
+pub const KEY_DEVICE_NAME_FILTER: &str = "deviceNameFilter";
+/// ConfigMap key: `Filesystem` or `Block`.
+pub const KEY_VOLUME_MODE: &str = "volumeMode";
+/// ConfigMap key: filesystem type, with `Filesystem` only.
+pub const KEY_FS_TYPE: &str = "fsType";
+/// ConfigMap key: storage class of the PVs (optional).
+pub const KEY_STORAGE_CLASS_NAME: &str = "storageClassName";
+/// ConfigMap key: bytes zeroed at the head of a device before its PV is
+/// deleted (optional; plain bytes or with a `Ki`, `Mi`, `Gi`, `Ti` suffix).
+pub const KEY_WIPE_BYTES: &str = "wipeBytes";
+/// Key: `"true"` to wipe a never-seen device that holds data and then offer
+/// it (upstream's behaviour); by default such a device is not offered.
+pub const KEY_WIPE_DEVICES_WITH_DATA: &str = "wipeDevicesWithData";
+
+/// Head bytes zeroed when the ConfigMap sets no `wipeBytes`: 100 MiB, as upstream.
+pub const DEFAULT_WIPE_BYTES: u64 = 100 * 1024 * 1024;
+/// `wipeBytes` must be a whole number of these, so `O_DIRECT` writes stay aligned.
+pub const WIPE_BYTES_ALIGNMENT: u64 = 4096;
+
+/// Storage class used when the ConfigMap names none (upstream's default).
+pub const DEFAULT_STORAGE_CLASS_NAME: &str = "local-storage";
+
+/// Longest accepted `deviceDir`, the kernel's `PATH_MAX`.
+const MAX_DEVICE_DIR_LEN: usize = 4096;
+/// Largest compiled program accepted for `deviceNameFilter`, so a
+/// pathological pattern is refused instead of eating the pod's memory.
+const MAX_FILTER_PROGRAM_BYTES: usize = 1 << 20;
+/// Longest accepted `deviceNameFilter` source text.
+const MAX_FILTER_LEN: usize = 4096;
+
+/// How the PVs present the device to pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeMode {
+    /// kubelet formats the device with `fsType` and mounts it.
+    Filesystem,
+    /// The raw block device is handed to the pod.
+    Block,
+}
+
+impl VolumeMode {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeMode::Filesystem => "Filesystem",
+            VolumeMode::Block => "Block",
+        }
+    }
+}
+
+/// Filesystems kubelet may format a Filesystem-mode device with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsType {
+    /// ext4.
+    Ext4,
+    /// XFS.
+    Xfs,
+    /// Btrfs.
+    Btrfs,
+}
+
+impl FsType {
+    /// The spelling used in `spec.local.fsType`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+}
+
+/// A validated PV spec.
+#[derive(Debug, Clone)]
+pub struct PvSpec {
+    /// Absolute, normalised directory whose entries are candidate devices.
+    pub device_dir: PathBuf,
+    /// The filter as written in the ConfigMap.
+    pub device_name_filter_source: String,
+    /// The compiled filter; matched unanchored against entry names like upstream.
+    pub device_name_filter: Regex,
+    /// Volume mode of the PVs.
+    pub volume_mode: VolumeMode,
+    /// Filesystem type; present exactly when the mode is Filesystem.
+    pub fs_type: Option<FsType>,
+    /// Storage class of the PVs.
+    pub storage_class_name: String,
+    /// Bytes zeroed at the head of the device on cleanup.
+    pub wipe_bytes: u64,
+    /// Whether a never-seen device holding data is wiped and offered.
+    pub wipe_devices_with_data: bool,
+    /// Keys present in the ConfigMap that this version does not know;
+    /// they are reported and ignored so newer upstream keys do not break it.
+    pub unknown_keys: Vec<String>,
+}
+
+impl PartialEq for PvSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.device_dir == other.device_dir
+            && self.device_name_filter_source == other.device_name_filter_source
+            && self.volume_mode == other.volume_mode
+            && self.fs_type == other.fs_type
+            && self.storage_class_name == other.storage_class_name
+            && self.wipe_bytes == other.wipe_bytes
+            && self.wipe_devices_with_data == other.wipe_devices_with_data
+            && self.unknown_keys == other.unknown_keys
+    }
+}
+
+/// Why a PV spec ConfigMap was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SpecError {
+    /// A required key is absent.
+    #[error("key {key:?} is missing")]
+    MissingKey {
+        /// The key.
+        key: &'static str,
+    },
+    /// A key holds a value that is not accepted. The reason comes before
+    /// the value so a shortened message still says what is wrong.
+    #[error("key {key:?}: {reason} (value {value})")]
+    InvalidValue {
+        /// The key.
+        key: &'static str,
+        /// The offending value, quoted and shortened for logs.
+        value: ShownValue,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+/// A ConfigMap value as shown in an error: quoted with control characters
+/// escaped, and cut to 200 bytes of that, so a huge or binary value cannot
+/// flood logs and Events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownValue(String);
+
+impl ShownValue {
+    fn new(value: &str) -> Self {
+        const MAX_SHOWN: usize = 200;
+        let quoted = format!("{value:?}");
+        if quoted.len() <= MAX_SHOWN {
+            return ShownValue(quoted);
+        }
+        let mut end = MAX_SHOWN;
+        while !quoted.is_char_boundary(end) {
+            end -= 1;
+        }
+        ShownValue(format!("{}… ({} bytes)", &quoted[..end], value.len()))
+    }
+}
+
+impl fmt::Display for ShownValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
+    SpecError::InvalidValue {
+        key,
+        value: ShownValue::new(value),
+        reason: reason.into(),
+    }
+}
+
+const KNOWN_KEYS: [&str; 7] = [
+    KEY_WIPE_BYTES,
+    KEY_WIPE_DEVICES_WITH_DATA,
+    KEY_DEVICE_DIR,
+    KEY_DEVICE_NAME_FILTER,
+    KEY_VOLUME_MODE,
+    KEY_FS_TYPE,
+    KEY_STORAGE_CLASS_NAME,
+];
+
+/// Parses and validates the `data` of a PV spec ConfigMap.
+pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecError> {
+    let required = |key: &'static str| {
+        data.get(key)
+            .map(String::as_str)
+            .ok_or(SpecError::MissingKey { key })
+    };
+
+    let device_dir = parse_device_dir(required(KEY_DEVICE_DIR)?)?;
+    let filter_source = required(KEY_DEVICE_NAME_FILTER)?;
+    let device_name_filter = parse_filter(filter_source)?;
+    let volume_mode = match required(KEY_VOLUME_MODE)? {
+        "Filesystem" => VolumeMode::Filesystem,
+        "Block" => VolumeMode::Block,
+        other => {
+            return Err(invalid(
+                KEY_VOLUME_MODE,
+                other,
+                "must be \"Filesystem\" or \"Block\"",
+            ));
+        }
+    };
+    let fs_type = parse_fs_type(volume_mode, data.get(KEY_FS_TYPE).map(String::as_str))?;
+    let storage_class_name = match data.get(KEY_STORAGE_CLASS_NAME) {
+        None => DEFAULT_STORAGE_CLASS_NAME.to_string(),
+        Some(name) if crate::objects::naming::is_dns1123_subdomain(name) => name.clone(),
+        Some(name) => {
+            return Err(invalid(
+                KEY_STORAGE_CLASS_NAME,
+                name,
+                "must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)",
+            ));
+        }
+    };
+    let wipe_bytes = match data.get(KEY_WIPE_BYTES) {
+        None => DEFAULT_WIPE_BYTES,
+        Some(value) => parse_wipe_bytes(value)?,
+    };
+    let wipe_devices_with_data = match data.get(KEY_WIPE_DEVICES_WITH_DATA).map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(invalid(
+                KEY_WIPE_DEVICES_WITH_DATA,
+                other,
+                "must be \"true\" or \"false\"",
+            ));
+        }
+    };
+    let unknown_keys = data
+        .keys()
+        .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
+        .cloned()
+        .collect();
+    Ok(PvSpec {
+        device_dir,
+        device_name_filter_source: filter_source.to_string(),
+        device_name_filter,
+        volume_mode,
+        fs_type,
+        storage_class_name,
+        wipe_bytes,
+        wipe_devices_with_data,
+        unknown_keys,
+    })
+}
+
+/// `fsType`: required with Filesystem, refused with Block.
+fn parse_fs_type(
+    volume_mode: VolumeMode,
+    value: Option<&str>,
+) -> Result<Option<FsType>, SpecError> {
+    Ok(match (volume_mode, value) {
+        (VolumeMode::Filesystem, None) => return Err(SpecError::MissingKey { key: KEY_FS_TYPE }),
+        (VolumeMode::Filesystem, Some("ext4")) => Some(FsType::Ext4),
+        (VolumeMode::Filesystem, Some("xfs")) => Some(FsType::Xfs),
+        (VolumeMode::Filesystem, Some("btrfs")) => Some(FsType::Btrfs),
+        (VolumeMode::Filesystem, Some(other)) => {
+            return Err(invalid(
+                KEY_FS_TYPE,
+                other,
+                "must be \"ext4\", \"xfs\" or \"btrfs\"",
+            ));
+        }
+        (VolumeMode::Block, None) => None,
+        (VolumeMode::Block, Some(other)) => {
+            return Err(invalid(
+                KEY_FS_TYPE,
+                other,
+                "must not be set when volumeMode is \"Block\"",
+            ));
+        }
+    })
+}
+
+fn parse_wipe_bytes(value: &str) -> Result<u64, SpecError> {
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => value.split_at(split),
+        None => (value, ""),
+    };
+    if number.is_empty() {
+        return Err(invalid(
+            KEY_WIPE_BYTES,
+            value,
+            "must be a whole number of bytes, optionally with a Ki, Mi, Gi or Ti suffix",
+        ));
+    }
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(invalid(
+                KEY_WIPE_BYTES,
+                value,
+                "must be a whole number of bytes, optionally with a Ki, Mi, Gi or Ti suffix",
+            ));
+        }
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .ok_or_else(|| {
+            invalid(
+                KEY_WIPE_BYTES,
+                value,
+                "is not a number of bytes that fits in 64 bits",
+            )
+        })?;
+    if bytes == 0 || bytes % WIPE_BYTES_ALIGNMENT != 0 {
+        return Err(invalid(
+            KEY_WIPE_BYTES,
+            value,
+            "must be a positive multiple of 4096 bytes",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
+    if value.is_empty() {
+        return Err(invalid(KEY_DEVICE_DIR, value, "must not be empty"));
+    }
+    if value.len() > MAX_DEVICE_DIR_LEN {
+        return Err(invalid(KEY_DEVICE_DIR, value, "is longer than 4096 bytes"));
+    }
+    if value.contains('\0') {
+        return Err(invalid(KEY_DEVICE_DIR, value, "contains a NUL byte"));
+    }
+    if value.trim() != value {
+        return Err(invalid(KEY_DEVICE_DIR, value, PADDED));
+    }
+    let path = Path::new(value);
+    if !path.is_absolute() {
+        return Err(invalid(KEY_DEVICE_DIR, value, "must be an absolute path"));
+    }
+    let mut normalised = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => normalised.push(part),
+            Component::ParentDir => {
+                return Err(invalid(KEY_DEVICE_DIR, value, "must not contain \"..\""));
+            }
+            Component::Prefix(_) => {
+                return Err(invalid(KEY_DEVICE_DIR, value, "is not a Unix path"));
+            }
+        }
+    }
+    if normalised == Path::new("/") {
+        return Err(invalid(
+            KEY_DEVICE_DIR,
+            value,
+            "must not be the root directory",
+        ));
+    }
+    Ok(normalised)
+}
+
+/// Why a value with white space at either end is refused.
+const PADDED: &str = "has white space at the start or end (a YAML block scalar adds a trailing newline: quote the value)";
+
+fn parse_filter(value: &str) -> Result<Regex, SpecError> {
+    if value.trim() != value {
+        return Err(invalid(KEY_DEVICE_NAME_FILTER, value, PADDED));
+    }
+    if value.len() > MAX_FILTER_LEN {
+        return Err(invalid(
+            KEY_DEVICE_NAME_FILTER,
+            value,
+            "is longer than 4096 bytes",
+        ));
+    }
+    RegexBuilder::new(value)
+        .size_limit(MAX_FILTER_PROGRAM_BYTES)
+        .dfa_size_limit(MAX_FILTER_PROGRAM_BYTES)
+        .build()
+        .map_err(|error| {
+            let reason = match error {
+                regex::Error::CompiledTooBig(_) => {
+                    "is too complex (compiled size over 1 MiB)".to_string()
+                }
+                other => format!(
+                    "is not a valid regular expression: {}",
+                    last_line(&other.to_string())
+                ),
+            };
+            invalid(KEY_DEVICE_NAME_FILTER, value, reason)
+        })
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or(text).trim()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! What the provisioning flow reports. The node's standing conditions —
+//! where its PV spec stands, which devices get no PV and why, which creates
+//! the API server refused, how many devices there are — as Events on the
+//! Node, log lines and gauges, once per change, so a stuck condition never
+//! floods the API server ([`NodeReports`]); and single happenings of PVs: one
+//! created, one whose device is missing or back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
+use kube::Resource;
+
+use crate::discover::devices::{DeviceProblem, ProblemKind};
+use crate::objects::pv::local_path;
+use crate::objects::reasons;
+use crate::observe::events::Severity;
+use crate::observe::report::Reporter;
+use crate::provision::node_spec::SpecState;
+
+/// What was already said about the node's standing conditions.
+pub struct NodeReports {
+    reporter: Reporter,
+    spec_state: Option<SpecState>,
+    skipped: BTreeMap<String, String>,
+    refused: BTreeMap<String, String>,
+    counts: Option<(usize, usize)>,
+}
+
+impl NodeReports {
+    /// Nothing said yet.
+    pub fn new(reporter: Reporter) -> Self {
+        NodeReports {
+            reporter,
+            spec_state: None,
+            skipped: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            counts: None,
+        }
+    }
+
+    /// The single-happening reporter.
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
+    /// Where the spec stands; an Event on the Node (`node`, when it
+    /// exists) and a log line when it changed. Sets `pv_spec_errors`.
+    pub fn spec_state(&mut self, state: SpecState, node: Option<&ObjectReference>) {
+        let metrics = &self.reporter.metrics;
+        metrics.spec_errors.set(i64::from(state.is_error()));
+        if !matches!(state, SpecState::Ready { .. }) {
+            metrics.available_devices.set(0);
+            metrics.error_devices.set(0);
+            metrics.devices_with_data.set(0);
+        }
+        if self.spec_state.as_ref() == Some(&state) {
+            return;
+        }
+        let node_name = &self.reporter.node_name;
+        match &state {
+            // The spec's values stay at debug level; errors name only the offending key and value.
+            SpecState::Ready {
+                configmap,
+                summary,
+                device_dir_missing,
+            } => {
+                tracing::info!(node = %node_name, %configmap, "using the PV spec ConfigMap");
+                if *device_dir_missing {
+                    tracing::warn!(node = %node_name, %configmap, "deviceDir does not exist (yet): no devices");
+                }
+                tracing::debug!(node = %node_name, %configmap, "PV spec: {summary}");
+            }
+            state if state.is_error() => tracing::error!(node = %node_name, "{state}"),
+            state => tracing::info!(node = %node_name, "{state}"),
+        }
+        if let Some(node) = node {
+            let (severity, reason) = state.event();
+            self.reporter
+                .events
+                .publish(node, severity, reason, "Configure", &state.to_string());
+        }
+        self.spec_state = Some(state);
+    }
+
+    /// A create the API server refused: an `InvalidVolume` Event on the
+    /// Node once per device and reason.
+    pub fn create_refused(&mut self, node: &ObjectReference, problem: &DeviceProblem) {
+        let device = problem.path.display().to_string();
+        if self.refused.get(&device) == Some(&problem.reason) {
+            return;
+        }
+        tracing::error!(device = %device, "{}", problem.reason);
+        self.reporter.events.publish(
+            node,
+            Severity::Warning,
+            reasons::INVALID_VOLUME,
+            "Create",
+            &reasons::invalid_volume_note(&problem.reason, &device),
+        );
+        self.refused.insert(device, problem.reason.clone());
+    }
+
+    /// The devices that get no PV, and the device gauges: an Event on the
+    /// Node once per new device or new reason — `DeviceSkipped`, or
+    /// `DeviceHasData` for a device that holds data (a refused create was
+    /// reported as `InvalidVolume` already).
+    pub fn devices(
+        &mut self,
+        node: &ObjectReference,
+        available: usize,
+        problems: &[DeviceProblem],
+    ) {
+        let mut current = BTreeMap::new();
+        for problem in problems {
+            let path = problem.path.display().to_string();
+            let (event, severity) = match problem.kind {
+                ProblemKind::Skipped => (Some(reasons::DEVICE_SKIPPED), Severity::Warning),
+                ProblemKind::HasData => (Some(reasons::DEVICE_HAS_DATA), Severity::Warning),
+                ProblemKind::Refused => (None, Severity::Warning),
+            };
+            if self.skipped.get(&path) != Some(&problem.reason) {
+                tracing::warn!(device = %path, reason = %problem.reason, "device skipped");
+                if let Some(event) = event {
+                    let note = reasons::device_note(&path, &problem.reason);
+                    self.reporter
+                        .events
+                        .publish(node, severity, event, "Discover", &note);
+                }
+            }
+            current.insert(path, problem.reason.clone());
+        }
+        self.refused
+            .retain(|device, _| current.contains_key(device));
+        self.skipped = current;
+        self.counts(node, available, problems.len());
+        let metrics = &self.reporter.metrics;
+        metrics.available_devices.set(available as i64);
+        metrics.error_devices.set(problems.len() as i64);
+        let holding = problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::HasData)
+            .count();
+        metrics.devices_with_data.set(holding as i64);
+    }
+}
+
+impl NodeReports {
+    /// A `DevicesDiscovered` Event on the Node when the counts changed.
+    fn counts(&mut self, node: &ObjectReference, available: usize, without: usize) {
+        if self.counts == Some((available, without)) {
+            return;
+        }
+        let note = reasons::devices_discovered_note(available, without);
+        self.reporter.events.publish(
+            node,
+            Severity::Normal,
+            reasons::DEVICES_DISCOVERED,
+            "Discover",
+            &note,
+        );
+        self.counts = Some((available, without));
+    }
+}
+
+impl Reporter {
+    /// A PV was created.
+    pub fn created(&self, created: &PersistentVolume) {
+        let name = created.metadata.name.as_deref().unwrap_or_default();
+        let path = local_path(created).unwrap_or_default();
+        self.metrics.pvs_created.inc();
+        tracing::info!(pv = %name, device = %path, "created PersistentVolume");
+        self.events.publish(
+            &created.object_ref(&()),
+            Severity::Normal,
+            reasons::PROVISIONED,
+            "Create",
+            &format!("Created for device {path} on node {}", self.node_name),
+        );
+    }
+
+    /// The unclaimed Available PV of a lost device was deleted.
+    pub fn lost_device_pv_deleted(&self, pv: &PersistentVolume) {
+        self.device_missing(
+            pv,
+            "Delete",
+            "the Available PersistentVolume is deleted so no claim binds to it, and it comes back when the device does",
+        );
+    }
+
+    /// A PV in use lost its device and is kept.
+    pub fn lost_device_pv_kept(&self, pv: &PersistentVolume) {
+        self.device_missing(
+            pv,
+            "Discover",
+            "the PersistentVolume is kept (it is in use or reserved) and nothing is lost if the device returns",
+        );
+    }
+
+    fn device_missing(&self, pv: &PersistentVolume, action: &str, outcome: &str) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        let path = local_path(pv).unwrap_or_default();
+        let note = format!("Device {path} is missing; {outcome}");
+        tracing::warn!(pv = %name, device = %path, "{note}");
+        let regarding = pv.object_ref(&());
+        self.events.publish(
+            &regarding,
+            Severity::Warning,
+            reasons::DEVICE_MISSING,
+            action,
+            &note,
+        );
+    }
+
+    /// A kept PV's device is present again.
+    pub fn device_returned(&self, pv: &PersistentVolume) {
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        tracing::info!(pv = %name, "the PersistentVolume's device is back");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            reasons::DEVICE_RETURNED,
+            "Discover",
+            "The device of this PersistentVolume is present again",
+        );
+    }
+}
