@@ -125,6 +125,7 @@ fn request_for(device: &Path, dir: &Path) -> WipeRequest {
         uid: "uid".into(),
         hostname: "bench".into(),
         label_value: "bench".into(),
+        labels: Default::default(),
     };
     let pv = build_pv(
         &node,

@@ -1,6 +1,7 @@
 //! The `scan` subcommand: a dry run that reads a PV spec from a file or
-//! flags, scans this machine's devices, and prints the PersistentVolumes
-//! that would be created as YAML, followed by the skipped devices and why.
+//! flags, scans this machine's devices, and prints, class by class, the
+//! PersistentVolumes that would be created as YAML and the skipped devices
+//! and why.
 //! It needs no cluster and writes nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,14 +11,15 @@ use std::fs;
 use serde_yaml_ng::Value;
 
 use crate::config::ScanArgs;
-use crate::discover::devices::scan_devices;
+use crate::discover::devices::{DeviceProblem, ProblemKind, scan_devices};
 use crate::objects::naming::node_label_value;
 use crate::objects::spec::{
-    KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE, KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE,
-    parse_pv_spec,
+    KEY_DEVICE_CLASSES, KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE,
+    KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, parse_node_spec,
 };
 use crate::provision::build::NodeFacts;
-use crate::provision::plan::plan;
+use crate::provision::classes::{Classified, classify};
+use crate::provision::plan::{Plan, plan};
 
 /// Runs the dry run and returns what to print, or a one-line error.
 pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
@@ -29,7 +31,7 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         }
         None => spec_data_from_flags(args),
     };
-    let spec = parse_pv_spec(&data).map_err(|error| format!("invalid PV spec: {error}"))?;
+    let spec = parse_node_spec(&data).map_err(|error| format!("invalid PV spec: {error}"))?;
     let node_name = match &args.node_name {
         Some(name) => name.clone(),
         None => fs::read_to_string("/proc/sys/kernel/hostname")
@@ -38,16 +40,30 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
                 format!("cannot read this machine's hostname (pass --node-name): {error}")
             })?,
     };
-    let scan = scan_devices(&spec.device_dir, &spec.device_name_filter)
-        .map_err(|error| error.to_string())?;
+    let mut scans = Vec::with_capacity(spec.classes.len());
+    for class in &spec.classes {
+        scans.push(
+            scan_devices(&class.device_dir, &class.device_name_filter)
+                .map_err(|error| error.to_string())?,
+        );
+    }
+    let classified = classify(&spec.classes, &scans);
     let facts = NodeFacts {
         uid: format!("<uid of Node {node_name}>"),
         hostname: node_name.clone(),
         label_value: node_label_value(&node_name),
         name: node_name.clone(),
+        labels: BTreeMap::new(),
     };
-    let mut decided = plan(&facts, &spec, &scan, &[], &BTreeSet::new());
-    let probes = probe_candidates(&mut decided, &scan);
+    let mut decided = plan(
+        &facts,
+        &spec.classes,
+        &classified,
+        &[],
+        &BTreeSet::new(),
+        &[],
+    );
+    let probes = probe_candidates(&mut decided, &classified);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -58,16 +74,45 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
     );
     let _ = writeln!(
         out,
-        "# The ownerReference UID is a placeholder: the controller fills in the live Node's UID."
+        "# The ownerReference UID is a placeholder: the controller fills in the live Node's UID; Node labels a class copies are not known here."
     );
-    for (pv, probe) in decided.create.iter().zip(&probes) {
-        let path = crate::objects::pv::local_path(pv).unwrap_or_default();
-        let _ = writeln!(out, "# {path}: {probe}");
-        out.push_str("---\n");
-        out.push_str(
-            &serde_yaml_ng::to_string(pv)
-                .map_err(|error| format!("cannot render YAML: {error}"))?,
+    for (index, class) in spec.classes.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\n# class {}: deviceDir {}, storageClassName {}, volumeMode {}",
+            class.class,
+            class.device_dir.display(),
+            class.storage_class_name,
+            class.volume_mode.as_str()
         );
+        for (planned, probe) in decided.create.iter().zip(&probes) {
+            if planned.class != index {
+                continue;
+            }
+            let path = crate::objects::pv::local_path(&planned.pv).unwrap_or_default();
+            let _ = writeln!(out, "# {path}: {probe}");
+            out.push_str("---\n");
+            out.push_str(
+                &serde_yaml_ng::to_string(&planned.pv)
+                    .map_err(|error| format!("cannot render YAML: {error}"))?,
+            );
+        }
+        for problem in &decided.problems {
+            if problem.class.as_deref() == Some(&class.class) {
+                say_skipped(&mut out, problem);
+            }
+        }
+    }
+    let classless: Vec<&DeviceProblem> = decided
+        .problems
+        .iter()
+        .filter(|problem| problem.class.is_none())
+        .collect();
+    if !classless.is_empty() {
+        let _ = writeln!(out, "\n# devices of no single class");
+        for problem in classless {
+            say_skipped(&mut out, problem);
+        }
     }
     for group in &decided.collisions {
         let _ = writeln!(
@@ -76,52 +121,58 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
             group.join(", ")
         );
     }
-    for problem in &decided.problems {
-        let _ = writeln!(
-            out,
-            "# skipped {}: {}",
-            problem.path.display(),
-            problem.reason
-        );
-    }
     Ok(out)
+}
+
+fn say_skipped(out: &mut String, problem: &DeviceProblem) {
+    let verb = if problem.kind == ProblemKind::Excluded {
+        "not selected"
+    } else {
+        "skipped"
+    };
+    let _ = writeln!(
+        out,
+        "# {verb} {}: {}",
+        problem.path.display(),
+        problem.reason
+    );
 }
 
 /// Probes each device the plan would offer, as the controller does before
 /// a first offer; devices that are not blank move to the plan's problems.
 /// Returns what the probe said about each PV left to create.
-fn probe_candidates(
-    decided: &mut crate::provision::plan::Plan,
-    scan: &crate::discover::devices::Scan,
-) -> Vec<String> {
+fn probe_candidates(decided: &mut Plan, classified: &Classified) -> Vec<String> {
     let mut kept = Vec::new();
     let mut said = Vec::new();
-    for pv in std::mem::take(&mut decided.create) {
-        let path = crate::objects::pv::local_path(&pv)
+    for planned in std::mem::take(&mut decided.create) {
+        let path = crate::objects::pv::local_path(&planned.pv)
             .unwrap_or_default()
             .to_string();
-        let device = scan.devices.iter().find(|d| d.path.to_str() == Some(&path));
+        let device = classified
+            .devices
+            .iter()
+            .flatten()
+            .find(|d| d.path.to_str() == Some(&path));
         let result = device.map(|d| crate::device::probe::probe_device(&d.resolved));
         match result {
             Some(Ok(probe)) if probe.refusal().is_some() => {
-                decided
-                    .problems
-                    .push(crate::discover::devices::DeviceProblem {
-                        name: device.map(|d| d.name.clone()).unwrap_or_default(),
-                        path: path.into(),
-                        reason: probe.refusal().unwrap_or_default(),
-                        ..Default::default()
-                    });
+                decided.problems.push(DeviceProblem {
+                    name: device.map(|d| d.name.clone()).unwrap_or_default(),
+                    path: path.into(),
+                    reason: probe.refusal().unwrap_or_default(),
+                    class: Some(crate::objects::pv::class_of(&planned.pv).to_string()),
+                    ..Default::default()
+                });
             }
             Some(Err(error)) => {
                 said.push(format!(
                     "probe failed ({error}); the controller would retry"
                 ));
-                kept.push(pv);
+                kept.push(planned);
             }
             _ => {
                 said.push("probed blank: it would be offered".to_string());
-                kept.push(pv);
+                kept.push(planned);
             }
         }
     }
@@ -148,6 +199,10 @@ pub fn spec_data_from_yaml(text: &str) -> Result<BTreeMap<String, String>, Strin
             let key = key.as_str().ok_or("keys must be strings")?.to_string();
             let value = match value {
                 Value::String(text) => text.clone(),
+                // A bare map may write the class list as YAML, not as a string.
+                list @ Value::Sequence(_) if key == KEY_DEVICE_CLASSES => {
+                    serde_yaml_ng::to_string(list).map_err(|error| error.to_string())?
+                }
                 other => return Err(format!("key {key:?} must hold a string, not {other:?}")),
             };
             Ok((key, value))

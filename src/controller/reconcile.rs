@@ -15,12 +15,14 @@ use tokio::time::Instant;
 
 use crate::api::context::Context;
 use crate::api::watch::{WatchSetup, Watched};
+use crate::discover::devices::Scan;
 use crate::discover::scanner::Scanner;
 use crate::objects::pv::HOSTNAME_LABEL;
-use crate::objects::spec::PvSpec;
+use crate::objects::spec::NodeSpec;
 use crate::observe::health::{Health, ReconcileHealth};
 use crate::observe::volumes::VolumeMetrics;
 use crate::provision::build::NodeFacts;
+use crate::provision::classes::classify;
 use crate::provision::create::{Inputs, Provisioning};
 use crate::provision::device_loss::DeviceLossTracker;
 use crate::provision::node_spec::{SpecSource, SpecState, read_spec, spec_source, summarize};
@@ -39,7 +41,7 @@ pub enum Wake {
 /// The node's spec, once resolved.
 enum Resolved {
     /// The ConfigMap's name and its valid spec.
-    Usable(String, PvSpec),
+    Usable(String, NodeSpec),
     /// The ConfigMap's watch has not delivered its first list yet.
     Waiting,
     /// No usable spec: the node is left alone.
@@ -127,7 +129,7 @@ impl Reconciler {
         &mut self,
         ctx: &Context,
         node: &Node,
-        (configmap, spec): (String, PvSpec),
+        (configmap, spec): (String, NodeSpec),
         pvs: &[Arc<PersistentVolume>],
         wake: Wake,
     ) -> Option<Instant> {
@@ -142,7 +144,12 @@ impl Reconciler {
         let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);
         let scanned = match self
             .scanner
-            .scan(&spec, ExistingPv::live_paths(&existing), full, watch)
+            .scan(
+                &spec.classes,
+                ExistingPv::live_paths(&existing),
+                full,
+                watch,
+            )
             .await
         {
             Ok(scanned) => scanned,
@@ -157,7 +164,15 @@ impl Reconciler {
         let ready = SpecState::Ready {
             configmap,
             summary: summarize(&spec),
-            device_dir_missing: scanned.devices.is_none(),
+            missing_dirs: spec
+                .classes
+                .iter()
+                .zip(&scanned.devices)
+                .filter(|(_, scan)| scan.is_none())
+                .map(|(class, _)| class.device_dir.display().to_string())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         };
         self.reports.spec_state(ready, Some(&node_ref));
         ctx.set_paused(false);
@@ -165,11 +180,17 @@ impl Reconciler {
             .handle_lost_devices(ctx, pvs, &existing, &scanned.missing)
             .await;
         let facts = node_facts(ctx, node);
-        let devices = scanned.devices.unwrap_or_default();
+        let scans: Vec<Scan> = scanned
+            .devices
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let classified = classify(&spec.classes, &scans);
+        self.reports.classes(&node_ref, &spec, &facts);
         let inputs = Inputs {
             facts: &facts,
             spec: &spec,
-            scan: &devices,
+            classified: &classified,
             existing: &existing,
             node: &node_ref,
         };
@@ -177,8 +198,7 @@ impl Reconciler {
             .provisioning
             .provision(ctx, inputs, &mut self.reports)
             .await;
-        self.reports
-            .devices(&node_ref, provisioned.available, &provisioned.problems);
+        self.reports.devices(&node_ref, &spec, &provisioned);
         self.record(true, provisioned.api_reachable);
         recheck_at
             .into_iter()
@@ -298,5 +318,6 @@ fn node_facts(ctx: &Context, node: &Node) -> NodeFacts {
             .cloned()
             .unwrap_or_else(|| ctx.settings.node_name.clone()),
         label_value: ctx.label_value.clone(),
+        labels: node.metadata.labels.clone().unwrap_or_default(),
     }
 }

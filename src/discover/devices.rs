@@ -13,6 +13,7 @@ use regex::Regex;
 use thiserror::Error;
 
 use crate::device::blockdev::{self, DeviceNumber, MountTable, Partitions};
+use crate::device::facts::{DeviceFacts, read_facts};
 
 /// A usable block device found under `deviceDir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub struct Device {
     pub in_use: Option<String>,
     /// A stable identity from sysfs (WWID, serial, loop backing file), if any.
     pub stable_id: Option<String>,
+    /// What the kernel says the device is (read once, when inspected).
+    pub facts: DeviceFacts,
 }
 
 /// What kind of problem keeps a device from getting a PV; each kind is
@@ -45,6 +48,10 @@ pub enum ProblemKind {
     HasData,
     /// The API server refused its PV (`InvalidVolume`).
     Refused,
+    /// No class selects it (its size, type or model is not what any class
+    /// asks for): not an error, logged once and not counted as an error
+    /// device.
+    Excluded,
 }
 
 /// A matching entry that cannot become a PV, and why.
@@ -60,6 +67,8 @@ pub struct DeviceProblem {
     pub number: Option<DeviceNumber>,
     /// How it is reported.
     pub kind: ProblemKind,
+    /// The device class it was found for, when it is one class's.
+    pub class: Option<String>,
 }
 
 /// The result of one scan of `deviceDir`.
@@ -156,6 +165,7 @@ pub fn assemble<'a>(
                     name: name.clone(),
                     path,
                     kind: ProblemKind::Skipped,
+                    class: None,
                 }),
                 None => {
                     first_name_of.insert(device.number, name);
@@ -168,6 +178,7 @@ pub fn assemble<'a>(
                 reason: reason.clone(),
                 number: *number,
                 kind: ProblemKind::Skipped,
+                class: None,
             }),
         }
     }
@@ -272,5 +283,6 @@ fn inspect(
         size_bytes,
         in_use: in_use.map(|busy| busy.to_string()),
         stable_id: blockdev::stable_id(number),
+        facts: read_facts(number),
     })
 }

@@ -11,12 +11,13 @@
 //! 3. Otherwise the device gets a *hashed name*: the plain name repaired
 //!    (empty or badly delimited parts dropped) and cut to 244 characters, then
 //!    `-` and the first 8 hex digits of SHA-256 over the node and the
-//!    unmodified entry name. It is stable: the same node and entry always
-//!    give the same name.
-//! 4. When several devices of one scan share a plain name, a device whose
-//!    existing PV already carries the plain name keeps it; every other
-//!    device of the group gets its hashed name, and the collision is
-//!    reported.
+//!    unmodified entry name (and the class's name, for a class other than
+//!    `default`, so two classes' entries of one name hash apart). It is
+//!    stable: the same node, class and entry always give the same name.
+//! 4. When several devices of one scan share a plain name (within a class
+//!    or across classes), a device whose existing PV already carries the
+//!    plain name keeps it; every other device of the group gets its hashed
+//!    name, and the collision is reported.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,6 +58,40 @@ pub fn is_label_value(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Whether `key` is a valid label key: an optional DNS-1123 subdomain
+/// prefix (at most 253 characters) and `/`, then a name of at most 63
+/// characters (letters, digits, `-`, `_`, `.`, starting and ending with a
+/// letter or digit).
+pub fn is_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+/// `text` made a valid label value: every character other than letters,
+/// digits, `-`, `_` and `.` replaced by `_`, cut to 63 characters, and
+/// trimmed to start and end with a letter or digit; `None` when nothing is
+/// left (a device's model `Samsung SSD 980 PRO 1TB` becomes
+/// `Samsung_SSD_980_PRO_1TB`).
+pub fn sanitized_label_value(text: &str) -> Option<String> {
+    let replaced: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed = replaced.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let cut = &trimmed[..trimmed.len().min(MAX_LABEL_VALUE_LEN)];
+    let value = cut.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    (!value.is_empty()).then(|| value.to_string())
+}
+
 /// Upstream's name: `local-<node>-<device>` with characters other than
 /// ASCII letters, digits, `-` and `.` replaced by `-`.
 pub fn upstream_pv_name(node: &str, device: &str) -> String {
@@ -80,6 +115,11 @@ pub fn plain_pv_name(node: &str, device: &str) -> Option<String> {
 
 /// The hashed name (rule step 3): always a valid DNS-1123 subdomain.
 pub fn hashed_pv_name(node: &str, device: &str) -> String {
+    hashed_pv_name_of(node, &[node, device], device)
+}
+
+/// The repaired, cut plain name of `device` with the hash of `hashed`.
+fn hashed_pv_name_of(node: &str, hashed: &[&str], device: &str) -> String {
     let lowered = upstream_pv_name(node, device).to_ascii_lowercase();
     let repaired: Vec<&str> = lowered
         .split('.')
@@ -89,7 +129,7 @@ pub fn hashed_pv_name(node: &str, device: &str) -> String {
     let mut prefix = repaired.join(".");
     prefix.truncate(MAX_SUBDOMAIN_LEN - 1 - HASH_HEX_DIGITS);
     let prefix = prefix.trim_end_matches(['-', '.']);
-    format!("{prefix}-{}", short_hash(&[node, device]))
+    format!("{prefix}-{}", short_hash(hashed))
 }
 
 /// The node label value: the node name when it is a valid label value,
@@ -128,10 +168,31 @@ fn short_hash(parts: &[&str]) -> String {
         .collect()
 }
 
+/// The hashed name of a device of `class`: [`hashed_pv_name`] for the
+/// `default` class (the flat keys, so names made before classes hold), the
+/// class's name hashed in too for any other.
+pub fn hashed_class_pv_name(node: &str, class: &str, device: &str) -> String {
+    if class == crate::objects::classes::DEFAULT_CLASS {
+        return hashed_pv_name(node, device);
+    }
+    hashed_pv_name_of(node, &[node, class, device], device)
+}
+
+/// One device to name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameRequest<'a> {
+    /// What the name is assigned under (unique: the device's path).
+    pub key: &'a str,
+    /// The device's class.
+    pub class: &'a str,
+    /// The device's entry name in its class's `deviceDir`.
+    pub entry: &'a str,
+}
+
 /// Names chosen for the devices of one scan.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameAssignment {
-    /// PV name for each device entry name.
+    /// PV name for each device, by its request's key.
     pub names: BTreeMap<String, String>,
     /// Groups of entry names that shared a plain name (reported to the admin).
     pub collisions: Vec<Vec<String>>,
@@ -142,43 +203,47 @@ pub struct NameAssignment {
 
 /// Applies the naming rule to every device of one scan.
 ///
-/// `existing_plain_holders` maps a PV name to the entry name of the device
-/// whose existing PV already holds it, so an existing PV keeps its name when
-/// a colliding device appears later.
+/// `existing_plain_holders` maps a PV name to the key of the device whose
+/// existing PV already holds it, so an existing PV keeps its name when a
+/// colliding device appears later.
 pub fn assign_pv_names<'a>(
     node: &str,
-    devices: impl IntoIterator<Item = &'a str>,
+    devices: impl IntoIterator<Item = NameRequest<'a>>,
     existing_plain_holders: &HashMap<String, String>,
 ) -> NameAssignment {
-    let mut by_plain: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    let mut by_plain: BTreeMap<String, Vec<NameRequest<'a>>> = BTreeMap::new();
     let mut assignment = NameAssignment::default();
+    let hashed = |device: &NameRequest<'_>| hashed_class_pv_name(node, device.class, device.entry);
     for device in devices {
-        match plain_pv_name(node, device) {
+        match plain_pv_name(node, device.entry) {
             Some(plain) => by_plain.entry(plain).or_default().push(device),
             None => {
                 assignment
                     .names
-                    .insert(device.to_string(), hashed_pv_name(node, device));
+                    .insert(device.key.to_string(), hashed(&device));
             }
         }
     }
     for (plain, group) in by_plain {
         if let [device] = group.as_slice() {
-            assignment.names.insert(device.to_string(), plain);
+            assignment.names.insert(device.key.to_string(), plain);
             continue;
         }
         let holder = existing_plain_holders.get(&plain);
         for device in &group {
-            let name = if holder.is_some_and(|holder| holder == device) {
+            let name = if holder.is_some_and(|holder| holder == device.key) {
                 plain.clone()
             } else {
-                hashed_pv_name(node, device)
+                hashed(device)
             };
-            assignment.names.insert(device.to_string(), name);
+            assignment.names.insert(device.key.to_string(), name);
         }
-        assignment
-            .collisions
-            .push(group.iter().map(|device| device.to_string()).collect());
+        assignment.collisions.push(
+            group
+                .iter()
+                .map(|device| device.entry.to_string())
+                .collect(),
+        );
     }
     let mut users: HashMap<&str, usize> = HashMap::new();
     for name in assignment.names.values() {
@@ -244,10 +309,48 @@ mod tests {
         assert_ne!(name, hashed_pv_name(&node, &"d".repeat(101)));
     }
 
+    fn in_default(entries: &[&'static str]) -> Vec<NameRequest<'static>> {
+        entries
+            .iter()
+            .map(|entry| NameRequest {
+                key: entry,
+                class: "default",
+                entry,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn two_classes_entries_of_one_name_hash_apart() {
+        let requests = [
+            NameRequest {
+                key: "/a/disk0",
+                class: "fast",
+                entry: "disk0",
+            },
+            NameRequest {
+                key: "/b/disk0",
+                class: "bulk",
+                entry: "disk0",
+            },
+        ];
+        let names = assign_pv_names("n", requests, &HashMap::new());
+        assert_eq!(
+            names.collisions,
+            vec![vec!["disk0".to_string(), "disk0".to_string()]]
+        );
+        assert_ne!(names.names["/a/disk0"], names.names["/b/disk0"]);
+        assert!(names.unnamed.is_empty());
+        assert_eq!(
+            hashed_class_pv_name("n", "default", "x-"),
+            hashed_pv_name("n", "x-")
+        );
+    }
+
     #[test]
     fn colliding_devices_all_get_hashed_unless_one_holds_the_plain_name() {
-        let devices = ["A_B", "a:b", "a-b"];
-        let fresh = assign_pv_names("n", devices, &HashMap::new());
+        let devices = in_default(&["A_B", "a:b", "a-b"]);
+        let fresh = assign_pv_names("n", devices.clone(), &HashMap::new());
         assert_eq!(fresh.collisions.len(), 1);
         let names: HashSet<_> = fresh.names.values().collect();
         assert_eq!(names.len(), 3);
@@ -261,6 +364,25 @@ mod tests {
             kept.names["A_B"], fresh.names["A_B"],
             "hashed names are stable"
         );
+    }
+
+    #[test]
+    fn label_keys_and_sanitized_values() {
+        assert!(is_label_key("topology.kubernetes.io/zone"));
+        assert!(is_label_key("rack"));
+        assert!(!is_label_key("Topology.io/zone"));
+        assert!(!is_label_key("zone/"));
+        assert!(!is_label_key(&"a".repeat(64)));
+        assert_eq!(
+            sanitized_label_value("Samsung SSD 980 PRO 1TB").as_deref(),
+            Some("Samsung_SSD_980_PRO_1TB")
+        );
+        assert_eq!(sanitized_label_value("  ATA  ").as_deref(), Some("ATA"));
+        assert_eq!(sanitized_label_value("///"), None);
+        let long =
+            sanitized_label_value(&format!("{}-{}", "x".repeat(62), "y".repeat(10))).unwrap();
+        assert_eq!(long, "x".repeat(62), "cut to 63, then no trailing '-'");
+        assert!(is_label_value(&long));
     }
 
     #[test]
@@ -309,7 +431,8 @@ mod tests {
             let existing = plain_pv_name(&node, holder)
                 .map(|plain| HashMap::from([(plain, holder.to_string())]))
                 .unwrap_or_default();
-            let assignment = assign_pv_names(&node, devices.iter().copied(), &existing);
+            let requests = devices.iter().map(|entry| NameRequest { key: entry, class: "default", entry });
+            let assignment = assign_pv_names(&node, requests, &existing);
             let names: HashSet<&String> = assignment.names.values().collect();
             prop_assert_eq!(names.len(), assignment.names.len());
             prop_assert_eq!(assignment.names.len() + assignment.unnamed.len(), devices.len());

@@ -4,8 +4,19 @@
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
+use crate::objects::classes::DEFAULT_CLASS;
+
 /// Label on every PV of ours, valued with the node's label value.
 pub const NODE_LABEL: &str = "local-pv-provisioner.cybozu.io/node";
+/// Label: the PV's device class (absent on PVs made before classes: the
+/// [`DEFAULT_CLASS`]).
+pub const DEVICE_CLASS_LABEL: &str = "local-pv-provisioner.cybozu.io/device-class";
+/// Label: the kind of device (`disk`, `part`, `loop`, `dm`, `md`, `mpath`), when known.
+pub const DEVICE_TYPE_LABEL: &str = "local-pv-provisioner.cybozu.io/device-type";
+/// Label: `"true"` or `"false"`, the kernel's rotational flag, when known.
+pub const ROTATIONAL_LABEL: &str = "local-pv-provisioner.cybozu.io/rotational";
+/// Label: the device's model, made a valid label value, when known.
+pub const MODEL_LABEL: &str = "local-pv-provisioner.cybozu.io/model";
 /// Annotation: `deviceDir` the PV was made from.
 pub const DEVICE_DIR_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/device-dir";
 /// Annotation: `deviceNameFilter` the PV was made from.
@@ -63,4 +74,13 @@ pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
         .as_ref()
         .and_then(|spec| spec.local.as_ref())
         .map(|local| local.path.as_str())
+}
+
+/// A PV's device class: its class label, else [`DEFAULT_CLASS`].
+pub fn class_of(pv: &PersistentVolume) -> &str {
+    pv.metadata
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(DEVICE_CLASS_LABEL))
+        .map_or(DEFAULT_CLASS, String::as_str)
 }

@@ -53,6 +53,8 @@ pub const PV_SPEC_INVALID: &str = "PVSpecInvalid";
 pub const DEVICE_DIR_UNREADABLE: &str = "DeviceDirUnreadable";
 /// The Node object is not found.
 pub const NODE_MISSING: &str = "NodeMissing";
+/// A class takes devices by kernel-assigned names that change across reboots.
+pub const UNSTABLE_DEVICE_PATH: &str = "UnstableDevicePath";
 
 /// Reasons of the Node Events naming a device that gets no PV.
 pub const DEVICE_REASONS: [&str; 3] = [DEVICE_SKIPPED, DEVICE_HAS_DATA, INVALID_VOLUME];

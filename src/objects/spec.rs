@@ -1,5 +1,10 @@
 //! The PV spec: which Node annotation names it, the ConfigMap keys it is
 //! read from, and their validation. Every error names the key and the value.
+//!
+//! A ConfigMap holds either the flat upstream keys (one class, named
+//! [`DEFAULT_CLASS`]) or a [`KEY_DEVICE_CLASSES`] list
+//! ([`crate::objects::classes`]); [`parse_node_spec`] reads either into a
+//! [`NodeSpec`], and refuses a ConfigMap that has both.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,6 +12,9 @@ use std::path::{Component, Path, PathBuf};
 
 use regex::{Regex, RegexBuilder};
 use thiserror::Error;
+
+pub use crate::objects::classes::{DEFAULT_CLASS, KEY_DEVICE_CLASSES};
+use crate::objects::classes::{Selector, parse_device_classes};
 
 /// Node annotation naming the PV spec ConfigMap (same as upstream).
 pub const PV_SPEC_CONFIGMAP_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/pv-spec-configmap";
@@ -85,9 +93,11 @@ impl FsType {
     }
 }
 
-/// A validated PV spec.
+/// A validated PV spec: one device class.
 #[derive(Debug, Clone)]
 pub struct PvSpec {
+    /// The class's name ([`DEFAULT_CLASS`] for the flat keys).
+    pub class: String,
     /// Absolute, normalised directory whose entries are candidate devices.
     pub device_dir: PathBuf,
     /// The filter as written in the ConfigMap.
@@ -104,6 +114,14 @@ pub struct PvSpec {
     pub wipe_bytes: u64,
     /// Whether a never-seen device holding data is wiped and offered.
     pub wipe_devices_with_data: bool,
+    /// What the class selects besides the directory and the name filter.
+    pub selector: Selector,
+    /// At most this many PVs of the class on the node.
+    pub max_devices: Option<usize>,
+    /// Static labels put on every PV of the class.
+    pub labels: BTreeMap<String, String>,
+    /// Keys of Node labels copied onto every PV of the class.
+    pub node_labels: Vec<String>,
     /// Keys present in the ConfigMap that this version does not know;
     /// they are reported and ignored so newer upstream keys do not break it.
     pub unknown_keys: Vec<String>,
@@ -111,7 +129,8 @@ pub struct PvSpec {
 
 impl PartialEq for PvSpec {
     fn eq(&self, other: &Self) -> bool {
-        self.device_dir == other.device_dir
+        self.class == other.class
+            && self.device_dir == other.device_dir
             && self.device_name_filter_source == other.device_name_filter_source
             && self.volume_mode == other.volume_mode
             && self.fs_type == other.fs_type
@@ -119,7 +138,23 @@ impl PartialEq for PvSpec {
             && self.wipe_bytes == other.wipe_bytes
             && self.wipe_devices_with_data == other.wipe_devices_with_data
             && self.unknown_keys == other.unknown_keys
+            && self.selector == other.selector
+            && self.max_devices == other.max_devices
+            && self.labels == other.labels
+            && self.node_labels == other.node_labels
     }
+}
+
+/// A node's whole spec: its device classes, in the ConfigMap's order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    /// The classes; one named [`DEFAULT_CLASS`] for the flat keys.
+    pub classes: Vec<PvSpec>,
+    /// Whether the classes came from [`KEY_DEVICE_CLASSES`].
+    pub listed: bool,
+    /// Keys beside [`KEY_DEVICE_CLASSES`] that this version does not know
+    /// (reported and ignored); the flat keys' unknown keys are on their class.
+    pub unknown_keys: Vec<String>,
 }
 
 /// Why a PV spec ConfigMap was refused.
@@ -130,6 +165,21 @@ pub enum SpecError {
     MissingKey {
         /// The key.
         key: &'static str,
+    },
+    /// A `deviceClasses` entry is invalid.
+    #[error("deviceClasses entry {entry}: {source}")]
+    InClass {
+        /// The entry's position (from 1) and name.
+        entry: String,
+        /// What is wrong with it.
+        #[source]
+        source: Box<SpecError>,
+    },
+    /// `deviceClasses` as a whole is invalid, or sits beside the flat keys.
+    #[error("key \"deviceClasses\": {reason}")]
+    Classes {
+        /// Why.
+        reason: String,
     },
     /// A key holds a value that is not accepted. The reason comes before
     /// the value so a shortened message still says what is wrong.
@@ -171,7 +221,8 @@ impl fmt::Display for ShownValue {
     }
 }
 
-fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
+/// The error of `key` holding `value`, refused for `reason`.
+pub(crate) fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecError {
     SpecError::InvalidValue {
         key,
         value: ShownValue::new(value),
@@ -179,7 +230,8 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> SpecErr
     }
 }
 
-const KNOWN_KEYS: [&str; 7] = [
+/// The flat keys this version knows.
+pub(crate) const KNOWN_KEYS: [&str; 7] = [
     KEY_WIPE_BYTES,
     KEY_WIPE_DEVICES_WITH_DATA,
     KEY_DEVICE_DIR,
@@ -189,7 +241,42 @@ const KNOWN_KEYS: [&str; 7] = [
     KEY_STORAGE_CLASS_NAME,
 ];
 
-/// Parses and validates the `data` of a PV spec ConfigMap.
+/// Parses the `data` of a PV spec ConfigMap: the flat keys as the class
+/// [`DEFAULT_CLASS`], or the [`KEY_DEVICE_CLASSES`] list; never both.
+pub fn parse_node_spec(data: &BTreeMap<String, String>) -> Result<NodeSpec, SpecError> {
+    let Some(listed) = data.get(KEY_DEVICE_CLASSES) else {
+        let class = parse_pv_spec(data)?;
+        return Ok(NodeSpec {
+            classes: vec![class],
+            listed: false,
+            unknown_keys: Vec::new(),
+        });
+    };
+    let flat: Vec<&str> = KNOWN_KEYS
+        .into_iter()
+        .filter(|key| data.contains_key(*key))
+        .collect();
+    if !flat.is_empty() {
+        return Err(SpecError::Classes {
+            reason: format!(
+                "cannot stand beside the flat keys ({}): move them into a class (the flat keys are the class named {DEFAULT_CLASS:?})",
+                flat.join(", ")
+            ),
+        });
+    }
+    Ok(NodeSpec {
+        classes: parse_device_classes(listed)?,
+        listed: true,
+        unknown_keys: data
+            .keys()
+            .filter(|key| *key != KEY_DEVICE_CLASSES)
+            .cloned()
+            .collect(),
+    })
+}
+
+/// Parses and validates the flat keys of a PV spec ConfigMap (one class,
+/// [`DEFAULT_CLASS`]); unknown keys are kept to be reported.
 pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecError> {
     let required = |key: &'static str| {
         data.get(key)
@@ -199,7 +286,7 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
 
     let device_dir = parse_device_dir(required(KEY_DEVICE_DIR)?)?;
     let filter_source = required(KEY_DEVICE_NAME_FILTER)?;
-    let device_name_filter = parse_filter(filter_source)?;
+    let device_name_filter = parse_regex(KEY_DEVICE_NAME_FILTER, filter_source)?;
     let volume_mode = match required(KEY_VOLUME_MODE)? {
         "Filesystem" => VolumeMode::Filesystem,
         "Block" => VolumeMode::Block,
@@ -244,6 +331,11 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
         .cloned()
         .collect();
     Ok(PvSpec {
+        class: DEFAULT_CLASS.to_string(),
+        selector: Selector::default(),
+        max_devices: None,
+        labels: BTreeMap::new(),
+        node_labels: Vec::new(),
         device_dir,
         device_name_filter_source: filter_source.to_string(),
         device_name_filter,
@@ -374,16 +466,14 @@ fn parse_device_dir(value: &str) -> Result<PathBuf, SpecError> {
 /// Why a value with white space at either end is refused.
 const PADDED: &str = "has white space at the start or end (a YAML block scalar adds a trailing newline: quote the value)";
 
-fn parse_filter(value: &str) -> Result<Regex, SpecError> {
+/// A regular expression of `key` (the name filter, a class's selectors),
+/// bounded in length and compiled size.
+pub(crate) fn parse_regex(key: &'static str, value: &str) -> Result<Regex, SpecError> {
     if value.trim() != value {
-        return Err(invalid(KEY_DEVICE_NAME_FILTER, value, PADDED));
+        return Err(invalid(key, value, PADDED));
     }
     if value.len() > MAX_FILTER_LEN {
-        return Err(invalid(
-            KEY_DEVICE_NAME_FILTER,
-            value,
-            "is longer than 4096 bytes",
-        ));
+        return Err(invalid(key, value, "is longer than 4096 bytes"));
     }
     RegexBuilder::new(value)
         .size_limit(MAX_FILTER_PROGRAM_BYTES)
@@ -399,7 +489,7 @@ fn parse_filter(value: &str) -> Result<Regex, SpecError> {
                     last_line(&other.to_string())
                 ),
             };
-            invalid(KEY_DEVICE_NAME_FILTER, value, reason)
+            invalid(key, value, reason)
         })
 }
 

@@ -20,6 +20,12 @@ pub struct Metrics {
     pub error_devices: IntGauge,
     /// Devices never offered because they hold data (part of `error_devices`).
     pub devices_with_data: IntGauge,
+    /// Usable devices of each device class, in the last scan.
+    pub class_available_devices: IntGaugeVec,
+    /// Matching devices of each class that cannot be used, in the last scan.
+    pub class_error_devices: IntGaugeVec,
+    /// Matching devices of each class that no class selects, in the last scan.
+    pub class_excluded_devices: IntGaugeVec,
     /// 1 while the node's PV spec is missing or invalid, else 0.
     pub spec_errors: IntGauge,
     /// PersistentVolumes created.
@@ -130,6 +136,9 @@ impl Metrics {
             available_devices: r.gauge("available_devices", "Number of usable devices found in the last scan."),
             error_devices: r.gauge("error_devices", "Number of devices matching the filter that cannot be used, in the last scan."),
             devices_with_data: r.gauge("devices_with_data", "Matching devices without a PV that hold data and are not offered (counted in error_devices too)."),
+            class_available_devices: r.gauges("class_available_devices", "Number of usable devices of each device class found in the last scan.", &["device_class"]),
+            class_error_devices: r.gauges("class_error_devices", "Number of devices of each device class that cannot be used, in the last scan.", &["device_class"]),
+            class_excluded_devices: r.gauges("class_excluded_devices", "Number of devices found for each device class that no class selects (by size, type or model), in the last scan.", &["device_class"]),
             spec_errors: r.gauge("pv_spec_errors", "1 when the node's PV spec ConfigMap is missing or invalid, else 0."),
             pvs_created: r.counter("pvs_created_total", "PersistentVolumes created."),
             pv_create_failures: r.counters("pv_create_failures_total", "PV creates that made no PV, by reason (refused, unreachable).", "reason"),
@@ -149,6 +158,39 @@ impl Metrics {
             events_dropped: r.counter("events_dropped_total", "Kubernetes Events dropped because too many were waiting to be sent."),
             names: r.names.take().into(),
             registry,
+        }
+    }
+
+    /// Sets the device gauges of `class`.
+    pub fn set_class_devices(&self, class: &str, available: usize, errors: usize, excluded: usize) {
+        for (gauge, value) in [
+            (&self.class_available_devices, available),
+            (&self.class_error_devices, errors),
+            (&self.class_excluded_devices, excluded),
+        ] {
+            gauge.with_label_values(&[class]).set(value as i64);
+        }
+    }
+
+    /// Removes the class gauges of every class not in `classes`.
+    pub fn keep_classes(&self, classes: &[&str]) {
+        for gauge in [
+            &self.class_available_devices,
+            &self.class_error_devices,
+            &self.class_excluded_devices,
+        ] {
+            for family in gauge.collect() {
+                for metric in family.get_metric() {
+                    let class = metric
+                        .get_label()
+                        .iter()
+                        .find(|label| label.name() == "device_class")
+                        .map(|label| label.value().to_string());
+                    if let Some(class) = class.filter(|class| !classes.contains(&class.as_str())) {
+                        let _ = gauge.remove_label_values(&[&class]);
+                    }
+                }
+            }
         }
     }
 
@@ -176,7 +218,7 @@ mod tests {
     fn every_metric_is_named_and_registered_once() {
         let metrics = Metrics::new("node-a");
         let names = metrics.names();
-        assert_eq!(names.len(), 20);
+        assert_eq!(names.len(), 23);
         let unique: std::collections::BTreeSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert!(

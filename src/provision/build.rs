@@ -1,6 +1,12 @@
 //! The PersistentVolume of a device: the whole desired object built from
-//! the node's facts, the PV spec and the discovered device, with the labels
-//! and annotations of [`crate::objects::pv`] that recognise it later.
+//! the node's facts, the device's class and the discovered device, with the
+//! labels and annotations of [`crate::objects::pv`] that recognise it later.
+//!
+//! Its labels: this node's label, the class, what the kernel says the
+//! device is (type, rotational, model made a valid label value), the
+//! class's static labels, and the class's `nodeLabels` copied from the
+//! Node. A Node label the class names but the Node lacks is left out (and
+//! logged by the caller once, see [`missing_node_labels`]).
 
 use std::collections::BTreeMap;
 
@@ -12,11 +18,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::discover::devices::Device;
+use crate::objects::naming::sanitized_label_value;
 use crate::objects::pv::{
-    CLEANUP_FINALIZER, DEVICE_DIR_ANNOTATION, DEVICE_NAME_FILTER_ANNOTATION,
+    CLEANUP_FINALIZER, DEVICE_CLASS_LABEL, DEVICE_DIR_ANNOTATION, DEVICE_NAME_FILTER_ANNOTATION,
     DEVICE_NUMBER_ANNOTATION, DEVICE_SIZE_ANNOTATION, DEVICE_STABLE_ID_ANNOTATION,
-    FS_TYPE_ANNOTATION, HOSTNAME_LABEL, NODE_LABEL, NODE_NAME_ANNOTATION, VOLUME_MODE_ANNOTATION,
-    WIPE_BYTES_ANNOTATION,
+    DEVICE_TYPE_LABEL, FS_TYPE_ANNOTATION, HOSTNAME_LABEL, MODEL_LABEL, NODE_LABEL,
+    NODE_NAME_ANNOTATION, ROTATIONAL_LABEL, VOLUME_MODE_ANNOTATION, WIPE_BYTES_ANNOTATION,
 };
 use crate::objects::spec::PvSpec;
 
@@ -31,6 +38,42 @@ pub struct NodeFacts {
     pub hostname: String,
     /// Value of [`NODE_LABEL`] for this node.
     pub label_value: String,
+    /// The Node's labels (a class's `nodeLabels` are copied from them).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The keys of `class`'s `nodeLabels` that the Node does not carry: left
+/// off its PVs.
+pub fn missing_node_labels<'a>(node: &NodeFacts, class: &'a PvSpec) -> Vec<&'a str> {
+    class
+        .node_labels
+        .iter()
+        .filter(|key| !node.labels.contains_key(*key))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The labels of the PV of `device` in `class`.
+fn labels(node: &NodeFacts, class: &PvSpec, device: &Device) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = class.labels.clone();
+    for key in &class.node_labels {
+        if let Some(value) = node.labels.get(key) {
+            labels.insert(key.clone(), value.clone());
+        }
+    }
+    let facts = &device.facts;
+    if let Some(kind) = facts.device_type {
+        labels.insert(DEVICE_TYPE_LABEL.to_string(), kind.as_str().to_string());
+    }
+    if let Some(rotational) = facts.rotational {
+        labels.insert(ROTATIONAL_LABEL.to_string(), rotational.to_string());
+    }
+    if let Some(model) = facts.model.as_deref().and_then(sanitized_label_value) {
+        labels.insert(MODEL_LABEL.to_string(), model);
+    }
+    labels.insert(DEVICE_CLASS_LABEL.to_string(), class.class.clone());
+    labels.insert(NODE_LABEL.to_string(), node.label_value.clone());
+    labels
 }
 
 /// The annotations recording what a PV was made from.
@@ -80,10 +123,7 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some(BTreeMap::from([(
-                NODE_LABEL.to_string(),
-                node.label_value.clone(),
-            )])),
+            labels: Some(labels(node, spec, device)),
             annotations: Some(recorded_annotations(node, spec, device)),
             finalizers: Some(vec![CLEANUP_FINALIZER.to_string()]),
             owner_references: Some(vec![OwnerReference {
@@ -131,6 +171,8 @@ pub fn build_pv(node: &NodeFacts, spec: &PvSpec, device: &Device, name: &str) ->
 mod tests {
     use super::*;
     use crate::device::blockdev::DeviceNumber;
+    use crate::device::facts::DeviceFacts;
+    use crate::objects::classes::{DeviceType, parse_device_classes};
     use crate::objects::spec::parse_pv_spec;
     use std::path::PathBuf;
 
@@ -156,6 +198,15 @@ mod tests {
             size_bytes: 107_374_182_400,
             in_use: None,
             stable_id: Some("wwid:naa.5000c500a1b2c3d4".into()),
+            facts: DeviceFacts {
+                read_only: Some(false),
+                removable: Some(false),
+                rotational: Some(true),
+                model: Some("ST4000NM0035 1V4".into()),
+                vendor: Some("ATA".into()),
+                serial: Some("naa.5000c500a1b2c3d4".into()),
+                device_type: Some(DeviceType::Disk),
+            },
         }
     }
 
@@ -165,6 +216,10 @@ mod tests {
             uid: "a958d5a1-2644-4e26-abb3-f810576b2f7f".into(),
             hostname: "node1.example".into(),
             label_value: "node1".into(),
+            labels: BTreeMap::from([
+                ("topology.kubernetes.io/zone".into(), "zone-a".into()),
+                ("kubernetes.io/hostname".into(), "node1.example".into()),
+            ]),
         }
     }
 
@@ -186,7 +241,13 @@ mod tests {
             "kind": "PersistentVolume",
             "metadata": {
                 "name": "local-node1-pci-0000-3b-00.0-ata-1",
-                "labels": {"local-pv-provisioner.cybozu.io/node": "node1"},
+                "labels": {
+                    "local-pv-provisioner.cybozu.io/node": "node1",
+                    "local-pv-provisioner.cybozu.io/device-class": "default",
+                    "local-pv-provisioner.cybozu.io/device-type": "disk",
+                    "local-pv-provisioner.cybozu.io/rotational": "true",
+                    "local-pv-provisioner.cybozu.io/model": "ST4000NM0035_1V4",
+                },
                 "annotations": {
                     "local-pv-provisioner.cybozu.io/device-dir": "/dev/disk/by-path",
                     "local-pv-provisioner.cybozu.io/device-name-filter": ".*",
@@ -237,5 +298,41 @@ mod tests {
         assert_eq!(pv_spec.volume_mode.as_deref(), Some("Filesystem"));
         assert_eq!(pv_spec.storage_class_name.as_deref(), Some("fast"));
         assert_eq!(pv.metadata.annotations.unwrap()[FS_TYPE_ANNOTATION], "xfs");
+    }
+
+    #[test]
+    fn a_class_labels_its_pvs_with_static_and_copied_node_labels() {
+        let class = &parse_device_classes(
+            r#"
+- name: bulk
+  deviceDir: /dev/disk/by-id
+  deviceNameFilter: "^ata-"
+  volumeMode: Block
+  storageClassName: local-hdd
+  labels: {tier: cold}
+  nodeLabels: [topology.kubernetes.io/zone, topology.kubernetes.io/rack]
+"#,
+        )
+        .unwrap()[0];
+        let pv = build_pv(&node(), class, &device(), "x");
+        let labels = pv.metadata.labels.unwrap();
+        assert_eq!(
+            labels["local-pv-provisioner.cybozu.io/device-class"],
+            "bulk"
+        );
+        assert_eq!(labels["tier"], "cold");
+        assert_eq!(labels["topology.kubernetes.io/zone"], "zone-a");
+        assert!(
+            !labels.contains_key("topology.kubernetes.io/rack"),
+            "the Node has none"
+        );
+        assert_eq!(
+            missing_node_labels(&node(), class),
+            vec!["topology.kubernetes.io/rack"]
+        );
+        assert_eq!(
+            pv.spec.unwrap().storage_class_name.as_deref(),
+            Some("local-hdd")
+        );
     }
 }

@@ -22,13 +22,14 @@ use crate::api::context::Context;
 use crate::api::requests::CreateOutcome;
 use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::device::probe::ProbeResult;
-use crate::discover::devices::{Device, DeviceProblem, ProblemKind, Scan};
+use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
 use crate::objects::pv::local_path;
-use crate::objects::spec::PvSpec;
+use crate::objects::spec::NodeSpec;
 use crate::observe::history;
 use crate::provision::build::NodeFacts;
+use crate::provision::classes::Classified;
 use crate::provision::first_offer::{FirstOffers, OfferRules, Verdict, check, verdict};
-use crate::provision::plan::{ExistingPv, plan};
+use crate::provision::plan::{ExistingPv, Planned, plan};
 use crate::provision::report::NodeReports;
 
 /// How long a created PV the watch has not shown yet still counts as existing.
@@ -39,6 +40,8 @@ const CREATED_MEMORY: Duration = Duration::from_secs(30);
 pub struct Provisioned {
     /// Usable devices (with a PV, getting one, or being wiped).
     pub available: usize,
+    /// The same, for each class (in the spec's order).
+    pub available_by_class: Vec<usize>,
     /// Devices that get no PV, and why.
     pub problems: Vec<DeviceProblem>,
     /// Whether the API server answered (`None`: nothing was asked).
@@ -57,6 +60,8 @@ pub struct Provisioning {
     confirmed: Option<(String, u64)>,
     /// When each device waiting for its PV was first seen.
     first_seen: HashMap<PathBuf, Instant>,
+    /// Devices held back by their class's `maxDevices`, longest first.
+    held: Vec<PathBuf>,
 }
 
 /// The key under which the device's history waits for its next PV.
@@ -84,6 +89,7 @@ fn with_history<'a>(
 /// One candidate after its check (and create).
 struct Checked<'a> {
     device: Device,
+    class: usize,
     pv: &'a PersistentVolume,
     /// The probe's result and the verdict on it, or why it could not probe.
     judged: Result<(ProbeResult, Verdict), String>,
@@ -100,9 +106,9 @@ pub struct Inputs<'a> {
     /// The live Node's facts.
     pub facts: &'a NodeFacts,
     /// The node's spec.
-    pub spec: &'a PvSpec,
-    /// The devices found.
-    pub scan: &'a Scan,
+    pub spec: &'a NodeSpec,
+    /// The devices found, each in its class.
+    pub classified: &'a Classified,
     /// This node's PVs.
     pub existing: &'a [ExistingPv],
     /// The Node, for Events.
@@ -165,20 +171,28 @@ impl Provisioning {
     ) -> Provisioned {
         let decided = plan(
             inputs.facts,
-            inputs.spec,
-            inputs.scan,
+            &inputs.spec.classes,
+            inputs.classified,
             inputs.existing,
             &ctx.wipes.snapshot(),
+            &self.held,
         );
         for group in &decided.collisions {
             tracing::warn!(devices = ?group, "device names collide after sanitizing; they get hashed PV names");
         }
+        self.held.retain(|path| decided.held.contains(path));
+        for path in &decided.held {
+            if !self.held.contains(path) {
+                self.held.push(path.clone());
+            }
+        }
         let mut outcome = Provisioned {
             available: decided.available,
+            available_by_class: decided.available_by_class.clone(),
             problems: decided.problems.clone(),
             api_reachable: None,
         };
-        let candidates = self.due_candidates(&decided.create, inputs.scan, &mut outcome);
+        let candidates = self.due_candidates(&decided.create, inputs.classified, &mut outcome);
         let devices: Vec<Device> = candidates.iter().map(|(d, _)| d.clone()).collect();
         self.offers.retain(&devices);
         let waiting = self.unreachable().remaining(&(), Instant::now()).is_some();
@@ -232,16 +246,21 @@ impl Provisioning {
     async fn check_and_create<'a>(
         &self,
         ctx: &Context,
-        spec: &PvSpec,
-        candidates: Vec<(Device, &'a PersistentVolume)>,
+        spec: &NodeSpec,
+        candidates: Vec<(Device, &'a Planned)>,
     ) -> Vec<Checked<'a>> {
-        let rules = OfferRules::of(spec, ctx.settings.wipe_method);
+        let rules: Vec<OfferRules> = spec
+            .classes
+            .iter()
+            .map(|class| OfferRules::of(class, ctx.settings.wipe_method))
+            .collect();
         let unreachable = AtomicBool::new(false);
         let unreachable = &unreachable;
         futures::stream::iter(candidates)
-            .map(|(device, pv)| {
+            .map(|(device, planned)| {
+                let rules = rules[planned.class].clone();
                 let known = self.offers.known(&device, &rules);
-                let rules = rules.clone();
+                let (class, pv) = (planned.class, &planned.pv);
                 async move {
                     let probe = match known {
                         Some(result) => Ok(result),
@@ -264,6 +283,7 @@ impl Provisioning {
                     };
                     Checked {
                         device,
+                        class,
                         pv,
                         judged,
                         created,
@@ -288,6 +308,7 @@ impl Provisioning {
         let mut reachable = true;
         for Checked {
             device,
+            class,
             pv,
             judged,
             created,
@@ -302,8 +323,9 @@ impl Provisioning {
                 }
             };
             self.offers.record(&device, &result);
-            if let Verdict::NotOffered(problem) = verdict {
-                outcome.available -= 1;
+            if let Verdict::NotOffered(mut problem) = verdict {
+                outcome.not_available(class);
+                problem.class = Some(crate::objects::pv::class_of(pv).to_string());
                 outcome.problems.push(problem);
                 continue;
             }
@@ -326,11 +348,11 @@ impl Provisioning {
                         .pv_create_failures
                         .with_label_values(&["refused"])
                         .inc();
-                    let problem = refused_pv_problem(&path, reason);
+                    let problem = refused_pv_problem(pv, &path, reason);
                     self.refused_backoff().record_failure(&path, Instant::now());
                     reports.create_refused(node, &problem);
                     self.refused.insert(path, problem.clone());
-                    outcome.available -= 1;
+                    outcome.not_available(class);
                     outcome.problems.push(problem);
                 }
                 Some(CreateOutcome::Unreachable(error)) => {
@@ -357,14 +379,14 @@ impl Provisioning {
     /// their devices; the waiting ones are counted as problems.
     fn due_candidates<'a>(
         &mut self,
-        planned: &'a [PersistentVolume],
-        scan: &Scan,
+        planned: &'a [Planned],
+        classified: &Classified,
         outcome: &mut Provisioned,
-    ) -> Vec<(Device, &'a PersistentVolume)> {
+    ) -> Vec<(Device, &'a Planned)> {
         let now = Instant::now();
         let paths: BTreeSet<PathBuf> = planned
             .iter()
-            .filter_map(|pv| local_path(pv).map(PathBuf::from))
+            .filter_map(|planned| local_path(&planned.pv).map(PathBuf::from))
             .collect();
         self.refused.retain(|path, _| paths.contains(path));
         self.first_seen.retain(|path, _| paths.contains(path));
@@ -372,23 +394,24 @@ impl Provisioning {
             self.first_seen.entry(path.clone()).or_insert(now);
         }
         self.refused_backoff().retain(|path| paths.contains(path));
-        let devices: HashMap<&std::path::Path, &Device> = scan
+        let devices: HashMap<&std::path::Path, &Device> = classified
             .devices
             .iter()
+            .flatten()
             .map(|device| (device.path.as_path(), device))
             .collect();
         let mut due = Vec::new();
-        for pv in planned {
-            let path = PathBuf::from(local_path(pv).unwrap_or_default());
+        for planned in planned {
+            let path = PathBuf::from(local_path(&planned.pv).unwrap_or_default());
             let waiting = self.refused_backoff().remaining(&path, now).is_some();
             match self.refused.get(&path) {
                 Some(problem) if waiting => {
-                    outcome.available -= 1;
+                    outcome.not_available(planned.class);
                     outcome.problems.push(problem.clone());
                 }
                 _ => {
                     if let Some(device) = devices.get(path.as_path()) {
-                        due.push(((*device).clone(), pv));
+                        due.push(((*device).clone(), planned));
                     }
                 }
             }
@@ -397,8 +420,22 @@ impl Provisioning {
     }
 }
 
+impl Provisioned {
+    /// A device of class `class` counted usable turned out not to be.
+    fn not_available(&mut self, class: usize) {
+        self.available -= 1;
+        if let Some(count) = self.available_by_class.get_mut(class) {
+            *count -= 1;
+        }
+    }
+}
+
 /// The device problem of a PV the API server would not take.
-fn refused_pv_problem(path: &std::path::Path, reason: String) -> DeviceProblem {
+fn refused_pv_problem(
+    pv: &PersistentVolume,
+    path: &std::path::Path,
+    reason: String,
+) -> DeviceProblem {
     DeviceProblem {
         name: path
             .file_name()
@@ -408,5 +445,6 @@ fn refused_pv_problem(path: &std::path::Path, reason: String) -> DeviceProblem {
         reason,
         number: None,
         kind: ProblemKind::Refused,
+        class: Some(crate::objects::pv::class_of(pv).to_string()),
     }
 }

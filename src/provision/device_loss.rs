@@ -113,6 +113,7 @@ mod tests {
             phase: Some(phase.into()),
             claimed,
             deleting,
+            class: "default".into(),
         }
     }
 

@@ -163,5 +163,6 @@ pub fn verdict(device: &Device, result: &ProbeResult) -> Verdict {
         reason,
         number: Some(device.number),
         kind,
+        class: None,
     })
 }

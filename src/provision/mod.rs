@@ -7,6 +7,7 @@
 //! Uses: objects, device, observe, api, discover, backoff.
 
 pub mod build;
+pub mod classes;
 pub mod create;
 pub mod device_loss;
 pub mod first_offer;

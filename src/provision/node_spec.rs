@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 
 use crate::objects::naming::is_dns1123_subdomain;
 use crate::objects::reasons;
-use crate::objects::spec::{PV_SPEC_CONFIGMAP_ANNOTATION, PvSpec, parse_pv_spec};
+use crate::objects::spec::{NodeSpec, PV_SPEC_CONFIGMAP_ANNOTATION, PvSpec, parse_node_spec};
 use crate::observe::events::Severity;
 
 /// Where the node's PV spec stands.
@@ -32,8 +32,8 @@ pub enum SpecState {
         configmap: String,
         /// The spec's values (logged at debug level only).
         summary: String,
-        /// `deviceDir` does not exist (yet): no devices.
-        device_dir_missing: bool,
+        /// The `deviceDir`s that do not exist (yet): no devices there.
+        missing_dirs: Vec<String>,
     },
 }
 
@@ -82,11 +82,15 @@ impl fmt::Display for SpecState {
             SpecState::Ready {
                 configmap,
                 summary,
-                device_dir_missing,
+                missing_dirs,
             } => {
                 write!(f, "using PV spec ConfigMap {configmap:?}: {summary}")?;
-                if *device_dir_missing {
-                    write!(f, " (deviceDir does not exist yet: no devices)")?;
+                if !missing_dirs.is_empty() {
+                    write!(
+                        f,
+                        " (deviceDir {} does not exist yet: no devices)",
+                        missing_dirs.join(", ")
+                    )?;
                 }
                 Ok(())
             }
@@ -127,21 +131,43 @@ pub fn spec_source(node: &Node, default: Option<&str>) -> SpecSource {
 }
 
 /// Parses the ConfigMap `name` (`None`: it does not exist).
-pub fn read_spec(name: &str, configmap: Option<&ConfigMap>) -> Result<PvSpec, SpecState> {
+pub fn read_spec(name: &str, configmap: Option<&ConfigMap>) -> Result<NodeSpec, SpecState> {
     let configmap = configmap.ok_or_else(|| SpecState::ConfigMapMissing(name.to_string()))?;
     let data = configmap.data.clone().unwrap_or_default();
-    parse_pv_spec(&data).map_err(|error| SpecState::Invalid(name.to_string(), error.to_string()))
+    parse_node_spec(&data).map_err(|error| SpecState::Invalid(name.to_string(), error.to_string()))
 }
 
-/// The spec's values in one line, for the debug log and the `PVSpecApplied` note.
-pub fn summarize(spec: &PvSpec) -> String {
-    let mut summary = format!(
+/// The spec's values in one line, for the debug log and the `PVSpecApplied`
+/// note: each class's (the class named only when the ConfigMap lists classes).
+pub fn summarize(spec: &NodeSpec) -> String {
+    let classes: Vec<String> = spec
+        .classes
+        .iter()
+        .map(|class| summarize_class(class, spec.listed))
+        .collect();
+    let mut summary = classes.join("; ");
+    if !spec.unknown_keys.is_empty() {
+        summary.push_str(&format!(
+            " (ignored unknown keys: {})",
+            spec.unknown_keys.join(", ")
+        ));
+    }
+    summary
+}
+
+fn summarize_class(spec: &PvSpec, named: bool) -> String {
+    let mut summary = if named {
+        format!("class {}: ", spec.class)
+    } else {
+        String::new()
+    };
+    summary.push_str(&format!(
         "deviceDir={} deviceNameFilter={:?} volumeMode={} storageClassName={}",
         spec.device_dir.display(),
         spec.device_name_filter_source,
         spec.volume_mode.as_str(),
         spec.storage_class_name
-    );
+    ));
     if let Some(fs_type) = spec.fs_type {
         summary.push_str(&format!(" fsType={}", fs_type.as_str()));
     }

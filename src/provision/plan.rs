@@ -1,20 +1,22 @@
-//! The pure decision of a reconcile: given the scan, this node's existing
-//! PVs and the wipes in flight, which PVs to create and which devices to
-//! report. This is where "never recreate while wiping", "never two PVs for
-//! one device" and "never touch an existing PV" live, as plain data in and
-//! plain data out.
+//! The pure decision of a reconcile: given the devices of each class, this
+//! node's existing PVs and the wipes in flight, which PVs to create and
+//! which devices to report. This is where "never recreate while wiping",
+//! "never two PVs for one device", "never touch an existing PV" and "at
+//! most `maxDevices` PVs of a class" live, as plain data in and plain data
+//! out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::device::blockdev::DeviceNumber;
-use crate::discover::devices::{Device, DeviceProblem, ProblemKind, Scan};
-use crate::objects::naming::{NameAssignment, assign_pv_names};
+use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
+use crate::objects::naming::{NameAssignment, NameRequest, assign_pv_names};
 use crate::objects::pv;
 use crate::objects::spec::PvSpec;
 use crate::provision::build::{NodeFacts, build_pv};
+use crate::provision::classes::{Classified, in_class};
 
 /// What the planner needs to know about one existing PV of this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +33,8 @@ pub struct ExistingPv {
     pub claimed: bool,
     /// Whether the PV is being deleted.
     pub deleting: bool,
+    /// Its device class (its class label; `default` without one).
+    pub class: String,
 }
 
 impl ExistingPv {
@@ -61,21 +65,36 @@ impl ExistingPv {
                 .as_ref()
                 .is_some_and(|spec| spec.claim_ref.is_some()),
             deleting: pv.metadata.deletion_timestamp.is_some(),
+            class: pv::class_of(pv).to_string(),
         }
     }
+}
+
+/// A PV to create, with the index of its class in the spec.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The class's index in the node's spec.
+    pub class: usize,
+    /// The PV.
+    pub pv: PersistentVolume,
 }
 
 /// The outcome of planning one reconcile.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
-    /// PVs to create, in device-name order.
-    pub create: Vec<PersistentVolume>,
+    /// PVs to create, by class, in device-name order.
+    pub create: Vec<Planned>,
     /// Usable devices: those with a PV already and those getting one now.
     pub available: usize,
+    /// The same, for each class (in the spec's order).
+    pub available_by_class: Vec<usize>,
     /// Matching entries that get no PV, with the reason.
     pub problems: Vec<DeviceProblem>,
     /// Groups of entry names whose plain PV names collided.
     pub collisions: Vec<Vec<String>>,
+    /// Devices held back because their class has `maxDevices` PVs, in the
+    /// order they will be offered when a slot frees.
+    pub held: Vec<PathBuf>,
 }
 
 /// This node's existing PVs, indexed the ways the planner looks them up.
@@ -125,7 +144,7 @@ fn judge<'a>(
     if let Some(reason) = &device.in_use {
         return Verdict::Problem(format!("in use: {reason}"));
     }
-    let Some(name) = names.names.get(&device.name) else {
+    let Some(name) = names.names.get(&name_key(device)) else {
         return Verdict::Problem(
             "its PV name collides with another device's even after hashing".into(),
         );
@@ -143,62 +162,136 @@ fn judge<'a>(
     Verdict::Create(name)
 }
 
-/// Decides what to create for `scan`.
+/// The key a device's PV name is assigned under: its path.
+fn name_key(device: &Device) -> String {
+    device.path.display().to_string()
+}
+
+/// Decides what to create for the devices of each class.
 ///
 /// A device gets no new PV when an existing PV of this node already points
 /// at its path or its device number (whatever state that PV is in,
 /// including Terminating), when a wipe of its device is in flight, when it
-/// is busy, or when its name is taken by an existing PV for another path.
+/// is busy, when its name is taken by an existing PV for another path, or
+/// when its class already has `maxDevices` PVs. Devices held back by
+/// `maxDevices` get the free slots first, in `held_order`.
 pub fn plan(
     node: &NodeFacts,
-    spec: &PvSpec,
-    scan: &Scan,
+    classes: &[PvSpec],
+    classified: &Classified,
     existing: &[ExistingPv],
     wipes_in_flight: &BTreeSet<DeviceNumber>,
+    held_order: &[PathBuf],
 ) -> Plan {
     let covered = Covered::new(existing);
     let holders: HashMap<String, String> = existing
         .iter()
-        .filter_map(|pv| {
-            let entry = pv.path.as_deref()?.file_name()?.to_str()?;
-            Some((pv.name.clone(), entry.to_string()))
-        })
+        .filter_map(|pv| Some((pv.name.clone(), pv.path.as_deref()?.display().to_string())))
+        .collect();
+    let requests: Vec<(String, &PvSpec, &Device)> = classes
+        .iter()
+        .zip(&classified.devices)
+        .flat_map(|(class, devices)| devices.iter().map(move |d| (name_key(d), class, d)))
         .collect();
     let names = assign_pv_names(
         &node.name,
-        scan.devices.iter().map(|d| d.name.as_str()),
+        requests.iter().map(|(key, class, device)| NameRequest {
+            key,
+            class: &class.class,
+            entry: &device.name,
+        }),
         &holders,
     );
-    // A device locked by this node's own wipe is not a problem: its PV is
-    // being cleaned and it comes back.
-    let (own_wipes, problems): (Vec<&DeviceProblem>, Vec<&DeviceProblem>) =
-        scan.problems.iter().partition(|problem| {
-            problem
-                .number
-                .is_some_and(|number| wipes_in_flight.contains(&number))
-        });
     let mut result = Plan {
-        problems: problems.into_iter().cloned().collect(),
-        available: own_wipes.len(),
+        available_by_class: vec![0; classes.len()],
         collisions: names.collisions.clone(),
         ..Plan::default()
     };
-    for device in &scan.devices {
-        match judge(device, &covered, &names, wipes_in_flight) {
-            Verdict::Covered => result.available += 1,
-            Verdict::Problem(reason) => result.problems.push(DeviceProblem {
+    let class_index: BTreeMap<&str, usize> = classes
+        .iter()
+        .enumerate()
+        .map(|(index, class)| (class.class.as_str(), index))
+        .collect();
+    for problem in &classified.problems {
+        // A device locked by this node's own wipe is not a problem: its PV
+        // is being cleaned and it comes back.
+        let own_wipe = problem
+            .number
+            .is_some_and(|number| wipes_in_flight.contains(&number));
+        if own_wipe {
+            result.available += 1;
+            let class = problem.class.as_deref().and_then(|c| class_index.get(c));
+            if let Some(index) = class {
+                result.available_by_class[*index] += 1;
+            }
+        } else {
+            result.problems.push(problem.clone());
+        }
+    }
+    let held_rank: HashMap<&Path, usize> = held_order
+        .iter()
+        .enumerate()
+        .map(|(rank, path)| (path.as_path(), rank))
+        .collect();
+    for (index, (class, devices)) in classes.iter().zip(&classified.devices).enumerate() {
+        let mut slots = class.max_devices.map(|max| {
+            let held = existing.iter().filter(|pv| pv.class == class.class).count();
+            max.saturating_sub(held)
+        });
+        let mut verdicts: Vec<(&Device, Verdict<'_>)> = devices
+            .iter()
+            .map(|device| (device, judge(device, &covered, &names, wipes_in_flight)))
+            .collect();
+        // Devices waiting longest for a slot of their class come first.
+        verdicts.sort_by_key(|(device, _)| {
+            (
+                held_rank
+                    .get(device.path.as_path())
+                    .copied()
+                    .unwrap_or(usize::MAX),
+                device.name.clone(),
+            )
+        });
+        for (device, verdict) in verdicts {
+            let problem = |reason: String| DeviceProblem {
                 name: device.name.clone(),
                 path: device.path.clone(),
-                reason,
+                reason: format!("{reason}{}", in_class(&class.class)),
                 number: Some(device.number),
                 kind: ProblemKind::Skipped,
-            }),
-            Verdict::Create(name) => {
-                result.create.push(build_pv(node, spec, device, name));
-                result.available += 1;
+                class: Some(class.class.clone()),
+            };
+            match verdict {
+                Verdict::Covered => {
+                    result.available += 1;
+                    result.available_by_class[index] += 1;
+                }
+                Verdict::Problem(reason) => result.problems.push(problem(reason)),
+                Verdict::Create(_) if slots == Some(0) => {
+                    let max = class.max_devices.unwrap_or_default();
+                    result.problems.push(problem(format!(
+                        "class {} already has maxDevices ({max}) PersistentVolumes on this node; offered when one of them goes",
+                        class.class
+                    )));
+                    result.held.push(device.path.clone());
+                }
+                Verdict::Create(name) => {
+                    if let Some(left) = slots.as_mut() {
+                        *left -= 1;
+                    }
+                    result.create.push(Planned {
+                        class: index,
+                        pv: build_pv(node, class, device, name),
+                    });
+                    result.available += 1;
+                    result.available_by_class[index] += 1;
+                }
             }
         }
     }
+    result
+        .create
+        .sort_by(|a, b| (a.class, &a.pv.metadata.name).cmp(&(b.class, &b.pv.metadata.name)));
     result.problems.sort_by(|a, b| a.name.cmp(&b.name));
     result
 }
@@ -206,7 +299,11 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::facts::DeviceFacts;
+    use crate::discover::devices::Scan;
+    use crate::objects::classes::parse_device_classes;
     use crate::objects::spec::parse_pv_spec;
+    use crate::provision::classes::classify;
 
     fn node() -> NodeFacts {
         NodeFacts {
@@ -214,6 +311,28 @@ mod tests {
             uid: "uid".into(),
             hostname: "n1".into(),
             label_value: "n1".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Plans one class's scan (the flat keys' `default` class).
+    fn plan(
+        node: &NodeFacts,
+        spec: &PvSpec,
+        scan: &Scan,
+        existing: &[ExistingPv],
+        wipes: &BTreeSet<DeviceNumber>,
+    ) -> Plan {
+        let classes = [spec.clone()];
+        let classified = classify(&classes, std::slice::from_ref(scan));
+        super::plan(node, &classes, &classified, existing, wipes, &[])
+    }
+
+    fn usable() -> DeviceFacts {
+        DeviceFacts {
+            read_only: Some(false),
+            removable: Some(false),
+            ..DeviceFacts::default()
         }
     }
 
@@ -240,6 +359,7 @@ mod tests {
             size_bytes: 1 << 30,
             in_use: None,
             stable_id: None,
+            facts: usable(),
         }
     }
 
@@ -251,6 +371,7 @@ mod tests {
             phase: Some("Available".into()),
             claimed: false,
             deleting: false,
+            class: "default".into(),
         }
     }
 
@@ -264,7 +385,7 @@ mod tests {
     fn created(plan: &Plan) -> Vec<String> {
         plan.create
             .iter()
-            .map(|pv| pv.metadata.name.clone().unwrap())
+            .map(|planned| planned.pv.metadata.name.clone().unwrap())
             .collect()
     }
 
@@ -325,6 +446,7 @@ mod tests {
             reason: "locked by a wipe in progress".into(),
             number: Some(DeviceNumber { major: 7, minor }),
             kind: ProblemKind::Skipped,
+            class: None,
         };
         let scan = Scan {
             devices: vec![],
@@ -387,5 +509,41 @@ mod tests {
         assert_eq!(names.len(), 2);
         assert_ne!(names[0], names[1]);
         assert_eq!(plan.collisions.len(), 1);
+    }
+
+    #[test]
+    fn a_class_gets_at_most_max_devices_pvs_and_the_longest_held_device_goes_first() {
+        let classes = parse_device_classes(
+            "- {name: two, deviceDir: /dev/disks, deviceNameFilter: \".*\", volumeMode: Block, maxDevices: 2}",
+        )
+        .unwrap();
+        let scan = scan(vec![device("a", 1), device("b", 2), device("c", 3)]);
+        let classified = classify(&classes, std::slice::from_ref(&scan));
+        let first = super::plan(&node(), &classes, &classified, &[], &BTreeSet::new(), &[]);
+        assert_eq!(created(&first), vec!["local-n1-a", "local-n1-b"]);
+        assert_eq!(first.held, vec![PathBuf::from("/dev/disks/c")]);
+        assert!(
+            first.problems[0].reason.contains("maxDevices (2)"),
+            "{:?}",
+            first.problems
+        );
+        // a's PV went and a came back wiped: c waited longer and gets the slot.
+        let b = ExistingPv {
+            name: "local-n1-b".into(),
+            path: Some("/dev/disks/b".into()),
+            class: "two".into(),
+            ..existing_pv()
+        };
+        let next = super::plan(
+            &node(),
+            &classes,
+            &classified,
+            &[b],
+            &BTreeSet::new(),
+            &first.held,
+        );
+        assert_eq!(created(&next), vec!["local-n1-c"]);
+        assert_eq!(next.held, vec![PathBuf::from("/dev/disks/a")]);
+        assert_eq!(next.available_by_class, vec![2]);
     }
 }

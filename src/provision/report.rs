@@ -5,7 +5,7 @@
 //! floods the API server ([`NodeReports`]); and single happenings of PVs: one
 //! created, one whose device is missing or back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::Resource;
@@ -13,8 +13,11 @@ use kube::Resource;
 use crate::discover::devices::{DeviceProblem, ProblemKind};
 use crate::objects::pv::local_path;
 use crate::objects::reasons;
+use crate::objects::spec::NodeSpec;
 use crate::observe::events::Severity;
 use crate::observe::report::Reporter;
+use crate::provision::build::{NodeFacts, missing_node_labels};
+use crate::provision::create::Provisioned;
 use crate::provision::node_spec::SpecState;
 
 /// What was already said about the node's standing conditions.
@@ -24,6 +27,8 @@ pub struct NodeReports {
     skipped: BTreeMap<String, String>,
     refused: BTreeMap<String, String>,
     counts: Option<(usize, usize)>,
+    /// What was said once for good (unstable paths, missing node labels).
+    warned: BTreeSet<String>,
 }
 
 impl NodeReports {
@@ -35,6 +40,7 @@ impl NodeReports {
             skipped: BTreeMap::new(),
             refused: BTreeMap::new(),
             counts: None,
+            warned: BTreeSet::new(),
         }
     }
 
@@ -62,11 +68,11 @@ impl NodeReports {
             SpecState::Ready {
                 configmap,
                 summary,
-                device_dir_missing,
+                missing_dirs,
             } => {
                 tracing::info!(node = %node_name, %configmap, "using the PV spec ConfigMap");
-                if *device_dir_missing {
-                    tracing::warn!(node = %node_name, %configmap, "deviceDir does not exist (yet): no devices");
+                for dir in missing_dirs {
+                    tracing::warn!(node = %node_name, %configmap, device_dir = %dir, "deviceDir does not exist (yet): no devices there");
                 }
                 tracing::debug!(node = %node_name, %configmap, "PV spec: {summary}");
             }
@@ -103,23 +109,23 @@ impl NodeReports {
     /// The devices that get no PV, and the device gauges: an Event on the
     /// Node once per new device or new reason — `DeviceSkipped`, or
     /// `DeviceHasData` for a device that holds data (a refused create was
-    /// reported as `InvalidVolume` already).
-    pub fn devices(
-        &mut self,
-        node: &ObjectReference,
-        available: usize,
-        problems: &[DeviceProblem],
-    ) {
+    /// reported as `InvalidVolume` already). A device no class selects is
+    /// not an error: it is logged once and counted apart.
+    pub fn devices(&mut self, node: &ObjectReference, spec: &NodeSpec, provisioned: &Provisioned) {
         let mut current = BTreeMap::new();
-        for problem in problems {
+        let (excluded, problems): (Vec<&DeviceProblem>, Vec<&DeviceProblem>) = provisioned
+            .problems
+            .iter()
+            .partition(|problem| problem.kind == ProblemKind::Excluded);
+        for problem in &problems {
             let path = problem.path.display().to_string();
             let (event, severity) = match problem.kind {
                 ProblemKind::Skipped => (Some(reasons::DEVICE_SKIPPED), Severity::Warning),
                 ProblemKind::HasData => (Some(reasons::DEVICE_HAS_DATA), Severity::Warning),
-                ProblemKind::Refused => (None, Severity::Warning),
+                ProblemKind::Refused | ProblemKind::Excluded => (None, Severity::Warning),
             };
             if self.skipped.get(&path) != Some(&problem.reason) {
-                tracing::warn!(device = %path, reason = %problem.reason, "device skipped");
+                tracing::warn!(device = %path, class = ?problem.class, reason = %problem.reason, "device skipped");
                 if let Some(event) = event {
                     let note = reasons::device_note(&path, &problem.reason);
                     self.reporter
@@ -129,20 +135,85 @@ impl NodeReports {
             }
             current.insert(path, problem.reason.clone());
         }
+        for problem in &excluded {
+            let path = problem.path.display().to_string();
+            if self.skipped.get(&path) != Some(&problem.reason) {
+                tracing::info!(device = %path, reason = %problem.reason, "device not selected by any class");
+            }
+            current.insert(path, problem.reason.clone());
+        }
         self.refused
             .retain(|device, _| current.contains_key(device));
         self.skipped = current;
-        self.counts(node, available, problems.len());
+        self.counts(node, provisioned.available, problems.len());
         let metrics = &self.reporter.metrics;
-        metrics.available_devices.set(available as i64);
+        metrics.available_devices.set(provisioned.available as i64);
         metrics.error_devices.set(problems.len() as i64);
         let holding = problems
             .iter()
             .filter(|p| p.kind == ProblemKind::HasData)
             .count();
         metrics.devices_with_data.set(holding as i64);
+        let names: Vec<&str> = spec
+            .classes
+            .iter()
+            .map(|class| class.class.as_str())
+            .collect();
+        metrics.keep_classes(&names);
+        for (index, class) in names.iter().enumerate() {
+            let available = provisioned
+                .available_by_class
+                .get(index)
+                .copied()
+                .unwrap_or(0);
+            let errors = problems
+                .iter()
+                .filter(|problem| problem.class.as_deref() == Some(class))
+                .count();
+            let excluded = excluded
+                .iter()
+                .filter(|problem| problem.class.as_deref() == Some(class))
+                .count();
+            metrics.set_class_devices(class, available, errors, excluded);
+        }
+    }
+
+    /// What the node's classes themselves call for, said once: a class
+    /// whose `deviceDir` holds kernel-assigned names (an `UnstableDevicePath`
+    /// Warning on the Node), and Node labels a class copies that the Node
+    /// lacks (logged; the label is left off its PVs).
+    pub fn classes(&mut self, node: &ObjectReference, spec: &NodeSpec, facts: &NodeFacts) {
+        for class in &spec.classes {
+            let dir = class.device_dir.display().to_string();
+            if class.device_dir == std::path::Path::new(KERNEL_NAMES_DIR)
+                && self
+                    .warned
+                    .insert(format!("unstable {} {dir}", class.class))
+            {
+                let note = format!(
+                    "class {} takes devices from {dir}, whose names (sdX, nvmeXnY, loopN) are assigned by the kernel and can change across reboots, so a PV could point at another disk after one; use /dev/disk/by-id or /dev/disk/by-path",
+                    class.class
+                );
+                tracing::warn!(class = %class.class, device_dir = %dir, "{note}");
+                self.reporter.events.publish(
+                    node,
+                    Severity::Warning,
+                    reasons::UNSTABLE_DEVICE_PATH,
+                    "Configure",
+                    &note,
+                );
+            }
+            for key in missing_node_labels(facts, class) {
+                if self.warned.insert(format!("label {} {key}", class.class)) {
+                    tracing::info!(class = %class.class, label = %key, "the Node has no such label: it is left off the class's PVs");
+                }
+            }
+        }
     }
 }
+
+/// The directory of kernel-assigned device names.
+const KERNEL_NAMES_DIR: &str = "/dev";
 
 impl NodeReports {
     /// A `DevicesDiscovered` Event on the Node when the counts changed.

@@ -12,7 +12,8 @@ use local_pv_provisioner::discover::devices::{Scan, scan_devices};
 use local_pv_provisioner::objects::naming::{is_dns1123_subdomain, node_label_value};
 use local_pv_provisioner::objects::spec::{PvSpec, parse_pv_spec};
 use local_pv_provisioner::provision::build::NodeFacts;
-use local_pv_provisioner::provision::plan::plan;
+use local_pv_provisioner::provision::classes::classify;
+use local_pv_provisioner::provision::plan::{ExistingPv, Plan, plan};
 use regex::Regex;
 use tempfile::{NamedTempFile, TempDir};
 
@@ -162,6 +163,7 @@ pub fn facts(node: &str) -> NodeFacts {
         uid: "uid".into(),
         hostname: node.into(),
         label_value: node_label_value(node),
+        labels: Default::default(),
     }
 }
 
@@ -181,18 +183,27 @@ pub fn scan(dir: &Path, filter: &str) -> Scan {
     scan_devices(dir, &Regex::new(filter).unwrap()).expect("the scan completes")
 }
 
+/// Plans `scan` as the flat keys' one class `spec` on node `node` with
+/// `existing` PVs and no wipe in flight.
+pub fn plan_one_class(node: &str, spec: &PvSpec, scan: &Scan, existing: &[ExistingPv]) -> Plan {
+    let classes = [spec.clone()];
+    let classified = classify(&classes, std::slice::from_ref(scan));
+    plan(
+        &facts(node),
+        &classes,
+        &classified,
+        existing,
+        &BTreeSet::new(),
+        &[],
+    )
+}
+
 /// Plans `scan` on an empty cluster and checks the PVs: valid, distinct
 /// names, paths inside `dir`; returns entry name → PV name.
 pub fn planned_names(node: &str, dir: &Path, scan: &Scan) -> BTreeMap<String, String> {
-    let decided = plan(
-        &facts(node),
-        &spec_for(dir, ".*"),
-        scan,
-        &[],
-        &BTreeSet::new(),
-    );
+    let decided = plan_one_class(node, &spec_for(dir, ".*"), scan, &[]);
     let mut names = BTreeMap::new();
-    for pv in &decided.create {
+    for pv in decided.create.iter().map(|planned| &planned.pv) {
         let name = pv.metadata.name.clone().unwrap();
         assert!(is_dns1123_subdomain(&name), "{name}");
         let path = PathBuf::from(&pv.spec.as_ref().unwrap().local.as_ref().unwrap().path);

@@ -5,18 +5,17 @@
 //! device found resolves to its loop device under the configured path, and
 //! that nothing was written.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use local_pv_provisioner::discover::devices::{Scan, scan_devices};
 use local_pv_provisioner::objects::naming::hashed_pv_name;
 use local_pv_provisioner::provision::build::build_pv;
-use local_pv_provisioner::provision::plan::{ExistingPv, plan};
+use local_pv_provisioner::provision::plan::ExistingPv;
 use regex::Regex;
 
 use crate::catalogue::{assert_untouched, root_disk, run_rows};
 use crate::tree_layout::{
-    DirKind, Entry, OUTSIDE_CONTENT, Tree, facts, planned_names, scan, spec_for,
+    DirKind, Entry, OUTSIDE_CONTENT, Tree, facts, plan_one_class, planned_names, scan, spec_for,
 };
 
 /// What the planner must make of a row's scan.
@@ -179,7 +178,7 @@ fn check_scan(
 /// Checks what the planner makes of the scan.
 fn check_plan(tree: &Tree, found: &Scan, filter: &str, expected: &Plan) {
     let spec = spec_for(&tree.dir, filter);
-    let decided = plan(&facts("n"), &spec, found, &[], &BTreeSet::new());
+    let decided = plan_one_class("n", &spec, found, &[]);
     match expected {
         Plan::Skip => {}
         Plan::Counts(create, available, problems) => {
@@ -214,12 +213,13 @@ fn check_plan(tree: &Tree, found: &Scan, filter: &str, expected: &Plan) {
                 phase: Some("Available".into()),
                 claimed: false,
                 deleting: false,
+                class: "default".into(),
             }];
-            let later = plan(&facts("n"), &spec, found, &existing, &BTreeSet::new());
+            let later = plan_one_class("n", &spec, found, &existing);
             let later_names: Vec<String> = later
                 .create
                 .iter()
-                .map(|pv| pv.metadata.name.clone().unwrap())
+                .map(|planned| planned.pv.metadata.name.clone().unwrap())
                 .collect();
             let others: Vec<String> = names
                 .iter()
@@ -280,7 +280,7 @@ fn root_disk_is_never_a_pv() {
         None => println!("root disk not usable here: {:?}", found.problems),
     }
     let spec = spec_for(Path::new("/dev"), &filter);
-    let decided = plan(&facts("n"), &spec, &found, &[], &BTreeSet::new());
+    let decided = plan_one_class("n", &spec, &found, &[]);
     assert!(decided.create.is_empty());
     assert_eq!(decided.problems.len(), 1);
     let reason = &decided.problems[0].reason;

@@ -38,6 +38,7 @@ fn node() -> NodeFacts {
         uid: "uid-a".into(),
         hostname: "node-a".into(),
         label_value: "node-a".into(),
+        labels: Default::default(),
     }
 }
 

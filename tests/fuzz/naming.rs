@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use local_pv_provisioner::objects::naming::{
-    MAX_LABEL_VALUE_LEN, MAX_SUBDOMAIN_LEN, assign_pv_names, hashed_pv_name, is_dns1123_subdomain,
-    is_label_value, node_label_value, plain_pv_name, upstream_pv_name,
+    MAX_LABEL_VALUE_LEN, MAX_SUBDOMAIN_LEN, NameRequest, assign_pv_names, hashed_pv_name,
+    is_dns1123_subdomain, is_label_value, node_label_value, plain_pv_name, upstream_pv_name,
 };
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
@@ -77,7 +77,8 @@ proptest! {
                 plain_pv_name(&node, entry).map(|plain| (plain, entry.to_string()))
             })
             .collect();
-        let assignment = assign_pv_names(&node, entries.iter().copied(), &existing);
+        let requests = entries.iter().map(|entry| NameRequest { key: entry, class: "default", entry });
+        let assignment = assign_pv_names(&node, requests, &existing);
         // Every entry exactly once, named or reported.
         let named: BTreeSet<&str> = assignment.names.keys().map(String::as_str).collect();
         let unnamed: BTreeSet<&str> = assignment.unnamed.iter().map(String::as_str).collect();

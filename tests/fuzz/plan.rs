@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 use local_pv_provisioner::device::blockdev::DeviceNumber;
+use local_pv_provisioner::device::facts::DeviceFacts;
 use local_pv_provisioner::discover::devices::{Device, Scan};
 use local_pv_provisioner::objects::naming::{hashed_pv_name, node_label_value, plain_pv_name};
 use local_pv_provisioner::objects::pv::{NODE_LABEL, NODE_NAME_ANNOTATION};
@@ -15,6 +16,7 @@ use local_pv_provisioner::objects::spec::{
     KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_VOLUME_MODE, PvSpec, parse_pv_spec,
 };
 use local_pv_provisioner::provision::build::NodeFacts;
+use local_pv_provisioner::provision::classes::classify;
 use local_pv_provisioner::provision::plan::{ExistingPv, Plan, plan};
 use proptest::collection::{btree_set, vec};
 use proptest::prelude::*;
@@ -33,6 +35,7 @@ fn facts(node: &str) -> NodeFacts {
         uid: "uid".into(),
         hostname: node.to_string(),
         label_value: node_label_value(node),
+        labels: Default::default(),
     }
 }
 
@@ -61,6 +64,11 @@ fn devices(entries: &BTreeSet<String>) -> Vec<Device> {
             size_bytes: 1 << 30,
             in_use: None,
             stable_id: None,
+            facts: DeviceFacts {
+                read_only: Some(false),
+                removable: Some(false),
+                ..DeviceFacts::default()
+            },
         })
         .collect()
 }
@@ -79,6 +87,7 @@ fn available(name: String, path: PathBuf, number: Option<DeviceNumber>) -> Exist
         phase: Some("Available".into()),
         claimed: false,
         deleting: false,
+        class: "default".into(),
     }
 }
 
@@ -119,7 +128,7 @@ fn decision_holds(
         existing.iter().filter_map(|pv| pv.path.as_ref()).collect();
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
-    for pv in &decided.create {
+    for pv in decided.create.iter().map(|planned| &planned.pv) {
         let name = pv.metadata.name.clone().unwrap();
         prop_assert!(valid_subdomain(&name), "{}", name);
         prop_assert!(names.insert(name.clone()), "two PVs named {}", name);
@@ -166,7 +175,9 @@ proptest! {
         let devices = devices(&entries);
         let existing = existing_pvs(&node, &devices, &covered, &foreign);
         let scan = Scan { devices: devices.clone(), problems: vec![] };
-        let decided = plan(&facts(&node), &block_spec(), &scan, &existing, &BTreeSet::new());
+        let classes = [block_spec()];
+        let classified = classify(&classes, &[scan]);
+        let decided = plan(&facts(&node), &classes, &classified, &existing, &BTreeSet::new(), &[]);
         decision_holds(&node, &devices, &existing, &decided)?;
     }
 }
