@@ -64,6 +64,7 @@ ALL_ON_VALUES: dict[str, Any] = {
     "pvSpecConfigMaps": {
         "pv-spec-cm-fs": {"enabled": True},
         "pv-spec-cm-block": {"enabled": True},
+        "pv-spec-cm-nvme-hdd": {"enabled": True},
     },
     "storageClass": {"create": True},
     "metrics": {
@@ -117,6 +118,17 @@ CUSTOM_VALUES: dict[str, Any] = {
     "terminationGracePeriodSeconds": 60,
 }
 
+# The entry of values.yaml with deviceClasses, and one valid class to spoil.
+CLASSES_ENTRY = "pv-spec-cm-nvme-hdd"
+GOOD_CLASS: dict[str, Any] = {"name": "c", "deviceDir": "/dev/disk/by-id/", "deviceNameFilter": ".*", "volumeMode": "Block"}
+
+
+def bad_class(**change: Any) -> dict[str, Any]:
+    """Values whose classes entry lists GOOD_CLASS changed by `change` (None drops a key)."""
+    cls = {k: v for k, v in (GOOD_CLASS | change).items() if v is not None}
+    return {"pvSpecConfigMaps": {CLASSES_ENTRY: {"deviceClasses": [cls]}}}
+
+
 # Values the schema must reject, each with why.
 BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("unknown top-level key", {"replicaCount": 2}),
@@ -141,6 +153,17 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("dashboard namespace not a DNS label", {"grafanaDashboard": {"namespace": "Monitoring_NS"}}),
     ("dashboard label not a label key", {"grafanaDashboard": {"label": "grafana dashboard"}}),
     ("unknown grafanaDashboard key", {"grafanaDashboard": {"folder": "Storage"}}),
+    ("flat keys beside deviceClasses", {"pvSpecConfigMaps": {CLASSES_ENTRY: {"deviceDir": "/dev/disk/by-id/"}}}),
+    ("class without name", bad_class(name=None)),
+    ("class name not a DNS label", bad_class(name="Fast_NVMe")),
+    ("unknown class key", bad_class(minsize="1Ti")),
+    ("unknown device type", bad_class(deviceTypes=["disk", "nvme"])),
+    ("empty deviceTypes", bad_class(deviceTypes=[])),
+    ("maxDevices 0", bad_class(maxDevices=0)),
+    ("minSize not a quantity", bad_class(minSize="big")),
+    ("label value over 63 characters", bad_class(labels={"tier": "f" * 64})),
+    ("Filesystem class without fsType", bad_class(volumeMode="Filesystem")),
+    ("empty deviceClasses", {"pvSpecConfigMaps": {CLASSES_ENTRY: {"deviceClasses": []}}}),
 ]
 
 
@@ -411,8 +434,9 @@ def check_render(ctx: Context) -> str:
     if set(all_on) != expected_all:
         raise CheckFailed(f"all-on render has kinds {sorted(all_on)}, expected {sorted(expected_all)}")
     names = sorted(cm["metadata"]["name"] for cm in all_on["ConfigMap"])
-    if names != ["local-pv-provisioner-dashboard", "pv-spec-cm-block", "pv-spec-cm-fs"]:
+    if names != ["local-pv-provisioner-dashboard", "pv-spec-cm-block", "pv-spec-cm-fs", CLASSES_ENTRY]:
         raise CheckFailed(f"all-on render has ConfigMaps {names}")
+    check_device_classes(all_on)
     check_daemonset_invariants(one(all_on, "DaemonSet", "chart"), "chart (all on)")
 
     custom = objects_by_kind(render_chart(CUSTOM_VALUES, name="custom", namespace="storage"))
@@ -453,6 +477,50 @@ def check_render(ctx: Context) -> str:
     return f"default: {len(ctx.chart_default)} objects; all optional on: {len(ctx.chart_all_on)}; custom values ok"
 
 
+def check_device_classes(all_on: dict[str, list[dict[str, Any]]]) -> None:
+    """The all-on render of the deviceClasses entry: its ConfigMap holds the
+    list of values.yaml as YAML text, and one StorageClass per class name."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    want = defaults["pvSpecConfigMaps"][CLASSES_ENTRY]["deviceClasses"]
+    cm = next(cm for cm in all_on["ConfigMap"] if cm["metadata"]["name"] == CLASSES_ENTRY)
+    if set(cm.get("data") or {}) != {"deviceClasses"}:
+        raise CheckFailed(f"ConfigMap {CLASSES_ENTRY} has data keys {sorted(cm.get('data') or {})}, expected only deviceClasses")
+    try:
+        got = yaml.safe_load(cm["data"]["deviceClasses"])
+    except yaml.YAMLError as err:
+        raise CheckFailed(f"ConfigMap {CLASSES_ENTRY}: deviceClasses is not valid YAML: {err}") from err
+    expect_equal(got, want, "rendered", "values.yaml", f"ConfigMap {CLASSES_ENTRY}: deviceClasses")
+    scs = {sc["metadata"]["name"]: sc for sc in all_on.get("StorageClass", [])}
+    if len(scs) != len(all_on.get("StorageClass", [])):
+        raise CheckFailed("all-on render has a StorageClass twice")
+    if set(scs) != {"local-storage", "local-nvme", "local-hdd"}:
+        raise CheckFailed(f"all-on render has StorageClasses {sorted(scs)}, expected local-hdd, local-nvme, local-storage")
+    for name, sc in scs.items():
+        if sc.get("volumeBindingMode") != "WaitForFirstConsumer" or sc.get("provisioner") != "kubernetes.io/no-provisioner":
+            raise CheckFailed(f"StorageClass {name} is not a kubernetes.io/no-provisioner class with WaitForFirstConsumer")
+
+    # A class without storageClassName gets local-storage, which
+    # storageClass.create already renders; two classes share one class.
+    shared = {"deviceClasses": [GOOD_CLASS | {"name": "a"}, GOOD_CLASS | {"name": "b", "storageClassName": "local-nvme"},
+                                GOOD_CLASS | {"name": "c", "storageClassName": "local-nvme"}]}
+    objs = objects_by_kind(render_chart(deep_merge(ALL_ON_VALUES, {"pvSpecConfigMaps": {CLASSES_ENTRY: shared}})))
+    names = sorted(sc["metadata"]["name"] for sc in objs.get("StorageClass", []))
+    if names != ["local-nvme", "local-storage"]:
+        raise CheckFailed(f"classes sharing StorageClasses render StorageClasses {names}, expected local-nvme, local-storage")
+    off = {CLASSES_ENTRY: {"enabled": True, "createStorageClasses": False}}
+    if any(d["kind"] == "StorageClass" for d in render_chart({"pvSpecConfigMaps": off})):
+        raise CheckFailed("createStorageClasses=false still renders StorageClasses")
+    # Unique names are beyond the schema; the template refuses repeats.
+    twice = {"enabled": True, "deviceClasses": [GOOD_CLASS, GOOD_CLASS | {"deviceDir": "/dev/disk/by-path/"}]}
+    try:
+        render_chart({"pvSpecConfigMaps": {CLASSES_ENTRY: twice}})
+    except CheckFailed as err:
+        if "class names must be unique" not in str(err):
+            raise
+    else:
+        raise CheckFailed("two classes of one name were rendered")
+
+
 def values_leaf_paths(values: Any, prefix: str = "") -> list[str]:
     if isinstance(values, dict) and values:
         out: list[str] = []
@@ -483,6 +551,15 @@ def check_schema(ctx: Context) -> str:
             chart.validate_schema(chart.merge_values(None))
         except helm.HelmValuesError as err:
             raise CheckFailed(f"Helm rejects the default values: {err}") from err
+        # The class the bad rows spoil is itself valid, so each row fails for its own reason.
+        good = deep_merge(defaults, bad_class())
+        problems = [f"bad_class(): {e}" for e in errors(good)]
+        try:
+            chart.validate_schema(chart.merge_values(bad_class()))
+        except helm.HelmValuesError as err:
+            problems.append(f"bad_class(): Helm: {err}")
+        if problems:
+            raise CheckFailed("the valid class the bad value sets start from is rejected:\n  " + "\n  ".join(problems))
         for label, bad in BAD_VALUES:
             if not errors(deep_merge(defaults, bad)):
                 raise CheckFailed(f"jsonschema accepts bad values ({label}): {bad}")
@@ -532,7 +609,7 @@ def check_kustomize(ctx: Context) -> str:
     except policy_checks.PolicyProblem as err:
         raise CheckFailed(str(err)) from err
     sample_kinds = sorted(d["kind"] for d in samples)
-    if sample_kinds != ["ConfigMap", "ConfigMap", "StorageClass"]:
+    if sample_kinds != ["ConfigMap"] * 3 + ["StorageClass"] * 3:
         raise CheckFailed(f"config/samples has {sample_kinds}")
     for doc in samples:
         if doc["kind"] == "ConfigMap" and doc["metadata"].get("namespace") != ns:
@@ -593,8 +670,9 @@ def check_drift(ctx: Context) -> str:
         return {k: sc.get(k) for k in ("provisioner", "volumeBindingMode", "reclaimPolicy", "allowVolumeExpansion")} | {
             "name": sc["metadata"]["name"]}
 
-    compare(sc_view(one(all_on, "StorageClass", "chart")), sc_view(one(samples, "StorageClass", "samples")),
-            "StorageClass (chart vs config/samples)")
+    compare({sc["metadata"]["name"]: sc_view(sc) for sc in all_on.get("StorageClass", [])},
+            {sc["metadata"]["name"]: sc_view(sc) for sc in samples.get("StorageClass", [])},
+            "StorageClasses (chart vs config/samples)")
     if failures:
         raise CheckFailed("chart and kustomize drifted apart:\n" + "\n".join(failures))
     ctx.rbac, ctx.policy = chart_rbac, policy

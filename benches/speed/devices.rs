@@ -45,6 +45,15 @@ impl Pool {
         }
     }
 
+    /// Links the first `count` devices into `dir` split across `classes`
+    /// name prefixes, in turn: `c0-0000`, `c1-0001`, `c2-0002`, `c0-0003`, ...
+    pub fn link_split(&self, dir: &Path, classes: usize, count: usize) {
+        for (index, device) in self.devices.iter().take(count).enumerate() {
+            let entry = format!("c{}-{index:04}", index % classes);
+            symlink(&device.path, dir.join(entry)).expect("device link");
+        }
+    }
+
     /// Detaches every device; returns how long it took.
     pub fn detach(self) -> Duration {
         let started = Instant::now();

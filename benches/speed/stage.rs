@@ -55,6 +55,22 @@ impl Stage {
         filter: &str,
         extra: &[(&str, &str)],
     ) -> Stage {
+        Stage::open_with(options, suffix, |world| {
+            let mut spec: Data = world.block_spec_over(dir, filter);
+            spec.extend(data(&[("storageClassName", world.run())]));
+            spec.extend(data(extra));
+            spec
+        })
+        .await
+    }
+
+    /// A new world like [`Stage::open`], its Node's spec ConfigMap holding
+    /// what `spec` makes of the world.
+    pub async fn open_with(
+        options: &Options,
+        suffix: &str,
+        spec: impl FnOnce(&World) -> Data,
+    ) -> Stage {
         let world = World::from_env().await;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         if !options.on_cluster() {
@@ -73,9 +89,7 @@ impl Stage {
             });
         }
         let node = format!("{}-{suffix}", world.run());
-        let mut spec: Data = world.block_spec_over(dir, filter);
-        spec.extend(data(&[("storageClassName", world.run())]));
-        spec.extend(data(extra));
+        let spec = spec(&world);
         let configmap = format!("{}-spec", world.run());
         world.put_configmap(&configmap, spec).await;
         let node_object = world.add_node(&node, Some(&configmap)).await;

@@ -241,7 +241,7 @@ fn parse_class(entry: &Value) -> Result<PvSpec, SpecError> {
         if let Some(known) = CLASS_KEYS.into_iter().find(|known| *known == key) {
             own.insert(known, value);
         } else if let Some(known) = spec::KNOWN_KEYS.into_iter().find(|known| *known == key) {
-            flat.insert(key.to_string(), flat_value(known, value)?);
+            flat.insert(key.to_string(), string(known, value)?);
         } else {
             return Err(invalid(
                 KEY_NAME,
@@ -430,24 +430,18 @@ fn check_label_key(config_key: &'static str, key: &str) -> Result<(), SpecError>
     Ok(())
 }
 
-/// A flat key's value as the text the flat parser reads: a string as it
+/// A single value as text (what the flat parser reads): a string as it
 /// is, a number or a boolean as YAML writes it.
-fn flat_value(key: &'static str, value: &Value) -> Result<String, SpecError> {
-    match value {
-        Value::String(text) => Ok(text.clone()),
-        Value::Number(number) => Ok(number.to_string()),
-        Value::Bool(flag) => Ok(flag.to_string()),
-        other => Err(invalid(key, &scalar_text(other), "must be a single value")),
-    }
-}
-
-/// A string value.
 fn string(key: &'static str, value: &Value) -> Result<String, SpecError> {
     match value {
         Value::String(text) => Ok(text.clone()),
         Value::Number(number) => Ok(number.to_string()),
         Value::Bool(flag) => Ok(flag.to_string()),
-        other => Err(invalid(key, &scalar_text(other), "must be a string")),
+        other => Err(invalid(
+            key,
+            &scalar_text(other),
+            "must be a single value (a string, number or boolean)",
+        )),
     }
 }
 

@@ -88,7 +88,7 @@ impl fmt::Display for SpecState {
                 if !missing_dirs.is_empty() {
                     write!(
                         f,
-                        " (deviceDir {} does not exist yet: no devices)",
+                        " (deviceDir does not exist yet: no devices in {})",
                         missing_dirs.join(", ")
                     )?;
                 }

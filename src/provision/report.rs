@@ -11,12 +11,13 @@ use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
 use kube::Resource;
 
 use crate::discover::devices::{DeviceProblem, ProblemKind};
-use crate::objects::pv::local_path;
+use crate::objects::pv::{class_of, local_path};
 use crate::objects::reasons;
 use crate::objects::spec::NodeSpec;
 use crate::observe::events::Severity;
 use crate::observe::report::Reporter;
 use crate::provision::build::{NodeFacts, missing_node_labels};
+use crate::provision::classes::in_class;
 use crate::provision::create::Provisioned;
 use crate::provision::node_spec::SpecState;
 
@@ -239,13 +240,18 @@ impl Reporter {
         let name = created.metadata.name.as_deref().unwrap_or_default();
         let path = local_path(created).unwrap_or_default();
         self.metrics.pvs_created.inc();
-        tracing::info!(pv = %name, device = %path, "created PersistentVolume");
+        let class = class_of(created);
+        tracing::info!(pv = %name, device = %path, %class, "created PersistentVolume");
         self.events.publish(
             &created.object_ref(&()),
             Severity::Normal,
             reasons::PROVISIONED,
             "Create",
-            &format!("Created for device {path} on node {}", self.node_name),
+            &format!(
+                "Created for device {path} on node {}{}",
+                self.node_name,
+                in_class(class)
+            ),
         );
     }
 

@@ -2,7 +2,7 @@
 //! meet, each with the outcome it must give and the proof that nothing was
 //! destroyed. Needs root (loop devices), as in CI.
 //!
-//! Six tables, one test each. A table is data: a list of rows, each its
+//! Seven tables, one test each. A table is data: a list of rows, each its
 //! input and the outcome it must give, run by one function per table
 //! (`catalogue`); every table prints itself (run with `--nocapture` to read
 //! it) and fails naming every row that did not hold:
@@ -10,6 +10,7 @@
 //! | module (test) | driven through | rows |
 //! |---|---|---|
 //! | `spec_table` | `spec::parse_pv_spec` | ConfigMap data: missing, unknown and mis-cased keys, bad paths, regexes, modes, sizes, huge values |
+//! | `classes_table` (`device_classes_table`) | `spec::parse_node_spec` | `deviceClasses`: wrong types, bad regexes, `minSize` > `maxSize`, unknown `deviceTypes`, label values too long, unknown keys, duplicate names |
 //! | `wipe_table` (`wipe_request_table`) | `WipeRequest::from_pv` and `wipe_device` on a loop device | PV objects a Released PV could carry |
 //! | `tree_table` (`device_tree_table`) | `discovery::scan_devices` and `plan::plan` on real directories and loop devices (`tree_layout`) | link loops, links out, 5000 entries, colliding, unicode and non-UTF-8 names |
 //! | `spec_binary_table` (`configmap_and_annotation_table`) | the real binary against the fake API server, in the test world (`fixture`) | the same mistakes as a user makes them: Events, metrics, no PV, then the fix |
@@ -66,6 +67,7 @@ mod support;
 
 mod api_table;
 mod catalogue;
+mod classes_table;
 mod fixture;
 mod node_table;
 mod spec_binary_table;

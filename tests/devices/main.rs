@@ -12,7 +12,8 @@
 //! - `guards`: every wipe guard that can be provoked on this machine;
 //! - `cache`: incremental discovery keeps what it learnt about usable
 //!   devices and looks at unusable ones again;
-//! - `events`: the inotify watch through a bind mount (a pod's hostPath `/dev`).
+//! - `events`: the inotify watch through a bind mount (a pod's hostPath `/dev`);
+//! - `scan`: the `scan` dry run groups its output by device class.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -22,4 +23,5 @@ mod discovery;
 mod events;
 mod fixture;
 mod guards;
+mod scan;
 mod wipe;

@@ -29,12 +29,28 @@ pub fn decided_fields(pv: &PersistentVolume) -> Value {
 /// The PV expected for `disk:a` (16 MiB, device `disk`) in `dir` on
 /// `node-a` with UID `node_uid`: every field the provisioner decides.
 pub fn expected_disk_a_pv(dir: &str, disk: &LoopDevice, node_uid: &str) -> Value {
+    // The kernel's rotational flag of a loop device varies by kernel.
+    let name = disk
+        .path
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let rotational = std::fs::read_to_string(format!("/sys/block/{name}/queue/rotational"))
+        .expect("the loop device's rotational flag")
+        .trim()
+        == "1";
     json!({
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
             "name": "local-node-a-disk-a",
-            "labels": {"local-pv-provisioner.cybozu.io/node": "node-a"},
+            "labels": {
+                "local-pv-provisioner.cybozu.io/node": "node-a",
+                "local-pv-provisioner.cybozu.io/device-class": "default",
+                "local-pv-provisioner.cybozu.io/device-type": "loop",
+                "local-pv-provisioner.cybozu.io/rotational": rotational.to_string(),
+            },
             "annotations": {
                 "local-pv-provisioner.cybozu.io/device-dir": dir,
                 "local-pv-provisioner.cybozu.io/device-name-filter": "^disk",

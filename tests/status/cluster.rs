@@ -191,13 +191,14 @@ impl Cluster {
                 ("history", history.to_string()),
             ],
         );
-        let available = pv(
+        let mut available = pv(
             "local-node1-pci-0000-3b-00.0-ata-2",
             "node1",
             &format!("{BY_PATH}2"),
             1_000_204_886_016,
             &[("device-number", "8:32".into())],
         );
+        available["metadata"]["labels"][format!("{PREFIX}device-class")] = json!("hdd");
         let one_wipe = json!({"wipes": 1, "lastWipe": {"at": self.ago(2 * 1440 + 300), "regions": "0-1048576", "durationSeconds": 0.2}, "claims": []});
         let leaving = pv(
             "local-node1-pci-0000-3b-00.0-ata-3",

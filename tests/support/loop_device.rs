@@ -99,6 +99,12 @@ impl LoopDevice {
         Self::attach(size_bytes, false, false)
     }
 
+    /// A blank device of `size_bytes` attached read-only (`losetup -r`):
+    /// the kernel reports it read-only in sysfs (`ro` 1).
+    pub fn read_only(size_bytes: u64) -> LoopDevice {
+        Self::attach_with(size_bytes, false, false, true)
+    }
+
     /// A device whose content starts with an MBR holding one partition,
     /// which is added with `partx -a` (the test kernel may lack MBR
     /// scanning) and removed with `partx -d` before detaching.
@@ -107,6 +113,15 @@ impl LoopDevice {
     }
 
     fn attach(size_bytes: u64, partitioned: bool, filled: bool) -> LoopDevice {
+        Self::attach_with(size_bytes, partitioned, filled, false)
+    }
+
+    fn attach_with(
+        size_bytes: u64,
+        partitioned: bool,
+        filled: bool,
+        read_only: bool,
+    ) -> LoopDevice {
         require_root();
         let dir = tempfile::tempdir().expect("temporary directory");
         let backing_file = dir.path().join("backing.img");
@@ -122,9 +137,11 @@ impl LoopDevice {
         }
         let attached = {
             let _serialised = attaching();
-            run(Command::new("losetup")
-                .args(["-f", "--show"])
-                .arg(&backing_file))
+            let mut losetup = Command::new("losetup");
+            if read_only {
+                losetup.arg("-r");
+            }
+            run(losetup.args(["-f", "--show"]).arg(&backing_file))
         };
         let path = PathBuf::from(attached.trim());
         let device = LoopDevice {

@@ -105,6 +105,7 @@ fn every_metric_family_with_a_sample_passes_promtool() {
         .writes_denied
         .with_label_values(&["create_pv"])
         .inc();
+    metrics.set_class_devices("fast", 2, 1, 1);
     metrics.pv_create_duration.observe(0.2);
     metrics.wipe_duration.observe(1.5);
     let text = metrics.render();

@@ -15,7 +15,7 @@ use crate::objects::naming::node_label_value;
 use crate::objects::pv::{
     CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, DEVICE_NUMBER_ANNOTATION,
     DEVICE_STABLE_ID_ANNOTATION, NODE_LABEL, NODE_NAME_ANNOTATION, WIPE_SKIPPED_ANNOTATION,
-    local_path,
+    class_of, local_path,
 };
 use crate::objects::spec::PV_SPEC_CONFIGMAP_ANNOTATION;
 use crate::observe::history::{DeviceHistory, history_of};
@@ -55,6 +55,8 @@ pub struct VolumeStatus {
     pub device: Option<String>,
     /// The PV's name.
     pub pv: String,
+    /// Its device class (`default` for the flat keys and older PVs).
+    pub class: String,
     /// Made by the Go upstream (no node-name annotation).
     pub upstream: bool,
     /// `spec.capacity.storage` as written.
@@ -153,6 +155,7 @@ fn volume(pv: &PersistentVolume, node: &str, pods: &PodIndex<'_>) -> VolumeStatu
     VolumeStatus {
         device: local_path(pv).map(str::to_string),
         pv: pv.metadata.name.clone().unwrap_or_default(),
+        class: class_of(pv).to_string(),
         upstream: annotation(pv, NODE_NAME_ANNOTATION).is_none(),
         capacity_bytes: capacity
             .as_deref()

@@ -114,6 +114,7 @@ fn volume_row(volume: &VolumeStatus, now: Timestamp, wide: bool) -> Vec<String> 
     let history = &volume.history;
     let mut row = vec![
         or_dash(volume.device.as_deref()),
+        volume.class.clone(),
         format!("{}{}", volume.pv, if volume.upstream { "*" } else { "" }),
         capacity,
         phase,
@@ -180,11 +181,13 @@ fn node_text(out: &mut String, node: &NodeStatus, now: Timestamp, wide: bool) {
     if node.volumes.is_empty() {
         out.push_str("No PersistentVolumes.\n");
     } else {
-        let mut head: Vec<String> = ["DEVICE", "PV", "CAPACITY", "PHASE", "CLAIM", "PODS"]
-            .into_iter()
-            .chain(["AGE", "LAST-WIPE", "WIPES"])
-            .map(str::to_string)
-            .collect();
+        let mut head: Vec<String> = [
+            "DEVICE", "CLASS", "PV", "CAPACITY", "PHASE", "CLAIM", "PODS",
+        ]
+        .into_iter()
+        .chain(["AGE", "LAST-WIPE", "WIPES"])
+        .map(str::to_string)
+        .collect();
         if wide {
             head.extend(
                 [

@@ -1,5 +1,6 @@
-//! Unit tests of `deviceClasses`: a valid list, and every new key's bad
-//! inputs refused with a message naming the entry, the key and the value.
+//! Unit tests of `deviceClasses`: a valid list, the flat keys as the
+//! `default` class, YAML scalars read as text. Every new key's bad inputs
+//! are rows of the bad-input catalogue (`tests/bad_inputs/classes_table.rs`).
 
 use std::collections::BTreeMap;
 
@@ -103,124 +104,6 @@ fn one(extra: &str) -> String {
 }
 
 #[test]
-fn every_new_key_refuses_bad_input_naming_the_entry_key_and_value() {
-    let cases: Vec<(String, &[&str])> = vec![
-        ("not: a list".into(), &["\"deviceClasses\"", "YAML list"]),
-        ("[]".into(), &["at least one class"]),
-        ("- [".into(), &["not valid YAML"]),
-        (
-            "- just-a-string".into(),
-            &["entry 1", "a class must be a map"],
-        ),
-        (
-            one("  name2: x\n"),
-            &["entry 1 (\"c\")", "unknown key in a class", "\"name2\""],
-        ),
-        (
-            "- {deviceDir: /dev, deviceNameFilter: x, volumeMode: Block}".into(),
-            &["entry 1", "key \"name\" is missing"],
-        ),
-        (
-            "- {name: Fast_SSD, deviceDir: /dev, deviceNameFilter: x, volumeMode: Block}".into(),
-            &["\"name\"", "DNS label", "\"Fast_SSD\""],
-        ),
-        (
-            format!("{}{}", one(""), one("")),
-            &["entries 1 and 2", "unique"],
-        ),
-        (
-            "- {name: c, deviceNameFilter: x, volumeMode: Block}".into(),
-            &["key \"deviceDir\" is missing"],
-        ),
-        (one("  volumeMode2: Block\n"), &["unknown key"]),
-        (
-            one("  minSize: big\n"),
-            &["\"minSize\"", "quantity of bytes", "\"big\""],
-        ),
-        (one("  maxSize: [1]\n"), &["\"maxSize\"", "quantity"]),
-        (one("  minSize: 1.5\n"), &["\"minSize\"", "quantity"]),
-        (
-            one("  minSize: 2Ti\n  maxSize: 1Ti\n"),
-            &["\"minSize\"", "larger than maxSize"],
-        ),
-        (
-            one("  rotational: yes\n"),
-            &["\"rotational\"", "true or false"],
-        ),
-        (
-            one("  rotational: 1\n"),
-            &["\"rotational\"", "true or false"],
-        ),
-        (
-            one("  models: Samsung\n"),
-            &["\"models\"", "list of regular expressions"],
-        ),
-        (
-            one("  vendors: [\"(\"]\n"),
-            &["\"vendors\"", "not a valid regular expression"],
-        ),
-        (
-            one("  serials: [\" x\"]\n"),
-            &["\"serials\"", "white space"],
-        ),
-        (
-            one("  deviceTypes: [disk, nvme]\n"),
-            &["\"deviceTypes\"", "\"nvme\"", "not a device type"],
-        ),
-        (
-            one("  deviceTypes: []\n"),
-            &["\"deviceTypes\"", "at least one type"],
-        ),
-        (
-            one("  deviceTypes: disk\n"),
-            &["\"deviceTypes\"", "list of device types"],
-        ),
-        (one("  maxDevices: 0\n"), &["\"maxDevices\"", "at least 1"]),
-        (
-            one("  maxDevices: two\n"),
-            &["\"maxDevices\"", "whole number"],
-        ),
-        (one("  labels: [a]\n"), &["\"labels\"", "map of label keys"]),
-        (
-            one(&format!("  labels: {{tier: {}}}\n", "x".repeat(64))),
-            &["\"labels\"", "not a valid label value", "\"tier\""],
-        ),
-        (
-            one("  labels: {\"bad key!\": x}\n"),
-            &["\"labels\"", "not a valid label key"],
-        ),
-        (
-            one("  labels: {local-pv-provisioner.cybozu.io/node: x}\n"),
-            &["\"labels\"", "this program's own"],
-        ),
-        (
-            one("  nodeLabels: zone\n"),
-            &["\"nodeLabels\"", "list of Node label keys"],
-        ),
-        (
-            one("  nodeLabels: [\"-zone\"]\n"),
-            &["\"nodeLabels\"", "not a valid label key"],
-        ),
-        (
-            one("  volumeMode: [Block]\n").replace("  volumeMode: Block\n", ""),
-            &["\"volumeMode\"", "single value"],
-        ),
-        (
-            one("  wipeBytes: 1000\n"),
-            &["\"wipeBytes\"", "multiple of 4096"],
-        ),
-    ];
-    for (yaml, wanted) in cases {
-        let error = parse_node_spec(&data(&[("deviceClasses", &yaml)]))
-            .expect_err(&yaml)
-            .to_string();
-        for part in wanted {
-            assert!(error.contains(part), "{yaml:?}: {error:?} lacks {part:?}");
-        }
-    }
-}
-
-#[test]
 fn yaml_numbers_and_booleans_are_read_as_the_flat_keys_read_text() {
     let spec = parse_node_spec(&data(&[(
         "deviceClasses",
@@ -232,4 +115,18 @@ fn yaml_numbers_and_booleans_are_read_as_the_flat_keys_read_text() {
     assert!(!class.wipe_devices_with_data);
     assert_eq!(class.max_devices, Some(3));
     assert_eq!(class.selector.rotational, Some(true));
+}
+
+#[test]
+fn the_shipped_nvme_and_hdd_sample_is_a_valid_spec() {
+    let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!(
+        "../../../config/samples/pv-spec-cm-nvme-hdd.yaml"
+    ))
+    .unwrap();
+    let text = manifest["data"]["deviceClasses"].as_str().unwrap();
+    let spec = parse_node_spec(&data(&[("deviceClasses", text)])).unwrap();
+    let names: Vec<&str> = spec.classes.iter().map(|c| c.class.as_str()).collect();
+    assert_eq!(names, ["nvme", "hdd"]);
+    assert_eq!(spec.classes[1].max_devices, Some(12));
+    assert_eq!(spec.classes[1].selector.min_size, Some(1 << 40));
 }

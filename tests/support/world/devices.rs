@@ -56,6 +56,11 @@ impl World {
         self.keep(LoopDevice::sparse(size))
     }
 
+    /// Attaches a blank loop device of `size` bytes read-only.
+    pub fn attach_read_only(&self, size: u64) -> Arc<LoopDevice> {
+        self.keep(LoopDevice::read_only(size))
+    }
+
     /// Links `device` as `dir/entry`.
     pub fn link_in(&self, dir: &Path, entry: &str, device: &LoopDevice) {
         symlink(&device.path, dir.join(entry)).expect("device link");
