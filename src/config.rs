@@ -80,6 +80,10 @@ pub struct ControllerArgs {
     /// write-zeroes is slow or not trusted).
     #[arg(long, env = "LP_WIPE_METHOD", value_enum, default_value_t = ZeroMethod::WriteZeroes)]
     pub wipe_method: ZeroMethod,
+    /// Most full wipes (`wipeMode: Full`) running at once on this node; the
+    /// others wait their turn (signature wipes never wait).
+    #[arg(long, env = "LP_MAX_CONCURRENT_WIPES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_concurrent_wipes: u16,
     /// Human-readable logs at debug level instead of JSON at info level.
     #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub development: bool,
@@ -245,6 +249,8 @@ pub struct ControllerSettings {
     pub watch_device_dir: bool,
     /// How wipes write zeros first.
     pub wipe_method: ZeroMethod,
+    /// Most full wipes at once.
+    pub max_concurrent_wipes: u16,
     /// Development logging.
     pub development: bool,
     /// Fallback PV spec ConfigMap name.
@@ -279,6 +285,7 @@ impl ControllerArgs {
             device_loss_grace: self.device_loss_grace,
             watch_device_dir: self.watch_device_dir,
             wipe_method: self.wipe_method,
+            max_concurrent_wipes: self.max_concurrent_wipes,
             development: self.development,
             default_pv_spec_configmap,
             instance,

@@ -6,6 +6,26 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::objects::classes::DEFAULT_CLASS;
 
+/// Annotation: the release policy in force when the PV was made (`Wipe`
+/// or `Keep`; absent: `Wipe`).
+pub const RELEASE_POLICY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/release-policy";
+/// Annotation: how the device is wiped (`Signatures` or `Full`; absent: `Signatures`).
+pub const WIPE_MODE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-mode";
+/// Annotation: bytes per second a full wipe may write, when limited.
+pub const WIPE_BANDWIDTH_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-bandwidth";
+/// Annotation: `"true"` when the claims of this PV are deleted if its Node
+/// is gone for good (recorded at creation).
+pub const DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION: &str =
+    "local-pv-provisioner.cybozu.io/delete-claims-on-node-gone";
+/// Annotation an admin sets to `"true"` to have a kept, Released PV wiped
+/// and its device offered again.
+pub const WIPE_REQUESTED_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-requested";
+/// Annotation: a full wipe's progress, `DONE/TOTAL` bytes; a restarted
+/// wipe resumes from `DONE`.
+pub const WIPE_PROGRESS_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wipe-progress";
+/// Annotation the node-cleanup controller sets: when it first saw the
+/// PV's Node absent (RFC 3339).
+pub const NODE_GONE_SINCE_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/node-gone-since";
 /// Label on every PV of ours, valued with the node's label value.
 pub const NODE_LABEL: &str = "local-pv-provisioner.cybozu.io/node";
 /// Label: the PV's device class (absent on PVs made before classes: the

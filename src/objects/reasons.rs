@@ -15,6 +15,12 @@ pub const WAITING_FOR_CLAIM: &str = "WaitingForClaim";
 pub const WIPE_STARTED: &str = "WipeStarted";
 /// A device was wiped and verified.
 pub const WIPED: &str = "Wiped";
+/// A Released PV is kept with its data (release policy `Keep`).
+pub const KEPT: &str = "Kept";
+/// A full wipe's progress (at most every few minutes).
+pub const WIPE_PROGRESS: &str = "WipeProgress";
+/// A PV of a Node gone for good was released without a wipe.
+pub const NODE_GONE: &str = "NodeGone";
 /// A never-claimed PV was released without a wipe.
 pub const WIPE_SKIPPED: &str = "WipeSkipped";
 /// A guard refused a wipe.

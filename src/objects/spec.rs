@@ -35,6 +35,17 @@ pub const KEY_WIPE_BYTES: &str = "wipeBytes";
 /// Key: `"true"` to wipe a never-seen device that holds data and then offer
 /// it (upstream's behaviour); by default such a device is not offered.
 pub const KEY_WIPE_DEVICES_WITH_DATA: &str = "wipeDevicesWithData";
+/// Key: `Wipe` (default) or `Keep`: what happens to a PV that turns
+/// `Released` (recorded on each PV at creation).
+pub const KEY_RELEASE_POLICY: &str = "releasePolicy";
+/// Key: `Signatures` (default: the head, Ceph label copies and tail) or
+/// `Full` (every byte): how a device is wiped (recorded on each PV).
+pub const KEY_WIPE_MODE: &str = "wipeMode";
+/// Key: bytes per second a `Full` wipe may write (a quantity; optional).
+pub const KEY_WIPE_BANDWIDTH: &str = "wipeBandwidth";
+/// Key: `"true"` to have the node-cleanup controller delete the claims
+/// bound to the PVs of a Node gone for good (recorded on each PV).
+pub const KEY_DELETE_CLAIMS_ON_NODE_GONE: &str = "deleteClaimsOnNodeGone";
 
 /// Head bytes zeroed when the ConfigMap sets no `wipeBytes`: 100 MiB, as upstream.
 pub const DEFAULT_WIPE_BYTES: u64 = 100 * 1024 * 1024;
@@ -93,6 +104,62 @@ impl FsType {
     }
 }
 
+/// What happens to a PV of this program that turns `Released`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReleasePolicy {
+    /// Its device is wiped and offered again (upstream's behaviour).
+    #[default]
+    Wipe,
+    /// It stays `Released` with its data until an admin asks for a wipe
+    /// (annotation `wipe-requested: "true"`) or deletes it.
+    Keep,
+}
+
+impl ReleasePolicy {
+    /// The spelling in the ConfigMap and on the PV.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleasePolicy::Wipe => "Wipe",
+            ReleasePolicy::Keep => "Keep",
+        }
+    }
+
+    /// The policy spelled `text`, if it is one.
+    pub fn parse(text: &str) -> Option<ReleasePolicy> {
+        [ReleasePolicy::Wipe, ReleasePolicy::Keep]
+            .into_iter()
+            .find(|policy| policy.as_str() == text)
+    }
+}
+
+/// How much of a device a wipe zeroes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WipeMode {
+    /// The regions that hold signatures: the head, the Ceph label copies,
+    /// the tail.
+    #[default]
+    Signatures,
+    /// Every byte of the device, with progress that survives restarts.
+    Full,
+}
+
+impl WipeMode {
+    /// The spelling in the ConfigMap and on the PV.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WipeMode::Signatures => "Signatures",
+            WipeMode::Full => "Full",
+        }
+    }
+
+    /// The mode spelled `text`, if it is one.
+    pub fn parse(text: &str) -> Option<WipeMode> {
+        [WipeMode::Signatures, WipeMode::Full]
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+    }
+}
+
 /// A validated PV spec: one device class.
 #[derive(Debug, Clone)]
 pub struct PvSpec {
@@ -114,6 +181,14 @@ pub struct PvSpec {
     pub wipe_bytes: u64,
     /// Whether a never-seen device holding data is wiped and offered.
     pub wipe_devices_with_data: bool,
+    /// What happens to a Released PV.
+    pub release_policy: ReleasePolicy,
+    /// How much of a device a wipe zeroes.
+    pub wipe_mode: WipeMode,
+    /// Bytes per second a full wipe may write.
+    pub wipe_bandwidth: Option<u64>,
+    /// Whether the claims of the PVs of a Node gone for good are deleted.
+    pub delete_claims_on_node_gone: bool,
     /// What the class selects besides the directory and the name filter.
     pub selector: Selector,
     /// At most this many PVs of the class on the node.
@@ -137,6 +212,10 @@ impl PartialEq for PvSpec {
             && self.storage_class_name == other.storage_class_name
             && self.wipe_bytes == other.wipe_bytes
             && self.wipe_devices_with_data == other.wipe_devices_with_data
+            && self.release_policy == other.release_policy
+            && self.wipe_mode == other.wipe_mode
+            && self.wipe_bandwidth == other.wipe_bandwidth
+            && self.delete_claims_on_node_gone == other.delete_claims_on_node_gone
             && self.unknown_keys == other.unknown_keys
             && self.selector == other.selector
             && self.max_devices == other.max_devices
@@ -231,7 +310,11 @@ pub(crate) fn invalid(key: &'static str, value: &str, reason: impl Into<String>)
 }
 
 /// The flat keys this version knows.
-pub(crate) const KNOWN_KEYS: [&str; 7] = [
+pub(crate) const KNOWN_KEYS: [&str; 11] = [
+    KEY_RELEASE_POLICY,
+    KEY_WIPE_MODE,
+    KEY_WIPE_BANDWIDTH,
+    KEY_DELETE_CLAIMS_ON_NODE_GONE,
     KEY_WIPE_BYTES,
     KEY_WIPE_DEVICES_WITH_DATA,
     KEY_DEVICE_DIR,
@@ -314,17 +397,32 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
         None => DEFAULT_WIPE_BYTES,
         Some(value) => parse_wipe_bytes(value)?,
     };
-    let wipe_devices_with_data = match data.get(KEY_WIPE_DEVICES_WITH_DATA).map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(other) => {
-            return Err(invalid(
-                KEY_WIPE_DEVICES_WITH_DATA,
-                other,
-                "must be \"true\" or \"false\"",
-            ));
-        }
+    let wipe_devices_with_data = parse_flag(data, KEY_WIPE_DEVICES_WITH_DATA)?;
+    let release_policy = match data.get(KEY_RELEASE_POLICY) {
+        None => ReleasePolicy::default(),
+        Some(text) => ReleasePolicy::parse(text)
+            .ok_or_else(|| invalid(KEY_RELEASE_POLICY, text, "must be \"Wipe\" or \"Keep\""))?,
     };
+    let wipe_mode = match data.get(KEY_WIPE_MODE) {
+        None => WipeMode::default(),
+        Some(text) => WipeMode::parse(text)
+            .ok_or_else(|| invalid(KEY_WIPE_MODE, text, "must be \"Signatures\" or \"Full\""))?,
+    };
+    let wipe_bandwidth = data
+        .get(KEY_WIPE_BANDWIDTH)
+        .map(|text| {
+            crate::objects::quantity::bytes(text)
+                .filter(|bytes| *bytes >= MIN_WIPE_BANDWIDTH)
+                .ok_or_else(|| {
+                    invalid(
+                        KEY_WIPE_BANDWIDTH,
+                        text,
+                        "must be bytes per second, at least 1Mi (a quantity such as 200Mi)",
+                    )
+                })
+        })
+        .transpose()?;
+    let delete_claims_on_node_gone = parse_flag(data, KEY_DELETE_CLAIMS_ON_NODE_GONE)?;
     let unknown_keys = data
         .keys()
         .filter(|key| !KNOWN_KEYS.contains(&key.as_str()))
@@ -344,8 +442,24 @@ pub fn parse_pv_spec(data: &BTreeMap<String, String>) -> Result<PvSpec, SpecErro
         storage_class_name,
         wipe_bytes,
         wipe_devices_with_data,
+        release_policy,
+        wipe_mode,
+        wipe_bandwidth,
+        delete_claims_on_node_gone,
         unknown_keys,
     })
+}
+
+/// The smallest `wipeBandwidth`: 1 MiB/s.
+const MIN_WIPE_BANDWIDTH: u64 = 1 << 20;
+
+/// A `"true"`/`"false"` key, `false` when absent.
+fn parse_flag(data: &BTreeMap<String, String>, key: &'static str) -> Result<bool, SpecError> {
+    match data.get(key).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(key, other, "must be \"true\" or \"false\"")),
+    }
 }
 
 /// `fsType`: required with Filesystem, refused with Block.
