@@ -10,13 +10,20 @@ It lints the chart strictly and renders it with Helm's own engine
 (helm-python-sdk, which binds Helm's Go SDK; no helm binary, no cluster),
 validates values against values.schema.json, renders the kustomize
 directories, compares the chart with the kustomize manifests (RBAC rules,
-DaemonSet pod spec, node restriction policy, samples) and runs hadolint on the
+DaemonSet and node-cleanup Deployment pod specs, admission policies,
+samples) and runs hadolint on the
 Dockerfile. It exits 1, naming each failed check, if anything is wrong.
 
 --dump-rbac PATH writes the RBAC rules (checked identical in both) as JSON:
 [{"apiGroup": "", "resource": "nodes", "verbs": ["get", ...],
-  "namespaced": false}, ...], where namespaced means "granted by the Role in
-the provisioner's namespace" as opposed to the ClusterRole.
+  "namespaced": false, "component": "provisioner"}, ...], where namespaced
+means "granted by the Role in the release namespace" as opposed to the
+ClusterRole, and component is "provisioner" (the DaemonSet's ServiceAccount)
+or "node-cleanup" (the node-cleanup Deployment's); tests/rbac.rs proves the
+node-cleanup rows equal the calls it makes.
+
+node-cleanup's objects carry the label app.kubernetes.io/component:
+node-cleanup; the checks of the provisioner's objects look at the others.
 
 --dump-policy PATH (default: target/deploy-policy.json) writes the node
 restriction as rendered by the chart and by kustomize (checked identical), as
@@ -58,6 +65,9 @@ CHART = ROOT / "charts" / "local-pv-provisioner"
 RELEASE = "local-pv-provisioner"  # release name that makes chart names match kustomize
 NAMESPACE = "local-pv-provisioner"  # namespace of config/default
 CONTAINER = "local-pv-provisioner"
+NODE_CLEANUP = policy_checks.NODE_CLEANUP  # the component label of node-cleanup's objects
+NODE_CLEANUP_CONTAINER = "node-cleanup"
+NODE_CLEANUP_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"}
 
 # Values that switch every optional object of the chart on.
 ALL_ON_VALUES: dict[str, Any] = {
@@ -116,6 +126,15 @@ CUSTOM_VALUES: dict[str, Any] = {
     "affinity": {"nodeAffinity": {}},
     "updateStrategy": {"type": "OnDelete"},
     "terminationGracePeriodSeconds": 60,
+    "nodeCleanup": {
+        "replicas": 3,
+        "nodeGoneGrace": "1h",
+        "serviceAccount": {"name": "lpp-cleanup", "annotations": {"c": "d"}},
+        "metricsPort": 9103,
+        "podLabels": {"team": "storage"},
+        "priorityClassName": "cluster-services",
+        "affinity": {"nodeAffinity": {}},
+    },
 }
 
 # The entry of values.yaml with deviceClasses, and one valid class to spoil.
@@ -164,6 +183,10 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("label value over 63 characters", bad_class(labels={"tier": "f" * 64})),
     ("Filesystem class without fsType", bad_class(volumeMode="Filesystem")),
     ("empty deviceClasses", {"pvSpecConfigMaps": {CLASSES_ENTRY: {"deviceClasses": []}}}),
+    ("nodeCleanup.enabled not a bool", {"nodeCleanup": {"enabled": "yes"}}),
+    ("bad nodeGoneGrace", {"nodeCleanup": {"nodeGoneGrace": "ten minutes"}}),
+    ("nodeCleanup.replicas 0", {"nodeCleanup": {"replicas": 0}}),
+    ("unknown nodeCleanup key", {"nodeCleanup": {"image": {"tag": "x"}}}),
 ]
 
 
@@ -216,6 +239,17 @@ def objects_by_kind(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     out: dict[str, list[dict[str, Any]]] = {}
     for doc in docs:
         out.setdefault(doc["kind"], []).append(doc)
+    return out
+
+
+def part(objs: dict[str, list[dict[str, Any]]], component: str | None) -> dict[str, list[dict[str, Any]]]:
+    """The objects of one component: node-cleanup's (NODE_CLEANUP) or the
+    provisioner's (None: without the component label)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, docs in objs.items():
+        mine = [d for d in docs if policy_checks.component(d) == component]
+        if mine:
+            out[kind] = mine
     return out
 
 
@@ -282,20 +316,23 @@ def canonical_rules(role: dict[str, Any], source: str) -> list[dict[str, Any]]:
     return rows
 
 
-def rbac_rows(objs: dict[str, list[dict[str, Any]]], source: str) -> list[dict[str, Any]]:
+def rbac_rows(objs: dict[str, list[dict[str, Any]]], source: str, component: str = "provisioner") -> list[dict[str, Any]]:
+    """The rules of one component's objects (ClusterRole and Role) as rows."""
     cluster = canonical_rules(one(objs, "ClusterRole", source), source)
     local = canonical_rules(one(objs, "Role", source), source)
     rows = [dict(r, namespaced=False) for r in cluster] + [dict(r, namespaced=True) for r in local]
+    rows = [dict(r, component=component) for r in rows]
     return sorted(rows, key=lambda r: (r["namespaced"], r["apiGroup"], r["resource"]))
 
 
-def check_bindings(objs: dict[str, list[dict[str, Any]]], source: str) -> None:
-    """Each role is bound to the DaemonSet's ServiceAccount."""
+def check_bindings(objs: dict[str, list[dict[str, Any]]], source: str, workload: str = "DaemonSet") -> None:
+    """Each role is bound to the ServiceAccount of the workload (the
+    DaemonSet, or node-cleanup's Deployment)."""
     sa = one(objs, "ServiceAccount", source)
-    ds = one(objs, "DaemonSet", source)
+    ds = one(objs, workload, source)
     sa_name, sa_ns = sa["metadata"]["name"], sa["metadata"].get("namespace")
     if ds["spec"]["template"]["spec"].get("serviceAccountName") != sa_name:
-        raise CheckFailed(f"{source}: the DaemonSet does not run as ServiceAccount {sa_name}")
+        raise CheckFailed(f"{source}: the {workload} does not run as ServiceAccount {sa_name}")
     for binding_kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
         binding = one(objs, binding_kind, source)
         role = one(objs, role_kind, source)
@@ -307,7 +344,7 @@ def check_bindings(objs: dict[str, list[dict[str, Any]]], source: str) -> None:
             raise CheckFailed(f"{source}: {binding_kind} does not bind ServiceAccount {sa_ns}/{sa_name}")
     role = one(objs, "Role", source)
     if role["metadata"].get("namespace") != ds["metadata"].get("namespace"):
-        raise CheckFailed(f"{source}: the Role is not in the DaemonSet's namespace")
+        raise CheckFailed(f"{source}: the Role is not in the {workload}'s namespace")
 
 
 # --------------------------------------------------------------------------
@@ -385,6 +422,83 @@ def check_daemonset_invariants(ds: dict[str, Any], source: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# node-cleanup
+
+
+def deployment_view(deploy: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the node-cleanup Deployment that must not differ between chart and kustomize."""
+    spec = copy.deepcopy(deploy["spec"]["template"]["spec"])
+    containers = spec.pop("containers")
+    return {
+        "replicas": deploy["spec"].get("replicas"),
+        "strategy": deploy["spec"].get("strategy"),
+        "podSpec": spec,
+        "containers": {c["name"]: normalise_container(c) for c in containers},
+    }
+
+
+def check_node_cleanup(objs: dict[str, list[dict[str, Any]]], source: str) -> dict[str, str]:
+    """node-cleanup's objects of one rendering: exactly its kinds, its roles
+    bound to its ServiceAccount, an unprivileged Deployment running the
+    node-cleanup subcommand with its pod's namespace and name, a Lease name,
+    a grace, probes on its metrics port. Returns its LP_* values."""
+    if set(objs) - policy_checks.KINDS != NODE_CLEANUP_KINDS:
+        raise CheckFailed(f"{source}: node-cleanup has kinds {sorted(objs)}, expected {sorted(NODE_CLEANUP_KINDS)}")
+    check_bindings(objs, source, "Deployment")
+    deploy = one(objs, "Deployment", source)
+    problems: list[str] = []
+    spec = deploy["spec"]
+    tmpl_labels = spec["template"]["metadata"].get("labels", {})
+    for key, value in spec["selector"]["matchLabels"].items():
+        if tmpl_labels.get(key) != value:
+            problems.append(f"selector label {key}={value} is not on the pod template")
+    if spec["selector"]["matchLabels"].get(policy_checks.COMPONENT) != NODE_CLEANUP:
+        problems.append("the selector must include app.kubernetes.io/component: node-cleanup (not the DaemonSet's pods)")
+    pod = spec["template"]["spec"]
+    containers = [c for c in pod["containers"] if c["name"] == NODE_CLEANUP_CONTAINER]
+    if len(containers) != 1 or len(pod["containers"]) != 1:
+        raise CheckFailed(f"{source}: the node-cleanup Deployment must have one container named {NODE_CLEANUP_CONTAINER}")
+    c = containers[0]
+    if c.get("args") != ["node-cleanup"] or "command" in c:
+        problems.append(f"the container must run the image's entrypoint with args [node-cleanup], got {c.get('args')}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    for name, path in (("LP_NAMESPACE_NAME", "metadata.namespace"), ("LP_POD_NAME", "metadata.name")):
+        got = env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        if got != path:
+            problems.append(f"{name} must come from fieldRef {path}, got {got}")
+    for name in ("LP_NODE_GONE_GRACE", "LP_LEASE_NAME", "LP_METRICS_ADDR", "LP_DEVELOPMENT"):
+        if not env.get(name, {}).get("value"):
+            problems.append(f"{name} must be set")
+    for name in env:
+        if not name.startswith("LP_") or name == "LP_NODE_NAME":
+            problems.append(f"unexpected environment variable {name}")
+    ports = {p["name"]: p for p in c.get("ports", [])}
+    addr = env.get("LP_METRICS_ADDR", {}).get("value", "")
+    if "metrics" not in ports or not re.fullmatch(r".*:(\d+)", addr) or int(addr.rsplit(":", 1)[1]) != ports["metrics"]["containerPort"]:
+        problems.append(f"LP_METRICS_ADDR {addr!r} does not listen on a container port named metrics")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        got = c.get(probe, {}).get("httpGet", {})
+        if got.get("path") != path or got.get("port") != "metrics":
+            problems.append(f"{probe} must be GET {path} on port metrics, got {got}")
+    sc, pod_sc = c.get("securityContext", {}), pod.get("securityContext", {})
+    if sc.get("privileged") or sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True:
+        problems.append("the container must not be privileged, must not escalate and must have a read-only root filesystem")
+    if sc.get("capabilities", {}).get("drop") != ["ALL"]:
+        problems.append("the container must drop every capability")
+    if pod_sc.get("runAsNonRoot") is not True or not pod_sc.get("runAsUser"):
+        problems.append("the pod must run as a non-root user (it opens no device)")
+    if pod.get("volumes") or c.get("volumeMounts"):
+        problems.append("node-cleanup mounts nothing")
+    if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):
+        problems.append("no host network, PID or IPC namespace is needed")
+    if (spec.get("replicas") or 1) < 2:
+        problems.append("node-cleanup runs two replicas or more (one leads, one stands by)")
+    if problems:
+        raise CheckFailed(f"{source}: Deployment {deploy['metadata']['name']}:\n  - " + "\n  - ".join(problems))
+    return {name: e.get("value") for name, e in env.items() if "value" in e}
+
+
+# --------------------------------------------------------------------------
 # the checks
 
 
@@ -417,19 +531,27 @@ def check_lint(ctx: Context) -> str:
 
 
 def check_render(ctx: Context) -> str:
-    default = objects_by_kind(render_chart(None))
+    rendered = objects_by_kind(render_chart(None))
+    default = part(rendered, None)
     expected_default = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"}
     expected_default |= policy_checks.KINDS
     if set(default) != expected_default:
         raise CheckFailed(f"default render has kinds {sorted(default)}, expected {sorted(expected_default)}")
     check_daemonset_invariants(one(default, "DaemonSet", "chart"), "chart (default values)")
     check_bindings(default, "chart (default values)")
-    check_policy(default, "chart (default values)")
+    check_policy(rendered, "chart (default values)")
+    cleanup_env = check_node_cleanup(part(rendered, NODE_CLEANUP), "chart (default values)")
+    want = {"LP_NODE_GONE_GRACE": "10m", "LP_LEASE_NAME": "local-pv-provisioner-node-cleanup", "LP_METRICS_ADDR": ":8081"}
+    expect_equal({k: cleanup_env.get(k) for k in want}, want, "rendered", "expected", "node-cleanup environment (default values)")
     no_policy = {doc["kind"] for doc in render_chart({"admissionPolicy": {"enabled": False}})}
     if no_policy & policy_checks.KINDS:
         raise CheckFailed("admissionPolicy.enabled=false still renders the node restriction policy")
+    no_cleanup = [f"{d['kind']} {d['metadata']['name']}" for d in render_chart({"nodeCleanup": {"enabled": False}})
+                  if policy_checks.component(d) == NODE_CLEANUP]
+    if no_cleanup:
+        raise CheckFailed(f"nodeCleanup.enabled=false still renders {no_cleanup}")
 
-    all_on = objects_by_kind(render_chart(ALL_ON_VALUES))
+    all_on = part(objects_by_kind(render_chart(ALL_ON_VALUES)), None)
     expected_all = expected_default | {"ConfigMap", "StorageClass", "Service", "ServiceMonitor", "PodMonitor"}
     if set(all_on) != expected_all:
         raise CheckFailed(f"all-on render has kinds {sorted(all_on)}, expected {sorted(expected_all)}")
@@ -439,11 +561,21 @@ def check_render(ctx: Context) -> str:
     check_device_classes(all_on)
     check_daemonset_invariants(one(all_on, "DaemonSet", "chart"), "chart (all on)")
 
-    custom = objects_by_kind(render_chart(CUSTOM_VALUES, name="custom", namespace="storage"))
+    custom_all = objects_by_kind(render_chart(CUSTOM_VALUES, name="custom", namespace="storage"))
+    custom = part(custom_all, None)
     ds = one(custom, "DaemonSet", "chart (custom)")
     check_daemonset_invariants(ds, "chart (custom values)")
     check_bindings(custom, "chart (custom values)")
-    check_policy(custom, "chart (custom values)")
+    check_policy(custom_all, "chart (custom values)")
+    cleanup = part(custom_all, NODE_CLEANUP)
+    cleanup_env = check_node_cleanup(cleanup, "chart (custom values)")
+    want = {"LP_NODE_GONE_GRACE": "1h", "LP_LEASE_NAME": "lpp-node-cleanup", "LP_METRICS_ADDR": ":9103", "LP_DEVELOPMENT": "true"}
+    expect_equal({k: cleanup_env.get(k) for k in want}, want, "rendered", "expected", "custom values: node-cleanup environment")
+    deploy = one(cleanup, "Deployment", "chart (custom)")
+    cleanup_pod = deploy["spec"]["template"]["spec"]
+    if (deploy["spec"]["replicas"], cleanup_pod["serviceAccountName"], cleanup_pod.get("priorityClassName"),
+            cleanup_pod.get("affinity")) != (3, "lpp-cleanup", "cluster-services", {"nodeAffinity": {}}):
+        raise CheckFailed("custom values: node-cleanup replicas, ServiceAccount, priority class or affinity not applied")
     pod = ds["spec"]["template"]["spec"]
     c = pod["containers"][0]
     env = {e["name"]: e.get("value") for e in c["env"]}
@@ -464,15 +596,16 @@ def check_render(ctx: Context) -> str:
     if svc["spec"]["ports"][0]["port"] != 9102:
         raise CheckFailed("custom values: Service port does not follow metrics.port")
 
-    # serviceAccount.create=false needs a name
-    try:
-        render_chart({"serviceAccount": {"create": False}})
-    except CheckFailed:
-        pass
-    else:
-        raise CheckFailed("serviceAccount.create=false without a name was rendered")
+    # serviceAccount.create=false needs a name (also node-cleanup's)
+    for account in ({"serviceAccount": {"create": False}}, {"nodeCleanup": {"serviceAccount": {"create": False}}}):
+        try:
+            render_chart(account)
+        except CheckFailed:
+            pass
+        else:
+            raise CheckFailed(f"{account} without a name was rendered")
 
-    ctx.chart_default = [d for docs in default.values() for d in docs]
+    ctx.chart_default = [d for docs in rendered.values() for d in docs]
     ctx.chart_all_on = [d for docs in all_on.values() for d in docs]
     return f"default: {len(ctx.chart_default)} objects; all optional on: {len(ctx.chart_all_on)}; custom values ok"
 
@@ -589,11 +722,13 @@ def check_schema(ctx: Context) -> str:
 def check_kustomize(ctx: Context) -> str:
     default = kustomize("config/default")
     samples = kustomize("config/samples")
-    objs = objects_by_kind(default)
+    every = objects_by_kind(default)
+    objs = part(every, None)
     expected = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"}
     expected |= policy_checks.KINDS
     if set(objs) != expected:
         raise CheckFailed(f"config/default has kinds {sorted(objs)}, expected {sorted(expected)}")
+    check_node_cleanup(part(every, NODE_CLEANUP), "config/default (node-cleanup)")
     ns = one(objs, "Namespace", "config/default")["metadata"]["name"]
     for doc in default:
         # kustomize also puts the policy kinds into the namespace (its schema
@@ -603,7 +738,7 @@ def check_kustomize(ctx: Context) -> str:
             raise CheckFailed(f"config/default: {doc['kind']} {doc['metadata']['name']} is not in namespace {ns}")
     check_daemonset_invariants(one(objs, "DaemonSet", "config/default"), "config/default")
     check_bindings(objs, "config/default")
-    check_policy(objs, "config/default")
+    check_policy(every, "config/default")
     try:
         policy_checks.check_edited_namespace(ROOT, kustomize, objects_by_kind)
     except policy_checks.PolicyProblem as err:
@@ -627,8 +762,10 @@ def check_kustomize(ctx: Context) -> str:
 def check_drift(ctx: Context) -> str:
     if ctx.chart_default is None or ctx.chart_all_on is None or ctx.kustomize_default is None or ctx.kustomize_samples is None:
         raise CheckFailed("skipped: an earlier render failed")
-    chart = objects_by_kind(ctx.chart_default)
-    kust = objects_by_kind(ctx.kustomize_default)
+    chart_every = objects_by_kind(ctx.chart_default)
+    kust_every = objects_by_kind(ctx.kustomize_default)
+    chart, kust = part(chart_every, None), part(kust_every, None)
+    chart_cleanup, kust_cleanup = part(chart_every, NODE_CLEANUP), part(kust_every, NODE_CLEANUP)
     failures: list[str] = []
 
     def compare(a: Any, b: Any, what: str) -> None:
@@ -645,12 +782,25 @@ def check_drift(ctx: Context) -> str:
         chart_rbac = None
     else:
         compare(chart_rbac, kust_rbac, "RBAC rules (ClusterRole and Role)")
+    try:
+        cleanup_rbac = rbac_rows(chart_cleanup, "chart (node-cleanup)", NODE_CLEANUP)
+        compare(cleanup_rbac, rbac_rows(kust_cleanup, "config/node-cleanup", NODE_CLEANUP),
+                "node-cleanup RBAC rules (ClusterRole and Role)")
+    except CheckFailed as err:
+        failures.append(str(err))
+        chart_rbac = None
+    else:
+        if chart_rbac is not None:
+            chart_rbac = chart_rbac + cleanup_rbac
     compare(pod_spec_view(one(chart, "DaemonSet", "chart")), pod_spec_view(one(kust, "DaemonSet", "kustomize")),
             "DaemonSet pod specs (image aside)")
+    compare(deployment_view(one(chart_cleanup, "Deployment", "chart")),
+            deployment_view(one(kust_cleanup, "Deployment", "kustomize")),
+            "node-cleanup Deployment pod specs (image aside)")
     try:
-        compare(policy_checks.view(chart, "chart"), policy_checks.view(kust, "kustomize"),
-                "node restriction policies and bindings (labels aside)")
-        policy = policy_checks.dump(chart, kust)
+        compare(policy_checks.view(chart_every, "chart"), policy_checks.view(kust_every, "kustomize"),
+                "admission policies and bindings (labels aside)")
+        policy = policy_checks.dump(chart_every, kust_every)
     except policy_checks.PolicyProblem as err:
         failures.append(str(err))
         policy = None
@@ -676,7 +826,8 @@ def check_drift(ctx: Context) -> str:
     if failures:
         raise CheckFailed("chart and kustomize drifted apart:\n" + "\n".join(failures))
     ctx.rbac, ctx.policy = chart_rbac, policy
-    return f"RBAC ({len(chart_rbac or [])} rules), DaemonSet pod spec, node restriction policy, samples identical"
+    return (f"RBAC ({len(chart_rbac or [])} rules of the provisioner and node-cleanup), DaemonSet and "
+            "node-cleanup Deployment pod specs, admission policies, samples identical")
 
 
 def check_policy(objs: dict[str, list[dict[str, Any]]], source: str) -> None:

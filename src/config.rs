@@ -44,6 +44,16 @@ pub enum Command {
     /// Read-only, through the usual kubeconfig. Run as an executable named
     /// `kubectl-local_pv`, the program is this subcommand.
     Status(StatusArgs),
+    /// Release the PersistentVolumes of Nodes gone for good.
+    ///
+    /// Run as a small Deployment with leader election (a Lease in
+    /// `--namespace-name`): the leader watches Nodes and this program's PVs,
+    /// marks a PV whose Node is absent (`…/node-gone-since`), and once the
+    /// Node has been absent for `--node-gone-grace` releases the PV without
+    /// a wipe (the disk left with the node): records why, removes the
+    /// cleanup finalizer, deletes the PV and, where the PV says so, its
+    /// claim.
+    NodeCleanup(NodeCleanupArgs),
 }
 
 /// Flags of the controller (the default command).
@@ -93,6 +103,35 @@ pub struct ControllerArgs {
     /// This pod's name, recorded as the reporting instance of Events.
     #[arg(long, env = "LP_POD_NAME")]
     pub pod_name: Option<String>,
+}
+
+/// Flags of the `node-cleanup` controller.
+#[derive(Debug, Args)]
+pub struct NodeCleanupArgs {
+    /// How long a PV's Node must be absent before its PVs are released
+    /// without a wipe (Go duration: `30s`, `10m`, `1h`).
+    #[arg(long, env = "LP_NODE_GONE_GRACE", default_value = "10m", value_parser = parse_go_duration)]
+    pub node_gone_grace: Duration,
+    /// The namespace of the leader election Lease, normally the pod's own (required).
+    #[arg(long, env = "LP_NAMESPACE_NAME", required = true)]
+    pub namespace_name: String,
+    /// This pod's name: the Lease holder identity and the reporting
+    /// instance of Events (default: the hostname).
+    #[arg(long, env = "LP_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Bind address for the metrics and health endpoints (Go style, `:8081` means every interface).
+    #[arg(long, env = "LP_METRICS_ADDR", default_value = ":8081", value_parser = parse_listen_addr)]
+    pub metrics_addr: SocketAddr,
+    /// Human-readable logs at debug level instead of JSON at info level.
+    #[arg(long, env = "LP_DEVELOPMENT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub development: bool,
+    /// Name of the leader election Lease in `--namespace-name`.
+    #[arg(
+        long,
+        env = "LP_LEASE_NAME",
+        default_value = "local-pv-provisioner-node-cleanup"
+    )]
+    pub lease_name: String,
 }
 
 /// Flags of the `scan` dry run.
@@ -379,6 +418,26 @@ mod tests {
     #[test]
     fn missing_required_flag_is_an_error() {
         let error = Cli::try_parse_from(["local-pv-provisioner", "--node-name=n1"]).unwrap_err();
+        assert!(error.to_string().contains("--namespace-name"), "{error}");
+    }
+
+    #[test]
+    fn node_cleanup_takes_its_own_flags() {
+        let cli = Cli::try_parse_from([
+            "local-pv-provisioner",
+            "node-cleanup",
+            "--namespace-name=ns",
+            "--node-gone-grace=2s",
+        ])
+        .unwrap();
+        let Some(Command::NodeCleanup(args)) = cli.command else {
+            panic!("not node-cleanup: {:?}", cli.command);
+        };
+        assert_eq!(args.node_gone_grace, Duration::from_secs(2));
+        assert_eq!(args.metrics_addr.port(), 8081);
+        assert_eq!(args.lease_name, "local-pv-provisioner-node-cleanup");
+        assert!(!args.development);
+        let error = Cli::try_parse_from(["local-pv-provisioner", "node-cleanup"]).unwrap_err();
         assert!(error.to_string().contains("--namespace-name"), "{error}");
     }
 

@@ -1,6 +1,6 @@
 //! Entry point: parse flags, then run the `scan` dry run, the `status`
-//! report (also as the kubectl plugin `kubectl-local_pv`) or the controller
-//! until SIGTERM or SIGINT.
+//! report (also as the kubectl plugin `kubectl-local_pv`), the
+//! `node-cleanup` mode or the controller until SIGTERM or SIGINT.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -10,7 +10,7 @@ use clap::error::ErrorKind;
 use local_pv_provisioner::cli::scan::run_scan;
 use local_pv_provisioner::cli::status::run_status;
 use local_pv_provisioner::config::{Cli, Command, ControllerSettings};
-use local_pv_provisioner::controller::provisioner;
+use local_pv_provisioner::controller::{node_cleanup, provisioner};
 use local_pv_provisioner::observe::health::Health;
 use local_pv_provisioner::observe::metrics::Metrics;
 use local_pv_provisioner::observe::server;
@@ -44,6 +44,28 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Scan(args)) => print_or_fail(run_scan(&args)),
         Some(Command::Status(args)) => print_or_fail(run_status(&args)),
+        Some(Command::NodeCleanup(args)) => {
+            let settings = match node_cleanup::Settings::from_args(args) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(settings.development);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(run_node_cleanup(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let settings = match cli.controller.into_settings() {
                 Ok(settings) => settings,
@@ -114,16 +136,19 @@ fn init_logging(development: bool) {
     }
 }
 
-async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
+/// The Kubernetes client of the in-cluster configuration, `KUBECONFIG` or
+/// `~/.kube/config`.
+async fn client() -> Result<kube::Client, String> {
     let config = kube::Config::infer()
         .await
         .map_err(|error| format!("cannot find the cluster configuration (in-cluster, KUBECONFIG or ~/.kube/config): {error}"))?;
-    let client = kube::Client::try_from(config)
-        .map_err(|error| format!("cannot build the Kubernetes client: {error}"))?;
-    let metrics = Metrics::new(&settings.node_name);
-    let health = Health::default();
-    let (stop, stopped) = watch::channel(false);
+    kube::Client::try_from(config)
+        .map_err(|error| format!("cannot build the Kubernetes client: {error}"))
+}
 
+/// A channel that turns true on SIGTERM or SIGINT.
+fn stop_on_signals() -> Result<watch::Receiver<bool>, String> {
+    let (stop, stopped) = watch::channel(false);
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|error| format!("cannot handle SIGTERM: {error}"))?;
     let mut interrupt = signal(SignalKind::interrupt())
@@ -135,6 +160,42 @@ async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
         }
         let _ = stop.send(true);
     });
+    Ok(stopped)
+}
+
+async fn run_node_cleanup(settings: node_cleanup::Settings) -> Result<(), String> {
+    let client = client().await?;
+    let stopped = stop_on_signals()?;
+    let metrics = node_cleanup::NodeCleanupMetrics::new();
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let mut stopped = stopped.clone();
+        let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+            .await
+            .map_err(|error| format!("cannot listen on {}: {error}", settings.metrics_addr))?;
+        let addr = listener.local_addr().unwrap_or(settings.metrics_addr);
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(node_cleanup::serve(
+            listener,
+            metrics.clone(),
+            ready.clone(),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ))
+    };
+    tracing::info!(namespace = %settings.namespace, grace = ?settings.grace, identity = %settings.identity, "starting node-cleanup");
+    let outcome = node_cleanup::run(client, settings, metrics, ready, stopped).await;
+    server.abort();
+    tracing::info!("stopped");
+    outcome
+}
+
+async fn run_controller(settings: ControllerSettings) -> Result<(), String> {
+    let client = client().await?;
+    let metrics = Metrics::new(&settings.node_name);
+    let health = Health::default();
+    let stopped = stop_on_signals()?;
 
     let server = {
         let mut stopped = stopped.clone();

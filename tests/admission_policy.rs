@@ -12,7 +12,12 @@
 //! - `fake`: the fake API server enforcing the policy for a bearer token;
 //! - `program`: the real binary through a lifecycle with a node-bound token
 //!   (no request denied) and with a token that names no node (every PV write
-//!   denied, fail closed).
+//!   denied, fail closed);
+//! - `node_cleanup`: node-cleanup's restriction (the second policy): its
+//!   fixtures against both renderings (it may remove the cleanup finalizer,
+//!   set this program's annotations and delete this program's PVs; never
+//!   create a PV, change a spec, a label or a foreign annotation), and the
+//!   real `node-cleanup` binary through a release with no write denied.
 //!
 //! Not emulated: type checking against the OpenAPI schema and the CEL cost;
 //! the expressions iterate only over lists inside the one object (no list
@@ -22,6 +27,8 @@ mod support;
 
 #[path = "admission_policy/fake.rs"]
 mod fake;
+#[path = "admission_policy/node_cleanup.rs"]
+mod node_cleanup;
 #[path = "admission_policy/program.rs"]
 mod program;
 #[path = "admission_policy/table.rs"]

@@ -7,6 +7,13 @@
 //! the controller's. The recorded (group, resource, verb, scope) set must
 //! equal the rules of `config/rbac` (which `.ci/check_deploy.py` proves
 //! identical to the Helm chart's).
+//!
+//! The same for `node-cleanup`: the mode runs alone through its whole
+//! work (the Lease taken and handed back, a Node gone for good, its PV
+//! marked, recorded, reported, its claim and the PV deleted, the finalizer
+//! removed), and the calls it made must equal its rows (`component`
+//! `node-cleanup`) of `target/deploy-rbac.json`, which `.ci/check_deploy.py
+//! --dump-rbac` writes after proving chart and `config/node-cleanup` equal.
 
 mod support;
 
@@ -163,4 +170,127 @@ fn used_permissions(world: &World, namespace: &str) -> BTreeSet<Permission> {
             )
         })
         .collect()
+}
+
+/// node-cleanup's rules from the dump of `.ci/check_deploy.py --dump-rbac
+/// target/deploy-rbac.json` (rows of component `node-cleanup`).
+fn node_cleanup_granted() -> BTreeSet<Permission> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/deploy-rbac.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}\nIt is written by `python3 .ci/check_deploy.py --dump-rbac target/deploy-rbac.json` \
+             (which .ci/prepare runs before `cargo test`); run that first",
+            path.display()
+        )
+    });
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).expect("a JSON list of rules");
+    let mut permissions = BTreeSet::new();
+    for row in rows.iter().filter(|row| row["component"] == "node-cleanup") {
+        for verb in row["verbs"].as_array().expect("verbs") {
+            permissions.insert((
+                row["apiGroup"].as_str().expect("apiGroup").to_string(),
+                row["resource"].as_str().expect("resource").to_string(),
+                verb.as_str().expect("a verb").to_string(),
+                row["namespaced"].as_bool().expect("namespaced"),
+            ));
+        }
+    }
+    assert!(
+        !permissions.is_empty(),
+        "{}: no rule of component node-cleanup (a stale dump?)",
+        path.display()
+    );
+    permissions
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cleanup_is_granted_exactly_the_calls_it_makes() {
+    let world = World::fake().await;
+    let namespace = world.namespace().to_string();
+    let node = world.add_node("node-gone", None).await;
+    world.add_node("node-alive", None).await;
+    let pv = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {
+            "name": "local-node-gone-disk0",
+            "labels": {"local-pv-provisioner.cybozu.io/node": "node-gone"},
+            "annotations": {
+                "local-pv-provisioner.cybozu.io/node-name": "node-gone",
+                "local-pv-provisioner.cybozu.io/delete-claims-on-node-gone": "true",
+            },
+            "finalizers": ["local-pv-provisioner.cybozu.io/cleanup"],
+        },
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "local": {"path": "/dev/disk/by-path/disk0"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-gone"]},
+            ]}]}},
+        },
+    });
+    world.create_foreign_pv(pv);
+    world
+        .create_claim("data", "1Gi", Some("local-node-gone-disk0"))
+        .await;
+    world
+        .server()
+        .bind_pv("local-node-gone-disk0", &namespace, "data");
+    let mut process =
+        world.start_node_cleanup("cleanup-0", vec![("LP_NODE_GONE_GRACE", "1s".into())]);
+    eventually("node-cleanup leading", WAIT, || async {
+        (process
+            .metric("local_pv_provisioner_node_cleanup_leader ")
+            .await
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    world.delete_node(&node).await;
+    eventually("the PV released", WAIT, || async {
+        let pv = world.pv("local-node-gone-disk0").await;
+        let held = pv.is_some_and(|pv| {
+            let finalizers = pv.metadata.finalizers.unwrap_or_default();
+            finalizers
+                .iter()
+                .any(|f| f == "local-pv-provisioner.cybozu.io/cleanup")
+        });
+        (!held).then_some(())
+    })
+    .await;
+    world.wait_for_event("NodeGone").await;
+    eventually("the claim deleted", WAIT, || async {
+        world.claim("data").await.is_none().then_some(())
+    })
+    .await;
+    // Stopped, it hands the Lease back (a patch).
+    let status = process.stop_with(nix::sys::signal::Signal::SIGTERM);
+    assert!(status.success(), "{status:?}");
+
+    let used: BTreeSet<Permission> = world
+        .server()
+        .requests()
+        .iter()
+        .filter(|r| !r.resource.is_empty())
+        // The test's own deletion of the Node (a world deletes through its client).
+        .filter(|r| !(r.resource == "nodes" && r.verb == "delete"))
+        .map(|r| {
+            let namespaced =
+                r.namespace.as_deref() == Some(namespace.as_str()) && r.resource == "leases";
+            (
+                r.group.clone(),
+                r.resource.clone(),
+                r.verb.clone(),
+                namespaced,
+            )
+        })
+        .collect();
+    let rules = node_cleanup_granted();
+    let unused: Vec<_> = rules.difference(&used).collect();
+    let missing: Vec<_> = used.difference(&rules).collect();
+    assert!(
+        unused.is_empty() && missing.is_empty(),
+        "node-cleanup's RBAC differs from the calls it made.\n granted but never used: {unused:?}\n used but not granted: {missing:?}"
+    );
 }

@@ -187,7 +187,7 @@ fn compare(size: u64, backing: Backing, rounds: usize) -> Option<Compared> {
     let mut report = None;
     let wipe = || {
         let started = Instant::now();
-        let done = wipe_device(&request, ZeroMethod::WriteZeroes, &cancel).expect("wipe");
+        let done = wipe_device(&request, ZeroMethod::WriteZeroes, &cancel, &|_| {}).expect("wipe");
         assert_eq!(done.regions, regions, "the wipe's regions");
         (started.elapsed(), done)
     };

@@ -33,6 +33,8 @@ pub struct Context {
     pub trigger: Arc<Notify>,
     /// Devices with a wipe in flight.
     pub wipes: WipesInFlight,
+    /// Turns of full wipes (`--max-concurrent-wipes` at once).
+    pub full_wipes: tokio::sync::Semaphore,
     /// Set at shutdown: wipes stop between two writes.
     pub cancel: Arc<AtomicBool>,
     /// PVs (by UID) whose cleanup failed, waiting for their retry.
@@ -60,6 +62,7 @@ impl Context {
         pv_relists: Arc<AtomicU64>,
         trigger: Arc<Notify>,
     ) -> Self {
+        let full_wipes = usize::from(settings.max_concurrent_wipes);
         Context {
             label_value: crate::objects::naming::node_label_value(&settings.node_name),
             settings,
@@ -69,6 +72,7 @@ impl Context {
             pv_relists,
             trigger,
             wipes: WipesInFlight::default(),
+            full_wipes: tokio::sync::Semaphore::new(full_wipes),
             cancel: Arc::new(AtomicBool::new(false)),
             cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
             released: Mutex::default(),

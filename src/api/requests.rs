@@ -155,12 +155,13 @@ impl ApiRequests {
     }
 
     /// Adds `annotations` to the PV, only if it still has the
-    /// resourceVersion of `current` (else `Ok(false)`: it changed meanwhile).
+    /// resourceVersion of `current`: the PV as patched, or `Ok(None)` when it
+    /// changed meanwhile.
     pub async fn annotate_pv(
         &self,
         current: &PersistentVolume,
         annotations: &BTreeMap<String, String>,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<Option<PersistentVolume>, ApiError> {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": current.metadata.resource_version,
@@ -173,8 +174,8 @@ impl ApiRequests {
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await;
         match patched {
-            Ok(_) => Ok(true),
-            Err(error) if status_code(&error) == Some(409) => Ok(false),
+            Ok(patched) => Ok(Some(patched)),
+            Err(error) if status_code(&error) == Some(409) => Ok(None),
             Err(error) => Err(self.failed(Operation::PatchPv, error)),
         }
     }

@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::decide::{self, ApplyStep, CleanupStep};
+use super::progress;
 use crate::api::context::Context;
 use crate::api::watch::Subscription;
 use crate::cleanup::adopt;
@@ -45,6 +46,7 @@ use crate::error::{ApiError, Operation};
 use crate::objects::pv::{
     self, CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION,
 };
+use crate::objects::spec::WipeMode;
 use crate::observe::history::{self, WipeRecord};
 use crate::provision::plan::ExistingPv;
 
@@ -174,9 +176,10 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
     let name = pv.metadata.name.as_deref().unwrap_or_default();
     match decide::apply_step(pv, &ctx.settings.node_name, ctx.is_paused()) {
         ApplyStep::Nothing => {}
+        ApplyStep::Keep => ctx.reporter.kept(pv),
         ApplyStep::Adopt => {
             let identity = adoption(pv, ctx).await?;
-            if ctx.api.annotate_pv(pv, &identity).await? {
+            if ctx.api.annotate_pv(pv, &identity).await?.is_some() {
                 ctx.reporter.adopted(pv, &identity);
             }
         }
@@ -188,7 +191,7 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
                     Timestamp::now().to_string(),
                 ),
             ]);
-            if ctx.api.annotate_pv(pv, &record).await? {
+            if ctx.api.annotate_pv(pv, &record).await?.is_some() {
                 ctx.reporter.claimed(pv, &claim);
             }
         }
@@ -241,7 +244,7 @@ async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
                 Timestamp::now()
             );
             let record = BTreeMap::from([(WIPE_SKIPPED_ANNOTATION.to_string(), note)]);
-            if !ctx.api.annotate_pv(pv, &record).await? {
+            if ctx.api.annotate_pv(pv, &record).await?.is_none() {
                 return Err(CleanupError::Finalizer(
                     "the PV changed while being released; looking again".into(),
                 ));
@@ -276,8 +279,19 @@ async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action
     let Some(_claim) = DeviceClaim::new(ctx, request.number) else {
         return Err(CleanupError::RetryLater(DEVICE_BUSY_RETRY));
     };
-    ctx.reporter.wipe_started(&pv, &request.path);
-    let report = wipe_off_runtime(request, ctx).await?;
+    // Full wipes take their turn (--max-concurrent-wipes); signature wipes
+    // are short and never wait.
+    let _turn = match request.mode {
+        WipeMode::Full => Some(
+            ctx.full_wipes
+                .acquire()
+                .await
+                .map_err(|_| CleanupError::Wipe(WipeError::Cancelled))?,
+        ),
+        WipeMode::Signatures => None,
+    };
+    ctx.reporter.wipe_started(&pv, &request);
+    let report = wipe_off_runtime(request, &pv, ctx).await?;
     ctx.reporter.wipe_completed(&pv, &report);
     let wipe = WipeRecord {
         at: Timestamp::now().to_string(),
@@ -319,12 +333,38 @@ async fn wipe_request(pv: &PersistentVolume, ctx: &Context) -> Result<WipeReques
     Ok(WipeRequest::from_pv(&adopted, &owner)?)
 }
 
-/// Runs the blocking wipe on a blocking thread.
-async fn wipe_off_runtime(request: WipeRequest, ctx: &Context) -> Result<WipeReport, WipeError> {
+/// Runs the blocking wipe on a blocking thread; a full wipe's progress is
+/// reported while it runs ([`progress`]).
+async fn wipe_off_runtime(
+    request: WipeRequest,
+    pv: &PersistentVolume,
+    ctx: &Context,
+) -> Result<WipeReport, WipeError> {
     let cancel = ctx.cancel.clone();
     let method = ctx.settings.wipe_method;
-    let wiped =
-        tokio::task::spawn_blocking(move || wipe::wipe_device(&request, method, &cancel)).await;
+    let (done, mut heard) = tokio::sync::watch::channel(request.resume_from);
+    let total = request.size_bytes;
+    let full = request.mode == WipeMode::Full;
+    let mut wiping = tokio::task::spawn_blocking(move || {
+        let report = |offset: u64| {
+            done.send_replace(offset);
+        };
+        wipe::wipe_device(&request, method, &cancel, &report)
+    });
+    let mut reporter = progress::Progress::new(pv, total, ctx);
+    let wiped = loop {
+        tokio::select! {
+            joined = &mut wiping => break joined,
+            changed = heard.changed(), if full => {
+                if changed.is_err() {
+                    break (&mut wiping).await;
+                }
+                let offset = *heard.borrow_and_update();
+                reporter.record(offset).await;
+            }
+        }
+    };
+    reporter.finish();
     wiped.unwrap_or_else(|join_error| {
         Err(WipeError::Io {
             step: "running the wipe".into(),

@@ -4,7 +4,11 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 
 use crate::cleanup::adopt::is_upstream_pv;
-use crate::objects::pv::{CLAIMED_BY_ANNOTATION, WIPE_STARTED_AT_ANNOTATION, annotation};
+use crate::objects::pv::{
+    CLAIMED_BY_ANNOTATION, RELEASE_POLICY_ANNOTATION, WIPE_REQUESTED_ANNOTATION,
+    WIPE_STARTED_AT_ANNOTATION, annotation,
+};
+use crate::objects::spec::ReleasePolicy;
 
 /// For a PV of this node that is not being deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +20,9 @@ pub enum ApplyStep {
     /// Released (or marked by an interrupted wipe of an older version):
     /// delete it, so the finalizer's cleanup wipes it.
     StartCleanup,
+    /// Released under the release policy `Keep`, no wipe requested: keep
+    /// it, with its data, and say so.
+    Keep,
     /// Nothing to do until it changes.
     Nothing,
 }
@@ -53,11 +60,37 @@ pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
     annotation(pv, WIPE_STARTED_AT_ANNOTATION).is_some()
 }
 
-/// Whether a PV must be cleaned: Released, or marked by an interrupted wipe
-/// and not bound to a claim; never while being deleted (that is the
-/// finalizer's cleanup).
+/// The release policy recorded on a PV at its creation: `Wipe` without one
+/// (PVs made before policies keep today's fate); `Keep` when the value is
+/// not a policy (data is never destroyed on a guess; a wipe request or
+/// deleting the PV still wipes it).
+pub fn release_policy(pv: &PersistentVolume) -> ReleasePolicy {
+    match annotation(pv, RELEASE_POLICY_ANNOTATION) {
+        None => ReleasePolicy::Wipe,
+        Some(text) => ReleasePolicy::parse(text).unwrap_or(ReleasePolicy::Keep),
+    }
+}
+
+/// Whether an admin asked for a kept PV's wipe (`wipe-requested: "true"`).
+pub fn wipe_requested(pv: &PersistentVolume) -> bool {
+    annotation(pv, WIPE_REQUESTED_ANNOTATION) == Some("true")
+}
+
+/// Whether a PV is kept: Released under the policy `Keep`, no wipe asked
+/// for, not being deleted.
+pub fn is_kept(pv: &PersistentVolume) -> bool {
+    pv.metadata.deletion_timestamp.is_none()
+        && phase(pv) == Some("Released")
+        && release_policy(pv) == ReleasePolicy::Keep
+        && !wipe_requested(pv)
+}
+
+/// Whether a PV must be cleaned: Released (and not kept), or marked by an
+/// interrupted wipe and not bound to a claim; never while being deleted
+/// (that is the finalizer's cleanup).
 pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
     pv.metadata.deletion_timestamp.is_none()
+        && !is_kept(pv)
         && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
 }
 
@@ -84,6 +117,9 @@ pub fn apply_step(pv: &PersistentVolume, node_name: &str, paused: bool) -> Apply
     }
     if needs_cleanup(pv) && !paused {
         return ApplyStep::StartCleanup;
+    }
+    if is_kept(pv) {
+        return ApplyStep::Keep;
     }
     ApplyStep::Nothing
 }
@@ -199,5 +235,41 @@ mod tests {
             cleanup_step(&deleting(pv("Available", false, &mark))),
             CleanupStep::Wipe
         );
+    }
+
+    #[test]
+    fn a_kept_pv_waits_for_its_wipe_request_and_deleting_it_still_wipes() {
+        let keep = [("local-pv-provisioner.cybozu.io/release-policy", "Keep")];
+        let kept = pv("Released", true, &keep);
+        assert!(is_kept(&kept));
+        assert!(!needs_cleanup(&kept));
+        assert_eq!(apply_step(&kept, "n1", false), ApplyStep::Keep);
+        let requested = pv(
+            "Released",
+            true,
+            &[
+                keep[0],
+                ("local-pv-provisioner.cybozu.io/wipe-requested", "true"),
+            ],
+        );
+        assert!(needs_cleanup(&requested));
+        assert_eq!(apply_step(&requested, "n1", false), ApplyStep::StartCleanup);
+        assert_eq!(cleanup_step(&deleting(kept.clone())), CleanupStep::Wipe);
+        assert!(!is_kept(&pv("Bound", true, &keep)));
+        let wipe = pv(
+            "Released",
+            true,
+            &[("local-pv-provisioner.cybozu.io/release-policy", "Wipe")],
+        );
+        assert!(
+            needs_cleanup(&wipe),
+            "Wipe, and no policy at all, as before"
+        );
+        let odd = pv(
+            "Released",
+            true,
+            &[("local-pv-provisioner.cybozu.io/release-policy", "Maybe")],
+        );
+        assert!(is_kept(&odd), "an unreadable policy keeps the data");
     }
 }

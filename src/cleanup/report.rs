@@ -12,8 +12,9 @@ use kube::Resource;
 
 use super::controller::CleanupError;
 use super::decide;
-use crate::device::wipe::{WipeError, WipeReport};
+use crate::device::wipe::{WipeError, WipeReport, WipeRequest};
 use crate::objects::reasons;
+use crate::objects::spec::WipeMode;
 use crate::observe::events::Severity;
 use crate::observe::report::{Reporter, Topic};
 
@@ -39,6 +40,29 @@ impl Reporter {
             reasons::ADOPTED,
             "Adopt",
             &format!("Made by the Go local-pv-provisioner; its device {device} is recorded, so it is wiped and offered again when released"),
+        );
+    }
+
+    /// A Released PV is kept with its data (release policy `Keep`); said
+    /// once per PV.
+    pub fn kept(&self, pv: &PersistentVolume) {
+        let uid = pv.metadata.uid.as_deref().unwrap_or_default();
+        if !self.first_time(uid, Topic::Standing, "kept") {
+            return;
+        }
+        let name = pv.metadata.name.as_deref().unwrap_or_default();
+        tracing::info!(
+            "the PersistentVolume is Released and kept with its data (release policy Keep)"
+        );
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            reasons::KEPT,
+            "Keep",
+            &format!(
+                "Released and kept with its data (release policy Keep): nothing is wiped until you ask, with kubectl annotate pv {name} {}=true, or delete the PersistentVolume (it is wiped before it goes)",
+                crate::objects::pv::WIPE_REQUESTED_ANNOTATION
+            ),
         );
     }
 
@@ -150,10 +174,15 @@ impl Reporter {
             reasons::WIPED,
             "Wipe",
             &format!(
-                "Zeroed bytes {} of {} in {:.3} s and verified; the PersistentVolume goes and the device is offered again",
+                "Zeroed bytes {} of {} in {:.3} s{} and verified; the PersistentVolume goes and the device is offered again",
                 regions.join(", "),
                 report.device.display(),
-                report.elapsed.as_secs_f64()
+                report.elapsed.as_secs_f64(),
+                if report.resumed_from > 0 {
+                    format!(" (resumed at byte {} after a restart)", report.resumed_from)
+                } else {
+                    String::new()
+                }
             ),
         );
     }
@@ -208,21 +237,60 @@ impl Reporter {
         );
     }
 
-    /// A wipe starts.
-    pub fn wipe_started(&self, pv: &PersistentVolume, device: &std::path::Path) {
+    /// A wipe starts (said once per PV): a full wipe resuming after a
+    /// restart says from where.
+    pub fn wipe_started(&self, pv: &PersistentVolume, request: &WipeRequest) {
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
         if !self.first_time(uid, Topic::Started, "") {
             return;
         }
+        let device = request.path.display();
+        let note = match request.mode {
+            WipeMode::Signatures => format!("Wiping {device} before the PersistentVolume goes"),
+            WipeMode::Full if request.resume_from > 0 => format!(
+                "Wiping every byte of {device} before the PersistentVolume goes, resuming from the recorded progress at byte {} of {}",
+                request.resume_from, request.size_bytes
+            ),
+            WipeMode::Full => format!(
+                "Wiping every byte ({} bytes) of {device} before the PersistentVolume goes; progress in the {} annotation",
+                request.size_bytes,
+                crate::objects::pv::WIPE_PROGRESS_ANNOTATION
+            ),
+        };
+        tracing::info!(
+            mode = request.mode.as_str(),
+            resume_from = request.resume_from,
+            "{note}"
+        );
         self.events.publish(
             &pv.object_ref(&()),
             Severity::Normal,
             reasons::WIPE_STARTED,
             "Wipe",
-            &format!(
-                "Wiping {} before the PersistentVolume goes",
-                device.display()
-            ),
+            &note,
+        );
+    }
+
+    /// A full wipe's progress, for the Event at most every few minutes.
+    pub fn wipe_progress(&self, pv: &PersistentVolume, done: u64, total: u64, rate: f64) {
+        let percent = if total == 0 {
+            100.0
+        } else {
+            100.0 * done as f64 / total as f64
+        };
+        let left = (total - done) as f64 / rate.max(1.0);
+        let note = format!(
+            "Wiped {percent:.0}% ({done} of {total} bytes) at {:.0} MiB/s; about {:.0} min left",
+            rate / (1 << 20) as f64,
+            (left / 60.0).ceil()
+        );
+        tracing::info!("{note}");
+        self.events.publish(
+            &pv.object_ref(&()),
+            Severity::Normal,
+            reasons::WIPE_PROGRESS,
+            "Wipe",
+            &note,
         );
     }
 

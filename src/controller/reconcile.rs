@@ -139,6 +139,11 @@ impl Reconciler {
                 .filter(|pv| crate::cleanup::decide::needs_cleanup(pv))
                 .count() as i64,
         );
+        ctx.reporter.metrics.kept_pvs.set(
+            pvs.iter()
+                .filter(|pv| crate::cleanup::decide::is_kept(pv))
+                .count() as i64,
+        );
         let existing = self.provisioning.existing(pvs);
         let full = wake == Wake::Poll;
         let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub wipes_failed: IntCounterVec,
     /// Released PVs of this node waiting for their cleanup to start.
     pub released_pending: IntGauge,
+    /// Released PVs kept with their data (release policy `Keep`).
+    pub kept_pvs: IntGauge,
+    /// A full wipe's progress, 0 to 1, per PV being wiped.
+    pub wipe_progress: prometheus::GaugeVec,
     /// PVs kept although their device is missing (Bound, Released, reserved).
     pub missing_devices: IntGauge,
     /// One series per PV of this node, labelled with what it is and who claims it.
@@ -148,6 +152,8 @@ impl Metrics {
             wipes_skipped: r.counter("wipes_skipped_total", "PersistentVolumes never claimed, released without a wipe."),
             wipes_failed: r.counters("wipe_failures_total", "Wipes that did not complete, by reason (a guard's name, io, cancelled or NotAdoptable).", "reason"),
             released_pending: r.gauge("released_pvs", "Released PersistentVolumes of this node waiting for their cleanup to start."),
+            kept_pvs: r.gauge("kept_pvs", "Released PersistentVolumes of this node kept with their data (release policy Keep) until a wipe is requested."),
+            wipe_progress: r.register(prometheus::GaugeVec::new(r.opts("wipe_progress_ratio", "Progress of each full wipe running on this node, from 0 to 1."), &["persistentvolume"]).expect("valid gauge")),
             missing_devices: r.gauge("missing_devices", "PersistentVolumes of this node kept although their device is missing."),
             volume_info: r.gauges("volume_info", "One series per PersistentVolume of this node: its device, class, mode, phase and claim.", &VOLUME_INFO_LABELS),
             volume_capacity: r.gauges("volume_capacity_bytes", "Capacity of each PersistentVolume of this node, in bytes.", &["persistentvolume"]),
@@ -218,7 +224,7 @@ mod tests {
     fn every_metric_is_named_and_registered_once() {
         let metrics = Metrics::new("node-a");
         let names = metrics.names();
-        assert_eq!(names.len(), 23);
+        assert_eq!(names.len(), 25);
         let unique: std::collections::BTreeSet<&String> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
         assert!(

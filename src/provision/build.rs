@@ -20,10 +20,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::discover::devices::Device;
 use crate::objects::naming::sanitized_label_value;
 use crate::objects::pv::{
-    CLEANUP_FINALIZER, DEVICE_CLASS_LABEL, DEVICE_DIR_ANNOTATION, DEVICE_NAME_FILTER_ANNOTATION,
-    DEVICE_NUMBER_ANNOTATION, DEVICE_SIZE_ANNOTATION, DEVICE_STABLE_ID_ANNOTATION,
-    DEVICE_TYPE_LABEL, FS_TYPE_ANNOTATION, HOSTNAME_LABEL, MODEL_LABEL, NODE_LABEL,
-    NODE_NAME_ANNOTATION, ROTATIONAL_LABEL, VOLUME_MODE_ANNOTATION, WIPE_BYTES_ANNOTATION,
+    CLEANUP_FINALIZER, DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION, DEVICE_CLASS_LABEL,
+    DEVICE_DIR_ANNOTATION, DEVICE_NAME_FILTER_ANNOTATION, DEVICE_NUMBER_ANNOTATION,
+    DEVICE_SIZE_ANNOTATION, DEVICE_STABLE_ID_ANNOTATION, DEVICE_TYPE_LABEL, FS_TYPE_ANNOTATION,
+    HOSTNAME_LABEL, MODEL_LABEL, NODE_LABEL, NODE_NAME_ANNOTATION, RELEASE_POLICY_ANNOTATION,
+    ROTATIONAL_LABEL, VOLUME_MODE_ANNOTATION, WIPE_BANDWIDTH_ANNOTATION, WIPE_BYTES_ANNOTATION,
+    WIPE_MODE_ANNOTATION,
 };
 use crate::objects::spec::PvSpec;
 
@@ -114,6 +116,25 @@ fn recorded_annotations(
     }
     if let Some(fs_type) = spec.fs_type {
         annotations.insert(FS_TYPE_ANNOTATION.to_string(), fs_type.as_str().to_string());
+    }
+    // The lifecycle in force now: a later ConfigMap edit never changes the
+    // fate of data already written.
+    annotations.insert(
+        RELEASE_POLICY_ANNOTATION.to_string(),
+        spec.release_policy.as_str().to_string(),
+    );
+    annotations.insert(
+        WIPE_MODE_ANNOTATION.to_string(),
+        spec.wipe_mode.as_str().to_string(),
+    );
+    if let Some(bandwidth) = spec.wipe_bandwidth {
+        annotations.insert(WIPE_BANDWIDTH_ANNOTATION.to_string(), bandwidth.to_string());
+    }
+    if spec.delete_claims_on_node_gone {
+        annotations.insert(
+            DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION.to_string(),
+            "true".to_string(),
+        );
     }
     annotations
 }
@@ -257,6 +278,8 @@ mod tests {
                     "local-pv-provisioner.cybozu.io/node-name": "node1",
                     "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
                     "local-pv-provisioner.cybozu.io/device-stable-id": "wwid:naa.5000c500a1b2c3d4",
+                    "local-pv-provisioner.cybozu.io/release-policy": "Wipe",
+                    "local-pv-provisioner.cybozu.io/wipe-mode": "Signatures",
                 },
                 "finalizers": ["local-pv-provisioner.cybozu.io/cleanup"],
                 "ownerReferences": [{

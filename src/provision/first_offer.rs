@@ -15,7 +15,7 @@ use crate::device::blockdev::DeviceNumber;
 use crate::device::probe::{ProbeResult, probe_device};
 use crate::device::wipe::{WipeError, WipeRequest, ZeroMethod, wipe_device};
 use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
-use crate::objects::spec::PvSpec;
+use crate::objects::spec::{PvSpec, WipeMode};
 
 /// What a device's identity is for the cache: number, size, stable id.
 type Identity = (DeviceNumber, u64, Option<String>);
@@ -127,8 +127,11 @@ fn examine(
         size_bytes: device.size_bytes,
         stable_id: device.stable_id.clone(),
         head_bytes: rules.wipe_bytes,
+        mode: WipeMode::Signatures,
+        bandwidth: None,
+        resume_from: 0,
     };
-    match wipe_device(&request, rules.method, cancel) {
+    match wipe_device(&request, rules.method, cancel, &|_| {}) {
         Ok(_) => probe_device(&device.resolved).map_err(|error| {
             format!(
                 "cannot probe {} after its wipe: {error}",

@@ -175,7 +175,12 @@ fn check(edit: &Edit, guard: Guard, says: &str, dir: &Path, device: &LoopDevice)
         label_value: NODE,
     };
     let result = WipeRequest::from_pv(&pv, &owner).and_then(|request| {
-        wipe_device(&request, ZeroMethod::WriteZeroes, &AtomicBool::new(false))
+        wipe_device(
+            &request,
+            ZeroMethod::WriteZeroes,
+            &AtomicBool::new(false),
+            &|_| {},
+        )
     });
     match result {
         Err(WipeError::Refused {

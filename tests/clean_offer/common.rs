@@ -124,10 +124,23 @@ pub async fn one_disk(
     wipe_bytes: &str,
     env: Vec<(&str, String)>,
 ) -> OneDisk {
+    one_disk_with(node, size, &[("wipeBytes", wipe_bytes)], env).await
+}
+
+/// Sets up a [`OneDisk`] of `size` bytes whose spec has the extra `keys`,
+/// the program started with `env`.
+pub async fn one_disk_with(
+    node: &str,
+    size: u64,
+    keys: &[(&str, &str)],
+    env: Vec<(&str, String)>,
+) -> OneDisk {
     let world = binding_world().await;
     let disk = blank_disk(&world, "disk0", size);
     let mut spec = world.block_spec(".*");
-    spec.insert("wipeBytes".into(), wipe_bytes.into());
+    for (key, value) in keys {
+        spec.insert(key.to_string(), value.to_string());
+    }
     world.put_configmap("spec", spec).await;
     world.add_node(node, Some("spec")).await;
     let process = world.start(node, env);

@@ -27,7 +27,11 @@
 //! - `upgrade`: PVs of the Go upstream are adopted, cleaned and offered
 //!   again, or refused when their device does not match;
 //! - `vanished`: PVs that change and go at once under a lagging watch cost
-//!   the cleanup controller no later event.
+//!   the cleanup controller no later event;
+//! - `lifecycle`: `releasePolicy: Keep` keeps a Released PV's data until a
+//!   wipe is asked for; `wipeMode: Full` zeroes every byte with progress,
+//!   resumes after SIGKILL from the recorded offset, and stops when the
+//!   device goes missing.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -36,6 +40,7 @@ mod ceph;
 mod common;
 mod data_on_devices;
 mod deleted_by_hand;
+mod lifecycle;
 mod moments;
 mod node_gone;
 mod refused_create;

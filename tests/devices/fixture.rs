@@ -96,7 +96,12 @@ pub fn sparse_disk0(size: u64) -> (LoopDevice, TempDir, WipeRequest) {
 
 /// Wipes as the controller does, never cancelled.
 pub fn wipe(request: &WipeRequest) -> Result<WipeReport, WipeError> {
-    wipe_device(request, ZeroMethod::WriteZeroes, &AtomicBool::new(false))
+    wipe_device(
+        request,
+        ZeroMethod::WriteZeroes,
+        &AtomicBool::new(false),
+        &|_| {},
+    )
 }
 
 /// Makes an ext4 filesystem on `device`.

@@ -124,7 +124,12 @@ fn a_device_smaller_than_the_head_is_zeroed_whole() {
 #[test]
 fn cancelled_wipe_stops_before_writing_more() {
     let (device, _dir, request) = disk0(16 * MIB);
-    let result = wipe_device(&request, ZeroMethod::WriteZeroes, &AtomicBool::new(true));
+    let result = wipe_device(
+        &request,
+        ZeroMethod::WriteZeroes,
+        &AtomicBool::new(true),
+        &|_| {},
+    );
     assert!(matches!(result, Err(WipeError::Cancelled)), "{result:?}");
     assert!(device.read(0, MIB as usize).iter().all(|b| *b == FILL_BYTE));
 }

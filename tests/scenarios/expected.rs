@@ -61,6 +61,8 @@ pub fn expected_disk_a_pv(dir: &str, disk: &LoopDevice, node_uid: &str) -> Value
                 "local-pv-provisioner.cybozu.io/device-stable-id": format!("loop:{}@0", disk.backing_file().display()),
                 "local-pv-provisioner.cybozu.io/node-name": "node-a",
                 "local-pv-provisioner.cybozu.io/wipe-bytes": "104857600",
+                "local-pv-provisioner.cybozu.io/release-policy": "Wipe",
+                "local-pv-provisioner.cybozu.io/wipe-mode": "Signatures",
             },
             "finalizers": [CLEANUP_FINALIZER, PV_PROTECTION],
             "ownerReferences": [{

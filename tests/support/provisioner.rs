@@ -81,6 +81,49 @@ impl ProvisionerProcess {
         }
     }
 
+    /// Starts the binary's `node-cleanup` mode as pod `pod` (the Lease
+    /// holder identity), its Lease in `namespace`, with the flags given
+    /// through `LP_*` variables (`env`, e.g. `LP_NODE_GONE_GRACE`); like
+    /// [`Self::start`] it listens on a port the kernel picks. Its metrics
+    /// carry no `node` label: read them with [`Self::metric`].
+    pub fn start_node_cleanup(
+        kubeconfig: &Path,
+        namespace: &str,
+        pod: &str,
+        env: Vec<(&str, String)>,
+        log_dir: &Path,
+    ) -> Self {
+        let number = STARTED.fetch_add(1, Ordering::Relaxed);
+        let log_path = log_dir.join(format!("node-cleanup-{pod}-{number}.log"));
+        let log = File::create(&log_path).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_local-pv-provisioner"));
+        command
+            .arg("node-cleanup")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", kubeconfig)
+            .env("LP_NAMESPACE_NAME", namespace)
+            .env("LP_METRICS_ADDR", "127.0.0.1:0")
+            .env("LP_POD_NAME", pod)
+            .env("LP_DEVELOPMENT", "true")
+            .env("RUST_LOG", "debug,hyper=info,tower=info,kube_client=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .expect("start local-pv-provisioner node-cleanup");
+        ProvisionerProcess {
+            child: Some(child),
+            node: String::new(),
+            metrics_port: OnceLock::new(),
+            log_path,
+        }
+    }
+
     /// The metrics port, once the process has logged that it serves there.
     fn metrics_port(&self) -> Option<u16> {
         if let Some(port) = self.metrics_port.get() {

@@ -101,3 +101,38 @@ later, where that API is GA.
 {{- else if and (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1") (semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version) }}true
 {{- end }}
 {{- end }}
+
+{{/*
+Full name of the node-cleanup objects: the full name plus "-node-cleanup",
+63 characters at most.
+*/}}
+{{- define "local-pv-provisioner.nodeCleanup.fullname" -}}
+{{- printf "%s-node-cleanup" (include "local-pv-provisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every node-cleanup object.
+*/}}
+{{- define "local-pv-provisioner.nodeCleanup.labels" -}}
+{{ include "local-pv-provisioner.labels" . }}
+app.kubernetes.io/component: node-cleanup
+{{- end }}
+
+{{/*
+Labels that select the node-cleanup pods.
+*/}}
+{{- define "local-pv-provisioner.nodeCleanup.selectorLabels" -}}
+{{ include "local-pv-provisioner.selectorLabels" . }}
+app.kubernetes.io/component: node-cleanup
+{{- end }}
+
+{{/*
+Name of the ServiceAccount the node-cleanup pods run as.
+*/}}
+{{- define "local-pv-provisioner.nodeCleanup.serviceAccountName" -}}
+{{- if .Values.nodeCleanup.serviceAccount.create }}
+{{- default (include "local-pv-provisioner.nodeCleanup.fullname" .) .Values.nodeCleanup.serviceAccount.name }}
+{{- else }}
+{{- required "nodeCleanup.serviceAccount.name is required when nodeCleanup.serviceAccount.create is false" .Values.nodeCleanup.serviceAccount.name }}
+{{- end }}
+{{- end }}

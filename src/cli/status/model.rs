@@ -14,8 +14,8 @@ use super::read::ClusterState;
 use crate::objects::naming::node_label_value;
 use crate::objects::pv::{
     CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, DEVICE_NUMBER_ANNOTATION,
-    DEVICE_STABLE_ID_ANNOTATION, NODE_LABEL, NODE_NAME_ANNOTATION, WIPE_SKIPPED_ANNOTATION,
-    class_of, local_path,
+    DEVICE_STABLE_ID_ANNOTATION, NODE_LABEL, NODE_NAME_ANNOTATION, WIPE_PROGRESS_ANNOTATION,
+    WIPE_SKIPPED_ANNOTATION, class_of, local_path,
 };
 use crate::objects::spec::PV_SPEC_CONFIGMAP_ANNOTATION;
 use crate::observe::history::{DeviceHistory, history_of};
@@ -57,6 +57,10 @@ pub struct VolumeStatus {
     pub pv: String,
     /// Its device class (`default` for the flat keys and older PVs).
     pub class: String,
+    /// Released and kept with its data (release policy `Keep`).
+    pub kept: bool,
+    /// A full wipe's progress (`DONE/TOTAL` bytes), while one runs.
+    pub wipe_progress: Option<String>,
     /// Made by the Go upstream (no node-name annotation).
     pub upstream: bool,
     /// `spec.capacity.storage` as written.
@@ -156,6 +160,8 @@ fn volume(pv: &PersistentVolume, node: &str, pods: &PodIndex<'_>) -> VolumeStatu
         device: local_path(pv).map(str::to_string),
         pv: pv.metadata.name.clone().unwrap_or_default(),
         class: class_of(pv).to_string(),
+        kept: crate::cleanup::decide::is_kept(pv),
+        wipe_progress: annotation(pv, WIPE_PROGRESS_ANNOTATION),
         upstream: annotation(pv, NODE_NAME_ANNOTATION).is_none(),
         capacity_bytes: capacity
             .as_deref()

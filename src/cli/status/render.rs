@@ -99,8 +99,15 @@ fn volume_row(volume: &VolumeStatus, now: Timestamp, wide: bool) -> Vec<String> 
         (Some(bytes), _) => format_capacity(bytes),
         (None, capacity) => or_dash(capacity.as_deref()),
     };
+    let progress = volume.wipe_progress.as_deref().and_then(|progress| {
+        let (done, total) = progress.split_once('/')?;
+        let (done, total) = (done.parse::<f64>().ok()?, total.parse::<f64>().ok()?);
+        (total > 0.0).then(|| format!(" (wiped {:.0}%)", 100.0 * done / total))
+    });
     let phase = if volume.deletion_timestamp.is_some() {
-        "Terminating".to_string()
+        format!("Terminating{}", progress.unwrap_or_default())
+    } else if volume.kept {
+        "Released (kept)".to_string()
     } else {
         or_dash(volume.phase.as_deref())
     };

@@ -48,6 +48,7 @@ use thiserror::Error;
 
 use crate::device::blockdev::{self, AlignedBuffer};
 use crate::device::regions::wipe_regions;
+use crate::objects::spec::WipeMode;
 
 /// Size of one write.
 const CHUNK_BYTES: usize = 8 * 1024 * 1024;
@@ -137,6 +138,7 @@ pub enum WipeError {
     Cancelled,
 }
 
+pub mod full;
 mod guards;
 mod request;
 
@@ -168,16 +170,20 @@ pub enum ZeroMethod {
 pub struct WipeReport {
     /// The device written (resolved path).
     pub device: PathBuf,
-    /// Byte ranges zeroed, in order.
+    /// Byte ranges zeroed, in order (a full wipe: the whole device).
     pub regions: Vec<Range<u64>>,
     /// How the zeros were written.
     pub method: ZeroMethod,
     /// Time taken.
     pub elapsed: Duration,
+    /// The offset a full wipe resumed from (0: it started at the beginning).
+    pub resumed_from: u64,
 }
 
 /// Checks every guard, then zeroes (with `method` first), flushes and
-/// verifies the regions.
+/// verifies what the request's mode covers: the signature regions, or
+/// every byte ([`full`]). `progress` hears, for a full wipe, each offset up
+/// to which the device is zeroed, verified and flushed.
 ///
 /// Blocking: run it on a blocking thread. `cancel` is checked between
 /// writes so shutdown does not wait for a whole wipe.
@@ -185,6 +191,7 @@ pub fn wipe_device(
     request: &WipeRequest,
     method: ZeroMethod,
     cancel: &AtomicBool,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<WipeReport, WipeError> {
     let started = Instant::now();
     let target = check_path(request)?;
@@ -203,6 +210,20 @@ pub fn wipe_device(
         step: "reading the logical block size".into(),
         source,
     })?;
+    if request.mode == WipeMode::Full {
+        return full::wipe_whole(
+            full::Target {
+                request,
+                path: target,
+                file: &locked,
+                size,
+                block,
+            },
+            method,
+            cancel,
+            progress,
+        );
+    }
     let regions = wipe_regions(size, request.head_bytes, block);
     let mut buffer = None;
     let mut method = method;
@@ -222,6 +243,7 @@ pub fn wipe_device(
         regions,
         method,
         elapsed: started.elapsed(),
+        resumed_from: 0,
     })
 }
 

@@ -10,6 +10,7 @@ use super::{Guard, WipeError, refuse};
 use crate::device::blockdev::DeviceNumber;
 use crate::device::regions::DEFAULT_HEAD_BYTES;
 use crate::objects::pv;
+use crate::objects::spec::WipeMode;
 
 /// Everything a wipe needs, taken from the PV and checked by the
 /// [`Guard::OwnedByThisNode`] and [`Guard::RecordedIdentity`] guards.
@@ -29,6 +30,12 @@ pub struct WipeRequest {
     pub stable_id: Option<String>,
     /// Bytes to zero at the head.
     pub head_bytes: u64,
+    /// Signature regions, or every byte.
+    pub mode: WipeMode,
+    /// Bytes per second a full wipe may write.
+    pub bandwidth: Option<u64>,
+    /// The offset a full wipe recorded as done before a restart (0: none).
+    pub resume_from: u64,
 }
 
 /// Facts about this node that decide whether a PV is ours.
@@ -142,5 +149,27 @@ fn read_identity(pv: &PersistentVolume) -> Result<WipeRequest, WipeError> {
         size_bytes,
         stable_id: annotations.get(pv::DEVICE_STABLE_ID_ANNOTATION).cloned(),
         head_bytes,
+        // An unreadable mode wipes everything: never less than was asked.
+        mode: annotations
+            .get(pv::WIPE_MODE_ANNOTATION)
+            .map_or(WipeMode::Signatures, |text| {
+                WipeMode::parse(text).unwrap_or(WipeMode::Full)
+            }),
+        bandwidth: annotations
+            .get(pv::WIPE_BANDWIDTH_ANNOTATION)
+            .and_then(|text| text.parse().ok())
+            .filter(|rate| *rate > 0),
+        resume_from: annotations
+            .get(pv::WIPE_PROGRESS_ANNOTATION)
+            .and_then(|text| recorded_progress(text, size_bytes))
+            .unwrap_or(0),
     })
+}
+
+/// The `DONE` of a `wipe-progress` value `DONE/TOTAL` for a device of
+/// `size` bytes; `None` when it is not one of this device's.
+pub fn recorded_progress(text: &str, size: u64) -> Option<u64> {
+    let (done, total) = text.split_once('/')?;
+    let (done, total): (u64, u64) = (done.parse().ok()?, total.parse().ok()?);
+    (total == size && done <= total).then_some(done)
 }

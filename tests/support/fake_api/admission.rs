@@ -6,9 +6,11 @@
 //! unknown token is refused with 401, and a request without a token runs as
 //! no one in particular (as every request did before tokens existed), which
 //! no policy matches. [`FakeApiServer::enforce_node_policy`] loads the node
-//! restriction from `config/policy` (the chart renders the same, proved by
-//! `tests/admission_policy.rs`) and evaluates it on every create, update,
-//! patch and delete it matches, before the store is touched; a denial is
+//! restriction and node-cleanup's restriction from `config/policy` (the
+//! chart renders the same, proved by `tests/admission_policy.rs`) and
+//! evaluates them on every create, update, patch and delete they match,
+//! before the store is touched (each policy that matches decides; the first
+//! denial is the answer); a denial is
 //! answered like kube-apiserver answers it (403 `Forbidden` with
 //! `ValidatingAdmissionPolicy '…' with binding '…' denied request: …`) and
 //! listed by [`FakeApiServer::admission_denials`] (every matched request, with
@@ -44,6 +46,12 @@ use super::{FakeApiServer, Shared};
 pub const PROVISIONER_SERVICE_ACCOUNT: (&str, &str) =
     ("local-pv-provisioner", "local-pv-provisioner");
 
+/// Namespace and name of node-cleanup's ServiceAccount in
+/// `config/node-cleanup`, the user node-cleanup's restriction in
+/// `config/policy` restricts.
+pub const NODE_CLEANUP_SERVICE_ACCOUNT: (&str, &str) =
+    ("local-pv-provisioner", "local-pv-provisioner-node-cleanup");
+
 /// A request the policy matched, and what it decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmissionDecision {
@@ -68,14 +76,31 @@ pub struct AdmissionDecision {
 #[derive(Default)]
 pub(super) struct Admission {
     tokens: Mutex<HashMap<String, UserInfo>>,
-    /// The policy, and whether a denial refuses the request (`false`: only
-    /// listed, as with the `Audit` action).
-    policy: Mutex<Option<(Arc<AdmissionPolicy>, bool)>>,
+    /// The policies, each with whether a denial refuses the request
+    /// (`false`: only listed, as with the `Audit` action).
+    policy: Mutex<Vec<(Arc<AdmissionPolicy>, bool)>>,
     decisions: Mutex<Vec<AdmissionDecision>>,
 }
 
-/// Reads `config/policy` (the policy and its binding) and compiles it.
+/// Reads `config/policy` (the node restriction and its binding) and compiles it.
 pub fn node_policy_from_config() -> AdmissionPolicy {
+    policy_from_config(
+        "validating_admission_policy.yaml",
+        "validating_admission_policy_binding.yaml",
+    )
+}
+
+/// Reads `config/policy` (node-cleanup's restriction and its binding) and
+/// compiles it.
+pub fn node_cleanup_policy_from_config() -> AdmissionPolicy {
+    policy_from_config(
+        "node_cleanup_admission_policy.yaml",
+        "node_cleanup_admission_policy_binding.yaml",
+    )
+}
+
+/// One policy and its binding of `config/policy`, compiled.
+fn policy_from_config(policy: &str, binding: &str) -> AdmissionPolicy {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy");
     let read = |file: &str| -> Value {
         let path = dir.join(file);
@@ -83,11 +108,8 @@ pub fn node_policy_from_config() -> AdmissionPolicy {
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     };
-    AdmissionPolicy::from_documents(
-        &read("validating_admission_policy.yaml"),
-        &read("validating_admission_policy_binding.yaml"),
-    )
-    .unwrap_or_else(|e| panic!("config/policy: {e}"))
+    AdmissionPolicy::from_documents(&read(policy), &read(binding))
+        .unwrap_or_else(|e| panic!("config/policy/{policy}: {e}"))
 }
 
 /// The user of a request: `Ok(None)` without a bearer token, 401 for a
@@ -123,9 +145,34 @@ pub(super) fn admit(
     old_object: Option<&Value>,
 ) -> Result<(), ApiError> {
     let Some(user) = user else { return Ok(()) };
-    let Some((policy, enforce)) = shared.admission.policy.lock().expect("policy").clone() else {
-        return Ok(());
-    };
+    let policies = shared.admission.policy.lock().expect("policy").clone();
+    for (policy, enforce) in policies {
+        admit_one(
+            shared,
+            &policy,
+            enforce,
+            user,
+            res,
+            subresource,
+            object,
+            old_object,
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs one policy on a write (see [`admit`]).
+#[allow(clippy::too_many_arguments)]
+fn admit_one(
+    shared: &Shared,
+    policy: &AdmissionPolicy,
+    enforce: bool,
+    user: &UserInfo,
+    res: usize,
+    subresource: Option<&str>,
+    object: Option<&Value>,
+    old_object: Option<&Value>,
+) -> Result<(), ApiError> {
     let operation = match (object, old_object) {
         (Some(_), None) => Operation::Create,
         (Some(_), Some(_)) => Operation::Update,
@@ -195,14 +242,35 @@ impl FakeApiServer {
 
     /// Evaluates `policy` on every write it matches and refuses the denied
     /// ones (`enforce`), or only lists them (`!enforce`, like the `Audit`
-    /// action). Replaces an earlier policy; survives restarts.
+    /// action). Replaces earlier policies; survives restarts.
     pub fn set_admission_policy(&self, policy: AdmissionPolicy, enforce: bool) {
-        *self.shared.admission.policy.lock().expect("policy") = Some((Arc::new(policy), enforce));
+        *self.shared.admission.policy.lock().expect("policy") = vec![(Arc::new(policy), enforce)];
     }
 
-    /// Enforces the node restriction of `config/policy` (see the module doc).
+    /// Evaluates `policy` too, besides the policies set before.
+    pub fn add_admission_policy(&self, policy: AdmissionPolicy, enforce: bool) {
+        let mut policies = self.shared.admission.policy.lock().expect("policy");
+        policies.push((Arc::new(policy), enforce));
+    }
+
+    /// Enforces the node restriction and node-cleanup's restriction of
+    /// `config/policy` (see the module doc).
     pub fn enforce_node_policy(&self) {
         self.set_admission_policy(node_policy_from_config(), true);
+        self.add_admission_policy(node_cleanup_policy_from_config(), true);
+    }
+
+    /// Registers (once) and returns a token of node-cleanup's ServiceAccount
+    /// ([`NODE_CLEANUP_SERVICE_ACCOUNT`]) bound to a pod on `node` (a
+    /// Deployment's pod runs on some node too).
+    pub fn node_cleanup_token(&self, node: &str) -> String {
+        let (namespace, name) = NODE_CLEANUP_SERVICE_ACCOUNT;
+        let token = format!("node-cleanup-on-{node}");
+        self.add_token(
+            &token,
+            UserInfo::service_account(namespace, name).on_node(node),
+        );
+        token
     }
 
     /// Every request the policy matched so far, with its decision, oldest

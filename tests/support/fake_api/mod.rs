@@ -12,6 +12,7 @@
 //! - `http`: routing, verbs, discovery, watch streams (and their cuts,
 //!   between or in the middle of events), connection tracking;
 //! - `selectors`: label and field selectors; `patch`: PATCH bodies;
+//!   `apply`: server-side apply and field ownership (leases);
 //! - `faults`: fault rules, latency, request log, request observer;
 //! - `controller`: the controller-manager emulation;
 //! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in);
@@ -21,9 +22,11 @@
 //! Served: core/v1 `namespaces`, `nodes`, `persistentvolumes` (cluster-scoped),
 //! `configmaps`, `persistentvolumeclaims`, `events`, `pods` (stored and
 //! watched, with the `spec.nodeName` field selector; nothing runs them),
-//! `events.k8s.io/v1` `events` (namespaced) and `storage.k8s.io/v1`
-//! `storageclasses` (cluster-scoped), plus `/version`, `/api`, `/apis`,
-//! `/api/v1`, `/apis/events.k8s.io/v1`, `/apis/storage.k8s.io/v1` and
+//! `events.k8s.io/v1` `events` (namespaced), `storage.k8s.io/v1`
+//! `storageclasses` (cluster-scoped) and `coordination.k8s.io/v1` `leases`
+//! (namespaced; with server-side apply and field ownership, `apply`), plus
+//! `/version`, `/api`, `/apis`, `/api/v1`, `/apis/events.k8s.io/v1`,
+//! `/apis/storage.k8s.io/v1`, `/apis/coordination.k8s.io/v1` and
 //! `/healthz`. A
 //! fresh server holds the namespaces `default`, `kube-system`, `kube-public`
 //! and `kube-node-lease`; namespaced objects can only be created in an
@@ -33,7 +36,10 @@
 //! test registers tokens, no RBAC, JSON only; `limit`/`continue` are ignored
 //! (lists are never paginated) and lists ignore
 //! `resourceVersion`/`resourceVersionMatch`; a strategic merge patch is
-//! applied as a merge patch; server-side apply is refused with 415;
+//! applied as a merge patch; server-side apply is served for leases only
+//! (other resources refuse it with 415), and only leases carry
+//! `metadata.managedFields`; a metadata-only request
+//! (`Accept: …;as=PartialObjectMetadata…`) is answered with whole objects;
 //! `DeleteOptions` other than preconditions (propagation policy, grace period,
 //! dry run) are ignored; a watch from a resourceVersion newer than the
 //! current one simply waits; only a few immutability and validation rules
@@ -48,6 +54,7 @@
 //! `Immediate`.
 
 mod admission;
+mod apply;
 mod controller;
 mod faults;
 mod http;
@@ -70,8 +77,9 @@ use tokio::task::JoinHandle;
 // Used by the test files that authenticate or run a policy only.
 #[allow(unused_imports)]
 pub use admission::{
-    AdmissionDecision, AdmissionPolicy, Failure, Operation, Outcome, PROVISIONER_SERVICE_ACCOUNT,
-    Review, UserInfo, node_policy_from_config,
+    AdmissionDecision, AdmissionPolicy, Failure, NODE_CLEANUP_SERVICE_ACCOUNT, Operation, Outcome,
+    PROVISIONER_SERVICE_ACCOUNT, Review, UserInfo, node_cleanup_policy_from_config,
+    node_policy_from_config,
 };
 pub use faults::{FaultRule, RecordedRequest};
 

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 pub(super) use errors::{ApiError, Cause};
 pub(super) use table::{
-    NAMESPACES, NODES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES, by_name, find,
+    LEASES, NAMESPACES, NODES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES, by_name, find,
 };
 pub(super) use validation::{is_subdomain, validate_name, validate_spec};
 

@@ -252,6 +252,28 @@ impl World {
     }
 }
 
+impl World {
+    /// Starts the binary's `node-cleanup` mode as pod `pod`, its Lease in
+    /// the world's namespace, with the binary's defaults but for `env`
+    /// (e.g. `LP_NODE_GONE_GRACE`).
+    pub fn start_node_cleanup(
+        &self,
+        pod: &str,
+        mut env: Vec<(&str, String)>,
+    ) -> ProvisionerProcess {
+        if let (Backend::Cluster(_), Ok(home)) = (&self.backend, std::env::var("HOME")) {
+            env.push(("HOME", home));
+        }
+        ProvisionerProcess::start_node_cleanup(
+            &self.kubeconfig,
+            &self.namespace,
+            pod,
+            env,
+            self.work.path(),
+        )
+    }
+}
+
 /// Locks a mutex, also after a panic poisoned it (teardown must still run).
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex

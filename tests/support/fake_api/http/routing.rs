@@ -177,6 +177,8 @@ struct Call {
     query: HashMap<String, String>,
     route: Route,
     content_type: Option<String>,
+    /// `User-Agent` header.
+    user_agent: Option<String>,
     /// `Host` header, echoed in `/api`.
     host: String,
     body: Bytes,
@@ -203,6 +205,7 @@ impl Call {
             query,
             route,
             content_type: header(header::CONTENT_TYPE),
+            user_agent: header(header::USER_AGENT),
             host: header(header::HOST).unwrap_or_else(|| "127.0.0.1".to_string()),
             body,
         }
@@ -254,6 +257,7 @@ impl Call {
                 target,
                 query: &self.query,
                 content_type: self.content_type.as_deref(),
+                user_agent: self.user_agent.as_deref(),
                 body: &self.body,
             }
             .handle()

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 
 use super::super::Shared;
 use super::super::admission::{self, UserInfo};
-use super::super::patch;
 use super::super::resources::{ApiError, RESOURCES, ResourceDef, meta_mut, meta_str};
 use super::super::selectors::Selectors;
 use super::super::store::{Preconditions, Store};
+use super::super::{apply, patch};
 use super::routing::{Target, is_watch};
 use super::{json_response, parse_body, watch};
 
@@ -27,6 +27,8 @@ pub(super) struct ObjectCall<'a> {
     pub(super) target: &'a Target,
     pub(super) query: &'a HashMap<String, String>,
     pub(super) content_type: Option<&'a str>,
+    /// `User-Agent`, which names the manager of a write without `fieldManager`.
+    pub(super) user_agent: Option<&'a str>,
     pub(super) body: &'a [u8],
 }
 
@@ -118,16 +120,64 @@ impl ObjectCall<'_> {
     }
 
     fn replace(&self, name: &str) -> Result<Response, ApiError> {
-        let obj = parse_body(self.body)?;
+        let mut obj = parse_body(self.body)?;
         let t = self.target;
         let mut store = self.store();
         if let Some(old) = store.get(t.res, self.ns(), name) {
             self.admit(Some(&obj), Some(old))?;
+            if self.def().applies {
+                apply::record_update(self.def(), old, &mut obj, &self.manager());
+            }
         }
         ok(store.update(t.res, self.ns(), name, obj, t.sub.is_some())?)
     }
 
+    /// The manager of a write that is not an apply.
+    fn manager(&self) -> String {
+        let field_manager = self.query.get("fieldManager").map(String::as_str);
+        apply::update_manager(field_manager, self.user_agent)
+    }
+
+    /// Server-side apply: creates the object or applies to it, with field
+    /// ownership (see `apply`); 415 for a resource that does not serve it.
+    fn server_side_apply(&self, name: &str) -> Result<Response, ApiError> {
+        let def = self.def();
+        if !def.applies || self.target.sub.is_some() {
+            return Err(ApiError::unsupported_media_type(
+                self.content_type.unwrap_or(""),
+            ));
+        }
+        let manager = self
+            .query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(apply::manager_required)?;
+        let force = matches!(self.query.get("force").map(String::as_str), Some("true"));
+        let config = apply::parse_config(self.body)?;
+        let mut store = self.store();
+        let live = store.get(self.target.res, self.ns(), name).cloned();
+        let mut applied = apply::apply(def, live.as_ref(), &config, manager, force)?;
+        let meta = meta_mut(&mut applied);
+        meta.insert("name".into(), json!(name));
+        match (&live, &self.target.namespace) {
+            (_, Some(ns)) => meta.insert("namespace".into(), json!(ns)),
+            _ => meta.remove("namespace"),
+        };
+        self.admit(Some(&applied), live.as_ref())?;
+        match live {
+            Some(_) => ok(store.update(self.target.res, self.ns(), name, applied, false)?),
+            None => {
+                let created =
+                    store.create(self.target.res, self.target.namespace.as_deref(), applied)?;
+                Ok(json_response(StatusCode::CREATED, &created))
+            }
+        }
+    }
+
     fn patch(&self, name: &str) -> Result<Response, ApiError> {
+        if apply::is_apply(self.content_type.unwrap_or("")) {
+            return self.server_side_apply(name);
+        }
         let t = self.target;
         let mut store = self.store();
         let current = store
@@ -144,6 +194,9 @@ impl ObjectCall<'_> {
             }
         }
         self.admit(Some(&patched), Some(&current))?;
+        if self.def().applies {
+            apply::record_update(self.def(), &current, &mut patched, &self.manager());
+        }
         ok(store.update(t.res, self.ns(), name, patched, t.sub.is_some())?)
     }
 

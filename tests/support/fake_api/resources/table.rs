@@ -33,6 +33,10 @@ pub struct ResourceDef {
     pub extra_fields: &'static [&'static str],
     /// Name validation rule.
     pub name_rule: NameRule,
+    /// Whether server-side apply is served (with field ownership in
+    /// `metadata.managedFields`, see `apply`); other resources answer an
+    /// apply patch with 415.
+    pub applies: bool,
 }
 
 impl ResourceDef {
@@ -97,6 +101,7 @@ const fn v1(
         has_status,
         extra_fields,
         name_rule: NameRule::Subdomain,
+        applies: false,
     }
 }
 
@@ -165,6 +170,10 @@ pub const RESOURCES: &[ResourceDef] = &[
         true,
         &["spec.nodeName", "status.phase"],
     ),
+    ResourceDef {
+        applies: true,
+        ..v1("coordination.k8s.io", "leases", "Lease", true, false, &[])
+    },
 ];
 
 /// Resource id of `namespaces`.
@@ -177,6 +186,8 @@ pub const PVS: usize = 3;
 pub const PVCS: usize = 4;
 /// Resource id of `storageclasses` (`storage.k8s.io/v1`).
 pub const STORAGE_CLASSES: usize = 7;
+/// Resource id of `leases` (`coordination.k8s.io/v1`).
+pub const LEASES: usize = 9;
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {

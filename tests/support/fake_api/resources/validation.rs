@@ -1,11 +1,11 @@
 //! The validation a real kube-apiserver runs that the fake reproduces:
 //! object names (RFC 1123 subdomains or labels) and the basics of
-//! PersistentVolume, PersistentVolumeClaim and StorageClass specs.
+//! PersistentVolume, PersistentVolumeClaim, StorageClass and Lease specs.
 
 use serde_json::Value;
 
 use super::table::NameRule;
-use super::{Cause, PVCS, PVS, ResourceDef, STORAGE_CLASSES};
+use super::{Cause, LEASES, PVCS, PVS, ResourceDef, STORAGE_CLASSES};
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
      '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for \
@@ -57,6 +57,7 @@ pub fn validate_spec(res_id: usize, obj: &Value) -> Vec<Cause> {
         PVS => validate_pv(obj.get("spec").unwrap_or(&Value::Null)),
         PVCS => validate_pvc(obj.get("spec").unwrap_or(&Value::Null)),
         STORAGE_CLASSES => validate_storage_class(obj),
+        LEASES => validate_lease(obj.get("spec").unwrap_or(&Value::Null)),
         _ => Vec::new(),
     }
 }
@@ -152,6 +153,27 @@ fn validate_storage_class(obj: &Value) -> Vec<Cause> {
             "volumeBindingMode",
             mode,
             "supported values: \"Immediate\", \"WaitForFirstConsumer\"",
+        ));
+    }
+    causes
+}
+
+/// A Lease spec: a positive duration, transitions not negative.
+fn validate_lease(spec: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let number = |key: &str| spec.get(key).and_then(Value::as_i64);
+    if let Some(duration) = number("leaseDurationSeconds").filter(|d| *d <= 0) {
+        causes.push(Cause::invalid(
+            "spec.leaseDurationSeconds",
+            &duration.to_string(),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(transitions) = number("leaseTransitions").filter(|t| *t < 0) {
+        causes.push(Cause::invalid(
+            "spec.leaseTransitions",
+            &transitions.to_string(),
+            "must be greater than or equal to 0",
         ));
     }
     causes
