@@ -13,17 +13,21 @@
 //! - `cold`: cold start with 200 and with 1000 devices (1000 distinct loop
 //!   devices: the program refuses a second entry for one device), then idle
 //!   RSS, CPU and API requests, and the CPU the 1000 PVs cost until they
-//!   have settled `Available`.
+//!   have settled `Available`;
+//! - `full`: the full wipe (`wipeMode: Full`) of a 2 GiB loop device against
+//!   `blkdiscard -z` and `dd if=/dev/zero bs=4M oflag=direct` on the same
+//!   device, and a full wipe under `wipeBandwidth` against its limit.
 //!
 //! Options (environment variables):
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `LPP_BENCH_SECTIONS` | `latency,release,wipe,cold` | sections to run |
+//! | `LPP_BENCH_SECTIONS` | `latency,release,wipe,cold,full` | sections to run |
 //! | `LPP_BENCH_LATENCY_MS` | `0` | latency the fake API server adds to every request (ms) |
 //! | `LPP_BENCH_SAMPLES` | `50` | samples of each latency measure |
 //! | `LPP_BENCH_POLL_INTERVAL` | `1s` | `LP_POLLING_INTERVAL` of the polling-only run |
 //! | `LPP_BENCH_WIPE_ROUNDS` | `15` | rounds of wipe and `dd` (back to back) per region set |
+//! | `LPP_BENCH_FULL_ROUNDS` | `3` | rounds of the full wipe, `blkdiscard -z` and `dd` per backing |
 //! | `LPP_BENCH_COLD_DEVICES` | `200,1000` | device counts of the cold starts |
 //! | `LPP_BENCH_COLD_RUNS` | `3` | cold starts per count (medians reported) |
 //! | `LPP_BENCH_IDLE_SECS` | `30` | length of each idle window (s) |
@@ -45,6 +49,7 @@ mod support;
 
 mod cold;
 mod devices;
+mod full_wipe;
 mod latency;
 mod options;
 mod procfs;
@@ -109,6 +114,9 @@ async fn run(options: &Options) -> Table {
     }
     if options.runs(Section::Cold) {
         cold::run(options, &mut table).await;
+    }
+    if options.runs(Section::Full) {
+        full_wipe::run(options, &mut table);
     }
     table
 }

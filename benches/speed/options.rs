@@ -15,6 +15,8 @@ pub enum Section {
     Wipe,
     /// Cold starts, idle cost, settling CPU.
     Cold,
+    /// The full wipe against `blkdiscard -z` and `dd`, and its bandwidth limit.
+    Full,
 }
 
 impl Section {
@@ -24,8 +26,9 @@ impl Section {
             "release" => Section::Release,
             "wipe" => Section::Wipe,
             "cold" => Section::Cold,
+            "full" => Section::Full,
             other => panic!(
-                "LPP_BENCH_SECTIONS: unknown section {other:?} (latency, release, wipe, cold)"
+                "LPP_BENCH_SECTIONS: unknown section {other:?} (latency, release, wipe, cold, full)"
             ),
         }
     }
@@ -46,6 +49,8 @@ pub struct Options {
     pub poll: Duration,
     /// Rounds of wipe and `dd` per region set.
     pub wipe_rounds: usize,
+    /// Rounds of the full wipe, `blkdiscard -z` and `dd` per backing.
+    pub full_rounds: usize,
     /// Device counts of the cold starts.
     pub cold_devices: Vec<usize>,
     /// Cold starts per count.
@@ -98,7 +103,7 @@ impl Options {
     /// The options of this run.
     pub fn from_env() -> Options {
         let sections = var("LPP_BENCH_SECTIONS")
-            .unwrap_or_else(|| "latency,release,wipe,cold".into())
+            .unwrap_or_else(|| "latency,release,wipe,cold,full".into())
             .split(',')
             .filter(|name| !name.trim().is_empty())
             .map(Section::parse)
@@ -123,6 +128,7 @@ impl Options {
             poll: parse_duration(&poll_interval),
             poll_interval,
             wipe_rounds: number("LPP_BENCH_WIPE_ROUNDS", 15).max(1),
+            full_rounds: number("LPP_BENCH_FULL_ROUNDS", 3).max(1),
             cold_devices,
             cold_runs: number("LPP_BENCH_COLD_RUNS", 3).max(1),
             idle: Duration::from_secs(number("LPP_BENCH_IDLE_SECS", 30).max(1)),

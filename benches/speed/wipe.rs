@@ -108,7 +108,7 @@ fn add_row(table: &mut Table, name: &str, backing: Backing, result: Compared) {
 
 /// A wipe request for `device`, built as the program builds it: the device
 /// scanned through a link in a directory, its PV, the request from the PV.
-fn request_for(device: &Path, dir: &Path) -> WipeRequest {
+pub fn request_for(device: &Path, dir: &Path, extra: &[(&str, &str)]) -> WipeRequest {
     symlink(device, dir.join("bench0")).expect("link");
     let data = [
         ("deviceDir", dir.to_str().expect("UTF-8")),
@@ -116,6 +116,7 @@ fn request_for(device: &Path, dir: &Path) -> WipeRequest {
         ("volumeMode", "Block"),
     ]
     .iter()
+    .chain(extra)
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let spec = parse_pv_spec(&data).expect("spec");
@@ -178,7 +179,7 @@ fn compare(size: u64, backing: Backing, rounds: usize) -> Option<Compared> {
         }
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let request = request_for(&device, dir.path());
+    let request = request_for(&device, dir.path(), &[]);
     let path = device.to_str().expect("UTF-8").to_string();
     let regions = wipe_regions(size, DEFAULT_HEAD_BYTES, 512);
     let cancel = AtomicBool::new(false);

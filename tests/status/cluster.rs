@@ -208,6 +208,8 @@ impl Cluster {
             &[
                 ("device-number", "8:48".into()),
                 ("history", one_wipe.to_string()),
+                ("wipe-mode", "Full".into()),
+                ("wipe-progress", format!("{}/{}", 25u64 << 30, 50u64 << 30)),
             ],
         );
         let s = &self.server;
@@ -256,7 +258,10 @@ impl Cluster {
             "node-gone",
             "/dev/sdb",
             100 << 30,
-            &[("device-number", "8:16".into())],
+            &[
+                ("device-number", "8:16".into()),
+                ("release-policy", "Keep".into()),
+            ],
         );
         let mut foreign = pv("someone-elses", "node1", "/dev/sdz", 1 << 30, &[]);
         foreign["metadata"]["labels"] = json!({});

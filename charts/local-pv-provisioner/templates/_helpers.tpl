@@ -119,10 +119,13 @@ app.kubernetes.io/component: node-cleanup
 {{- end }}
 
 {{/*
-Labels that select the node-cleanup pods.
+Labels that select the node-cleanup pods. Their name differs from the
+provisioner's (name plus "-node-cleanup"), so the DaemonSet's selector
+(name and instance, immutable) and the metrics Service never take them.
 */}}
 {{- define "local-pv-provisioner.nodeCleanup.selectorLabels" -}}
-{{ include "local-pv-provisioner.selectorLabels" . }}
+app.kubernetes.io/name: {{ include "local-pv-provisioner.name" . }}-node-cleanup
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: node-cleanup
 {{- end }}
 

@@ -109,7 +109,7 @@ pub fn wipe_whole(
     verify_ends(file, request, size, block)?;
     Ok(WipeReport {
         device: path,
-        regions: vec![0..size],
+        regions: std::iter::once(0..size).collect(),
         method,
         elapsed: started.elapsed(),
         resumed_from,
