@@ -4,14 +4,14 @@
 Run from the repository root after `pip install -r .ci/requirements-deploy.txt`
 (kubectl, with its built-in kustomize, must be on PATH):
 
-    python3 .ci/check_deploy.py [--dump-rbac PATH] [--dump-policy PATH]
+    python3 .ci/check_deploy.py [--dump-rbac PATH] [--dump-policy PATH] [--dump-rules PATH]
 
 It lints the chart strictly and renders it with Helm's own engine
 (helm-python-sdk, which binds Helm's Go SDK; no helm binary, no cluster),
 validates values against values.schema.json, renders the kustomize
 directories, compares the chart with the kustomize manifests (RBAC rules,
 DaemonSet and node-cleanup Deployment pod specs, admission policies,
-samples) and runs hadolint on the
+samples, alerting rules) and runs hadolint on the
 Dockerfile. It exits 1, naming each failed check, if anything is wrong.
 
 --dump-rbac PATH writes the RBAC rules (checked identical in both) as JSON:
@@ -29,6 +29,12 @@ node-cleanup; the checks of the provisioner's objects look at the others.
 restriction as rendered by the chart and by kustomize (checked identical), as
 JSON {"chart": {"policy": ..., "binding": ...}, "kustomize": {...}}, for
 tests/admission_policy.rs, which evaluates its expressions.
+
+--dump-rules PATH (default: target/prometheus-rules.yaml) writes the
+alerting rules, spec.groups of the chart's PrometheusRule (default values,
+prometheusRule.enabled) and of config/prometheus (checked identical), as a
+Prometheus rules file for `promtool check rules` and `promtool test rules
+tests/prometheus/*.yaml` (.ci/run); a failed check removes it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Any, Callable
 
 import check_deploy_dashboard as dashboard_checks  # beside this file
 import check_deploy_policy as policy_checks  # beside this file
+import check_deploy_prometheus as rules_checks  # beside this file
 
 try:
     import helm_python as helm
@@ -83,6 +90,7 @@ ALL_ON_VALUES: dict[str, Any] = {
         "podMonitor": {"enabled": True},
     },
     "grafanaDashboard": {"enabled": True},
+    "prometheusRule": {"enabled": True},
 }
 
 # Values that move away from the defaults wherever a template computes something.
@@ -135,6 +143,7 @@ CUSTOM_VALUES: dict[str, Any] = {
         "priorityClassName": "cluster-services",
         "affinity": {"nodeAffinity": {}},
     },
+    "prometheusRule": rules_checks.CUSTOM,
 }
 
 # The entry of values.yaml with deviceClasses, and one valid class to spoil.
@@ -187,6 +196,20 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("bad nodeGoneGrace", {"nodeCleanup": {"nodeGoneGrace": "ten minutes"}}),
     ("nodeCleanup.replicas 0", {"nodeCleanup": {"replicas": 0}}),
     ("unknown nodeCleanup key", {"nodeCleanup": {"image": {"tag": "x"}}}),
+    ("prometheusRule.enabled not a bool", {"prometheusRule": {"enabled": "yes"}}),
+    ("unknown prometheusRule key", {"prometheusRule": {"interval": "1m"}}),
+    ("PrometheusRule namespace not a DNS label", {"prometheusRule": {"namespace": "Monitoring_NS"}}),
+    ("PrometheusRule label not a string", {"prometheusRule": {"labels": {"release": 1}}}),
+    ("severity among alertLabels", {"prometheusRule": {"alertLabels": {"severity": "critical"}}}),
+    ("alertLabels key not a Prometheus label name", {"prometheusRule": {"alertLabels": {"team-name": "storage"}}}),
+    ("runbookUrl with an anchor", {"prometheusRule": {"runbookUrl": "https://example.com/README.md#runbook"}}),
+    ("runbookUrl not a URL", {"prometheusRule": {"runbookUrl": "README.md"}}),
+    ("unknown alert", {"prometheusRule": {"alerts": {"diskFull": {"for": "5m", "severity": "warning"}}}}),
+    ("unknown key of an alert", {"prometheusRule": {"alerts": {"wipeFailing": {"threshold": 3}}}}),
+    ("alert for not a duration", {"prometheusRule": {"alerts": {"wipeFailing": {"for": "30 minutes"}}}}),
+    ("alert for with a decimal (Go-only) duration", {"prometheusRule": {"alerts": {"deviceMissing": {"for": "1.5h"}}}}),
+    ("alert lookback not a duration", {"prometheusRule": {"alerts": {"provisionerAbsent": {"lookback": 6}}}}),
+    ("empty severity", {"prometheusRule": {"alerts": {"pvSpecError": {"severity": ""}}}}),
 ]
 
 
@@ -442,7 +465,8 @@ def check_node_cleanup(objs: dict[str, list[dict[str, Any]]], source: str) -> di
     bound to its ServiceAccount, an unprivileged Deployment running the
     node-cleanup subcommand with its pod's namespace and name, a Lease name,
     a grace, probes on its metrics port. Returns its LP_* values."""
-    if set(objs) - policy_checks.KINDS != NODE_CLEANUP_KINDS:
+    # Monitoring objects come with metrics.podMonitor; the rest is fixed.
+    if set(objs) - policy_checks.KINDS - {"PodMonitor"} != NODE_CLEANUP_KINDS:
         raise CheckFailed(f"{source}: node-cleanup has kinds {sorted(objs)}, expected {sorted(NODE_CLEANUP_KINDS)}")
     check_bindings(objs, source, "Deployment")
     deploy = one(objs, "Deployment", source)
@@ -510,6 +534,7 @@ class Context:
         self.kustomize_samples: list[dict[str, Any]] | None = None
         self.rbac: list[dict[str, Any]] | None = None
         self.policy: dict[str, Any] | None = None
+        self.rules_file: Path = ROOT / "target" / "prometheus-rules.yaml"
 
 
 def lint_findings(values: dict[str, Any] | None) -> list[str]:
@@ -552,7 +577,7 @@ def check_render(ctx: Context) -> str:
         raise CheckFailed(f"nodeCleanup.enabled=false still renders {no_cleanup}")
 
     all_on = part(objects_by_kind(render_chart(ALL_ON_VALUES)), None)
-    expected_all = expected_default | {"ConfigMap", "StorageClass", "Service", "ServiceMonitor", "PodMonitor"}
+    expected_all = expected_default | {"ConfigMap", "StorageClass", "Service", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
     if set(all_on) != expected_all:
         raise CheckFailed(f"all-on render has kinds {sorted(all_on)}, expected {sorted(expected_all)}")
     names = sorted(cm["metadata"]["name"] for cm in all_on["ConfigMap"])
@@ -845,6 +870,14 @@ def check_dashboard(ctx: Context) -> str:
         raise CheckFailed(str(err)) from err
 
 
+def check_prometheus_rules(ctx: Context) -> str:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    try:
+        return rules_checks.check_all(ROOT, render_chart, kustomize, RELEASE, NAMESPACE, defaults, ctx.rules_file)
+    except rules_checks.RulesProblem as err:
+        raise CheckFailed(str(err)) from err
+
+
 def check_app_version(ctx: Context) -> str:
     chart_yaml = yaml.safe_load((CHART / "Chart.yaml").read_text())
     app_version = str(chart_yaml.get("appVersion"))
@@ -895,6 +928,7 @@ CHECKS: list[tuple[str, Callable[[Context], str]]] = [
     ("kustomize render", check_kustomize),
     ("chart/kustomize drift", check_drift),
     ("grafana dashboard", check_dashboard),
+    ("prometheus rules", check_prometheus_rules),
     ("versions", check_app_version),
     ("hadolint", check_hadolint),
 ]
@@ -905,9 +939,13 @@ def main() -> int:
     parser.add_argument("--dump-rbac", metavar="PATH", help="write the RBAC rules as JSON to PATH")
     parser.add_argument("--dump-policy", metavar="PATH", default=str(ROOT / "target" / "deploy-policy.json"),
                         help="write the rendered node restriction policies as JSON to PATH (default: %(default)s)")
+    parser.add_argument("--dump-rules", metavar="PATH", default=str(ROOT / "target" / "prometheus-rules.yaml"),
+                        help="write the alerting rules (spec.groups of the chart's and kustomize's PrometheusRule, "
+                             "checked equal) as a Prometheus rules file to PATH (default: %(default)s)")
     args = parser.parse_args()
 
     ctx = Context()
+    ctx.rules_file = Path(args.dump_rules).resolve()
     failed: list[str] = []
     for name, check in CHECKS:
         try:

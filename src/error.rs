@@ -26,6 +26,16 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation (the metric's label values, shown at 0 from the start).
+    pub const ALL: [Operation; 6] = [
+        Operation::GetNode,
+        Operation::GetPv,
+        Operation::CreatePv,
+        Operation::PatchPv,
+        Operation::DeletePv,
+        Operation::CreateEvent,
+    ];
+
     /// The name used in logs and in the metric's `operation` label.
     pub fn label(self) -> &'static str {
         match self {

@@ -22,6 +22,11 @@ use serde_json::Value;
 #[path = "visibility/promtool_run.rs"]
 mod promtool_run;
 
+#[path = "support/promql.rs"]
+mod promql;
+
+use promql::{HISTOGRAM_SUFFIXES, expressions, metric_names};
+
 /// The dashboard, from the repository root.
 const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -30,103 +35,6 @@ const DASHBOARD: &str = concat!(
 
 /// The README, whose "Who uses my disks?" section holds PromQL.
 const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
-
-/// Keywords whose parenthesised list holds label names, not series.
-const LABEL_LISTS: &[&str] = &[
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-];
-
-/// Other words of PromQL that are not metric names: set operators, `bool`
-/// and `offset`.
-const OTHER_KEYWORDS: &[&str] = &["bool", "and", "or", "unless", "offset"];
-
-/// Suffixes of a histogram's series.
-const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
-
-/// Removes everything between `open` and its matching `close` (not nested:
-/// label matchers and ranges do not nest).
-fn strip_between(text: &str, open: char, close: char) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        match c {
-            c if c == open && !inside => inside = true,
-            c if c == close && inside => {
-                inside = false;
-                out.push(' ');
-            }
-            c if !inside => out.push(c),
-            _ => {}
-        }
-    }
-    out
-}
-
-/// The metric names one PromQL expression selects.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let strings = Regex::new(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`"#).unwrap();
-    let text = strings.replace_all(expr, " ").into_owned();
-    let text = strip_between(&strip_between(&text, '{', '}'), '[', ']');
-    let label_list = Regex::new(&format!(r"\b({})\s*\([^)]*\)", LABEL_LISTS.join("|"))).unwrap();
-    let text = label_list.replace_all(&text, " ").into_owned();
-    // Numbers and durations (`0.9`, `1e3`, `5m`) are one token each, so
-    // no part of them passes for a name.
-    let token =
-        Regex::new(r"[0-9][0-9A-Za-z_.]*(?:[eE][+-][0-9]+)?|[A-Za-z_:][A-Za-z0-9_:]*(?:\s*\()?")
-            .unwrap();
-    token
-        .find_iter(&text)
-        .map(|m| m.as_str())
-        .filter(|t| !t.starts_with(|c: char| c.is_ascii_digit()))
-        .filter(|t| !t.ends_with('('))
-        .filter(|t| !LABEL_LISTS.contains(t) && !OTHER_KEYWORDS.contains(t))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Every PromQL expression of the dashboard, with where it is: the panels'
-/// targets (also of rows' panels) and the query variables.
-fn expressions(dashboard: &Value) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut panels: Vec<&Value> = Vec::new();
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        panels.push(panel);
-        panels.extend(panel["panels"].as_array().into_iter().flatten());
-    }
-    for panel in panels {
-        let title = panel["title"].as_str().unwrap_or("?");
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = target["expr"].as_str().unwrap_or_else(|| {
-                panic!("panel {title:?}: a target without a PromQL expr: {target}")
-            });
-            found.push((format!("panel {title:?}"), expr.to_string()));
-        }
-    }
-    let variables = dashboard["templating"]["list"]
-        .as_array()
-        .expect("variables");
-    // label_values(metric, label): the label is not a series.
-    let label_values =
-        Regex::new(r"^\s*label_values\((.*),\s*[A-Za-z_][A-Za-z0-9_]*\s*\)\s*$").unwrap();
-    for variable in variables.iter().filter(|v| v["type"] == "query") {
-        let name = variable["name"].as_str().unwrap_or("?");
-        let query = match &variable["query"] {
-            Value::String(query) => query.clone(),
-            query => query["query"].as_str().expect("a query").to_string(),
-        };
-        let expr = match label_values.captures(&query) {
-            Some(captures) => captures[1].to_string(),
-            None => query,
-        };
-        found.push((format!("variable ${name}"), expr));
-    }
-    found
-}
 
 /// The program's metrics: name → whether it is a histogram.
 fn exported() -> BTreeMap<String, bool> {
@@ -307,4 +215,40 @@ fn every_metric_the_readme_queries_is_exported() {
         unknown.is_empty(),
         "README queries metrics the program does not export: {unknown:?}"
     );
+}
+
+/// The alert rules shipped for kustomize (the chart's are checked equal to
+/// them by `.ci/check_deploy.py`).
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/config/prometheus/prometheus_rule.yaml"
+);
+
+#[test]
+fn every_metric_the_alert_rules_query_is_exported() {
+    let text = std::fs::read_to_string(RULES).expect("the rules file");
+    let rule: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).expect("YAML");
+    let expressions = promql::rule_expressions(&rule["spec"]);
+    assert!(expressions.len() >= 10, "the rules: {expressions:?}");
+    let mut metrics = exported();
+    let node_cleanup = local_pv_provisioner::controller::node_cleanup::NodeCleanupMetrics::new();
+    for line in node_cleanup.render().lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split(' ').next())
+        {
+            metrics.insert(name.to_string(), false);
+        }
+    }
+    // Not the program's: the rules' own recording rule and kube-state-metrics.
+    let others = ["node:local_pv_provisioner_volumes:count", "kube_node_info"];
+    let mut unknown = Vec::new();
+    for (rule, expr) in expressions {
+        for name in metric_names(&expr) {
+            if !is_exported(&name, &metrics) && !others.contains(&name.as_str()) {
+                unknown.push(format!("{rule}: {name}"));
+            }
+        }
+    }
+    assert!(unknown.is_empty(), "not exported: {unknown:?}");
 }

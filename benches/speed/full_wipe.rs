@@ -7,9 +7,12 @@
 //! verification and no progress) and `dd if=/dev/zero bs=4M oflag=direct
 //! conv=fsync`; once with the backing file on this machine's disk (ext4:
 //! the loop driver turns `BLKZEROOUT` into `fallocate` zero-range) and once
-//! on tmpfs (the kernel writes zero pages). Rounds of the three back to
-//! back, the order rotating; medians, and the median of each round's
-//! ratios. Then one full wipe of a 1 GiB device under `wipeBandwidth`
+//! on tmpfs (the kernel writes zero pages). Before each timed run the whole
+//! device is written (`dd`, untimed), so every run starts from the same
+//! state: a device full of a tenant's data (on ext4 the backing file's
+//! extents are all allocated, which zero-range must convert back). Rounds
+//! of the three, the order rotating; medians, and the median of each
+//! round's ratios. Then one full wipe of a 1 GiB device under `wipeBandwidth`
 //! against the limit.
 
 use std::path::Path;
@@ -81,6 +84,7 @@ fn add_rows(table: &mut Table, backing: &str, device: &Path, rounds: usize) {
         let mut reports = 0;
         for step in 0..3 {
             let which = (step + round) % 3;
+            write_all(path);
             times[which] = match which {
                 0 => {
                     let (elapsed, made) = full_wipe(&request);
@@ -88,19 +92,7 @@ fn add_rows(table: &mut Table, backing: &str, device: &Path, rounds: usize) {
                     elapsed
                 }
                 1 => timed(|| run_tool("blkdiscard", &["-z", path])),
-                _ => timed(|| {
-                    run_tool(
-                        "dd",
-                        &[
-                            "if=/dev/zero",
-                            &format!("of={path}"),
-                            "bs=4M",
-                            "oflag=direct",
-                            "conv=fsync,notrunc",
-                            "status=none",
-                        ],
-                    )
-                }),
+                _ => timed(|| dd_zeros(path)),
             };
         }
         if round > 0 {
@@ -158,6 +150,36 @@ fn add_rows(table: &mut Table, backing: &str, device: &Path, rounds: usize) {
         ),
         Verdict::of(over_dd < 1.0),
     );
+}
+
+/// `dd if=/dev/zero bs=4M oflag=direct conv=fsync` over the whole device.
+fn dd_zeros(path: &str) {
+    run_tool(
+        "dd",
+        &[
+            "if=/dev/zero",
+            &format!("of={path}"),
+            "bs=4M",
+            &format!("count={}", SIZE / (4 * MIB)),
+            "oflag=direct",
+            "conv=fsync,notrunc",
+            "status=none",
+        ],
+    );
+}
+
+/// Writes every byte of the device (a tenant's data: a byte pattern, so
+/// the blocks are allocated and not zero), untimed.
+fn write_all(path: &str) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the device");
+    let chunk = vec![0xA5u8; (4 * MIB) as usize];
+    for offset in (0..SIZE).step_by(chunk.len()) {
+        std::os::unix::fs::FileExt::write_all_at(&file, &chunk, offset).expect("write the device");
+    }
+    file.sync_all().expect("flush the device");
 }
 
 /// One full wipe; its time and how many progress reports it made.

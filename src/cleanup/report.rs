@@ -12,11 +12,27 @@ use kube::Resource;
 
 use super::controller::CleanupError;
 use super::decide;
-use crate::device::wipe::{WipeError, WipeReport, WipeRequest};
+use crate::device::wipe::{Guard, WipeError, WipeReport, WipeRequest};
 use crate::objects::reasons;
 use crate::objects::spec::WipeMode;
 use crate::observe::events::Severity;
 use crate::observe::report::{Reporter, Topic};
+
+/// `wipe_failures_total` reason: writing, flushing or verifying failed.
+pub const IO: &str = "io";
+/// `wipe_failures_total` reason: shutdown stopped the wipe.
+pub const CANCELLED: &str = "cancelled";
+/// `wipe_failures_total` reason: a PV of the Go upstream cannot be identified.
+pub const NOT_ADOPTABLE: &str = "NotAdoptable";
+
+/// Every `reason` of `wipe_failures_total`: each guard's name and the
+/// other outcomes.
+pub fn wipe_failure_reasons() -> impl Iterator<Item = &'static str> {
+    Guard::ALL
+        .into_iter()
+        .map(Guard::name)
+        .chain([IO, CANCELLED, NOT_ADOPTABLE])
+}
 
 /// How an admin releases a PV whose wipe cannot run (its disk or node is
 /// gone for good), once they have dealt with the disk.
@@ -114,7 +130,7 @@ impl Reporter {
             CleanupError::NotAdoptable(reason) => {
                 self.metrics
                     .wipes_failed
-                    .with_label_values(&["NotAdoptable"])
+                    .with_label_values(&[NOT_ADOPTABLE])
                     .inc();
                 if self.first_time(uid, Topic::Standing, &error.to_string()) {
                     tracing::error!(%reason, "cannot adopt a PersistentVolume of the Go local-pv-provisioner");
@@ -311,7 +327,7 @@ impl Reporter {
             WipeError::Cancelled => {
                 self.metrics
                     .wipes_failed
-                    .with_label_values(&["cancelled"])
+                    .with_label_values(&[CANCELLED])
                     .inc();
                 tracing::warn!(
                     "wipe cancelled by shutdown; the PV is wiped again on the next start"
@@ -319,7 +335,7 @@ impl Reporter {
                 return;
             }
             WipeError::Refused { guard, .. } => (guard.name(), reasons::WIPE_REFUSED),
-            WipeError::Io { .. } => ("io", reasons::WIPE_FAILED),
+            WipeError::Io { .. } => (IO, reasons::WIPE_FAILED),
         };
         self.metrics.wipes_failed.with_label_values(&[label]).inc();
         tracing::error!(reason = label, %error, "wipe did not complete; the PV is kept{retry_note}");

@@ -126,6 +126,9 @@ fn hostname() -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
+/// The `operation`s of `node_cleanup_api_errors_total`.
+const OPERATIONS: [&str; 4] = ["list_nodes", "patch_pv", "delete_pv", "delete_claim"];
+
 /// The metrics of the `node-cleanup` mode, in a registry of their own.
 #[derive(Clone)]
 pub struct NodeCleanupMetrics {
@@ -173,6 +176,11 @@ impl NodeCleanupMetrics {
         )
         .expect("valid counter");
         register(Box::new(api_errors.clone()));
+        // Every operation at 0 from the start: rate() and alerts tell "no
+        // failures" from "not scraped".
+        for operation in OPERATIONS {
+            api_errors.with_label_values(&[operation]);
+        }
         NodeCleanupMetrics {
             leader: gauge(
                 "node_cleanup_leader",

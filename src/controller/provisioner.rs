@@ -87,6 +87,7 @@ pub async fn run(
     health: Health,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    metrics.initialize(crate::cleanup::report::wipe_failure_reasons());
     let trigger = Arc::new(Notify::new());
     let (watches, pv_stream) = NodeWatches::start(&client, &settings.node_name, &trigger, &health);
     let (events, event_sender) =

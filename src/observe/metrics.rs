@@ -1,8 +1,16 @@
 //! Prometheus metrics of one provisioner, all labelled with its node. Gauges
 //! are set from each reconcile's result as a whole, never from scattered
 //! increments, so they always describe the last reconcile.
+//!
+//! Every labelled counter whose label values are known in advance (the
+//! operations, the create failures' and the wipe failures' reasons) shows
+//! each of them at 0 from the start, so a healthy node's page has every
+//! family a dashboard panel or an alert reads, and `rate()` and `absent()`
+//! tell "no failures" from "not scraped".
 
 use prometheus::core::Collector;
+
+use crate::error::Operation;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -67,6 +75,13 @@ pub struct Metrics {
 }
 
 const PREFIX: &str = "local_pv_provisioner";
+
+/// `pv_create_failures_total` reason: the API server refused the PV.
+pub const CREATE_REFUSED: &str = "refused";
+/// `pv_create_failures_total` reason: the API server did not answer.
+pub const CREATE_UNREACHABLE: &str = "unreachable";
+/// The `reason`s of `pv_create_failures_total`.
+pub const CREATE_FAILURE_REASONS: [&str; 2] = [CREATE_REFUSED, CREATE_UNREACHABLE];
 
 /// Labels of `volume_info`, in order.
 pub const VOLUME_INFO_LABELS: [&str; 7] = [
@@ -207,6 +222,22 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding cannot fail");
         String::from_utf8(buffer).expect("exposition is UTF-8")
+    }
+
+    /// Shows each known label value of the labelled counters at 0: every
+    /// operation, both create-failure reasons, and `wipe_reasons` (the
+    /// wipe's guard names and its other outcomes, which the caller knows).
+    pub fn initialize<'a>(&self, wipe_reasons: impl IntoIterator<Item = &'a str>) {
+        for operation in Operation::ALL {
+            self.api_errors.with_label_values(&[operation.label()]);
+            self.writes_denied.with_label_values(&[operation.label()]);
+        }
+        for reason in CREATE_FAILURE_REASONS {
+            self.pv_create_failures.with_label_values(&[reason]);
+        }
+        for reason in wipe_reasons {
+            self.wipes_failed.with_label_values(&[reason]);
+        }
     }
 
     /// Every metric's full name (also of those without a sample yet), as

@@ -26,6 +26,7 @@ use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
 use crate::objects::pv::local_path;
 use crate::objects::spec::NodeSpec;
 use crate::observe::history;
+use crate::observe::metrics::{CREATE_REFUSED, CREATE_UNREACHABLE};
 use crate::provision::build::NodeFacts;
 use crate::provision::classes::Classified;
 use crate::provision::first_offer::{FirstOffers, OfferRules, Verdict, check, verdict};
@@ -346,7 +347,7 @@ impl Provisioning {
                     ctx.reporter
                         .metrics
                         .pv_create_failures
-                        .with_label_values(&["refused"])
+                        .with_label_values(&[CREATE_REFUSED])
                         .inc();
                     let problem = refused_pv_problem(pv, &path, reason);
                     self.refused_backoff().record_failure(&path, Instant::now());
@@ -359,7 +360,7 @@ impl Provisioning {
                     ctx.reporter
                         .metrics
                         .pv_create_failures
-                        .with_label_values(&["unreachable"])
+                        .with_label_values(&[CREATE_UNREACHABLE])
                         .inc();
                     tracing::warn!(%error, "creating the PersistentVolume failed; retrying");
                     reachable = false;

@@ -8,5 +8,6 @@
 
 pub mod fake_api;
 pub mod loop_device;
+pub mod promql;
 pub mod provisioner;
 pub mod world;

@@ -19,6 +19,8 @@
 //! - `device_loss`: devices unplugged and plugged back: `DeviceMissing`,
 //!   `DeviceReturned`, `WipeSkipped`, `DevicesDiscovered` on change only;
 //! - `history`: two tenants of one device in a row, in the third PV's history;
+//! - `healthy`: a healthy node's page (and node-cleanup's) has every family
+//!   the dashboard and the alert rules read, the failure counters at 0;
 //! - `promtool`: `promtool check metrics` on a live page after a lifecycle,
 //!   and on a page with every metric family (`promtool_run` runs it).
 
@@ -34,6 +36,7 @@ mod clean_offer;
 mod common;
 mod device_loss;
 mod failures;
+mod healthy;
 mod history;
 mod lifecycle;
 mod page;

@@ -5,8 +5,10 @@
 //!   Write Zeroes or unmap where the device can), else `O_DIRECT` writes.
 //! - **Verification:** after each chunk, two of its blocks are read back
 //!   (its first block and one at an offset that differs from chunk to
-//!   chunk); at the end, the whole head (`wipeBytes`) and the whole tail
-//!   (1 MiB) are read back. Any non-zero byte fails the wipe.
+//!   chunk); at the end, every region the probe before a first offer reads
+//!   is read back whole (the first and last MiB, and the Ceph label copies:
+//!   [`probe_regions`]), so a device this program wiped always probes
+//!   clean. Any non-zero byte fails the wipe.
 //! - **Progress:** at most once a second, the device is flushed and the
 //!   offset up to which every byte is zeroed, verified and flushed is
 //!   reported. Only a flushed offset is ever reported, so a restart that
@@ -17,7 +19,11 @@
 //!   stops the wipe (guard `SameDevice`), and a write error stops it too.
 //! - **Bandwidth:** with `wipeBandwidth`, the wipe sleeps between chunks so
 //!   that it never writes faster than the limit on average, and chunks are
-//!   small enough (about a second's worth) to keep the rate even.
+//!   small enough (about a second's worth) to keep the rate even. Without
+//!   a limit, a chunk that took less than [`FAST_CHUNK`] doubles the next
+//!   one (up to [`MAX_CHUNK_BYTES`]), so a device that zeroes fast (write
+//!   zeroes offloaded, thin provisioning) is not slowed by many small
+//!   requests.
 
 use std::fs::File;
 use std::ops::Range;
@@ -28,10 +34,14 @@ use std::time::{Duration, Instant};
 
 use super::{Guard, WipeError, WipeReport, WipeRequest, ZeroMethod, refuse, zero_region};
 use crate::device::blockdev::{self, AlignedBuffer};
-use crate::device::regions::{TAIL_BYTES, wipe_regions};
+use crate::device::regions::probe_regions;
 
-/// Bytes zeroed per chunk without a bandwidth limit.
+/// Bytes zeroed by the first chunk without a bandwidth limit.
 pub const CHUNK_BYTES: u64 = 64 << 20;
+/// The largest chunk a fast device grows to.
+pub const MAX_CHUNK_BYTES: u64 = 1 << 30;
+/// A chunk zeroed faster than this doubles the next one (no bandwidth limit).
+pub const FAST_CHUNK: Duration = Duration::from_millis(100);
 /// The smallest chunk (a bandwidth limit makes chunks of about a second).
 const MIN_CHUNK_BYTES: u64 = 1 << 20;
 /// Least time between two progress reports (each one flushes the device).
@@ -82,7 +92,7 @@ pub fn wipe_whole(
         size,
         block,
     } = target;
-    let chunk = chunk_bytes(request.bandwidth, block);
+    let mut chunk = chunk_bytes(request.bandwidth, block);
     let resumed_from = resume_offset(request.resume_from, size, chunk);
     let mut method = method;
     let mut zeros = None;
@@ -92,7 +102,11 @@ pub fn wipe_whole(
     let throttle_start = Instant::now();
     while offset < size {
         let end = (offset + chunk).min(size);
+        let zeroing = Instant::now();
         zero_region(file, offset..end, &mut method, &mut zeros, cancel)?;
+        if request.bandwidth.is_none() && zeroing.elapsed() < FAST_CHUNK {
+            chunk = (chunk * 2).min(MAX_CHUNK_BYTES);
+        }
         verify_sample(file, offset..end, block, window.bytes_mut())?;
         offset = end;
         if let Some(rate) = request.bandwidth {
@@ -106,7 +120,7 @@ pub fn wipe_whole(
         }
     }
     flush(file)?;
-    verify_ends(file, request, size, block)?;
+    verify_probed_regions(file, size)?;
     Ok(WipeReport {
         device: path,
         regions: std::iter::once(0..size).collect(),
@@ -180,18 +194,17 @@ fn verify_sample(
     Ok(())
 }
 
-/// Reads back the whole head (`wipeBytes`) and the whole tail.
-fn verify_ends(file: &File, request: &WipeRequest, size: u64, block: u64) -> Result<(), WipeError> {
-    let regions = wipe_regions(size, request.head_bytes, block);
-    let head = regions.first().cloned().unwrap_or(0..0);
-    let tail = size.saturating_sub(TAIL_BYTES) / block * block..size;
+/// Reads back, whole, every region the probe reads.
+fn verify_probed_regions(file: &File, size: u64) -> Result<(), WipeError> {
     let mut window = AlignedBuffer::zeroed(MIN_CHUNK_BYTES as usize);
-    for region in [head, tail] {
+    for region in probe_regions(size) {
         let mut offset = region.start;
         while offset < region.end {
-            let length = (region.end - offset).min(MIN_CHUNK_BYTES) as usize;
-            check_zero(file, offset, &mut window.bytes_mut()[..length])?;
-            offset += length as u64;
+            let length = (region.end - offset).min(MIN_CHUNK_BYTES);
+            // O_DIRECT reads whole blocks: a region's end is block-aligned
+            // (the device's size is a whole number of blocks).
+            check_zero(file, offset, &mut window.bytes_mut()[..length as usize])?;
+            offset += length;
         }
     }
     Ok(())

@@ -247,9 +247,10 @@ pub fn wipe_device(
     })
 }
 
-/// Zeroes `region` in chunks (so shutdown can stop it between two), with
-/// `BLKZEROOUT` while the device supports it, else `O_DIRECT` writes; a
-/// device that refuses `BLKZEROOUT` switches `method` for the rest.
+/// Zeroes `region` with one `BLKZEROOUT` while the device supports it, else
+/// with `O_DIRECT` writes of a buffer at a time (so shutdown can stop it
+/// between two); a device that refuses `BLKZEROOUT` switches `method` for
+/// the rest. A full wipe calls it chunk by chunk.
 fn zero_region(
     file: &File,
     region: Range<u64>,
@@ -262,7 +263,12 @@ fn zero_region(
         if cancel.load(Ordering::Relaxed) {
             return Err(WipeError::Cancelled);
         }
-        let length = (region.end - offset).min(CHUNK_BYTES as u64);
+        // One BLKZEROOUT covers the whole region (the kernel splits it as
+        // the device needs); direct writes go a buffer at a time.
+        let length = match *method {
+            ZeroMethod::WriteZeroes => region.end - offset,
+            ZeroMethod::DirectWrites => (region.end - offset).min(CHUNK_BYTES as u64),
+        };
         if *method == ZeroMethod::WriteZeroes {
             match blockdev::zero_out(file, offset, length) {
                 Ok(()) => {
@@ -271,6 +277,7 @@ fn zero_region(
                 }
                 Err(error) if error.kind() == io::ErrorKind::Unsupported => {
                     *method = ZeroMethod::DirectWrites;
+                    continue;
                 }
                 Err(source) => {
                     return Err(WipeError::Io {
