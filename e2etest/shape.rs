@@ -83,6 +83,8 @@ fn expected_annotations(dir: &Path, device: &LoopDevice, node_name: &str, size: 
         "local-pv-provisioner.cybozu.io/device-size": size.to_string(),
         "local-pv-provisioner.cybozu.io/node-name": node_name,
         "local-pv-provisioner.cybozu.io/wipe-bytes": HEAD_BYTES.to_string(),
+        "local-pv-provisioner.cybozu.io/release-policy": "Wipe",
+        "local-pv-provisioner.cybozu.io/wipe-mode": "Signatures",
     });
     if let Some(stable_id) = loop_stable_id(device) {
         annotations["local-pv-provisioner.cybozu.io/device-stable-id"] = json!(stable_id);

@@ -106,6 +106,10 @@ fn every_metric_family_with_a_sample_passes_promtool() {
         .with_label_values(&["create_pv"])
         .inc();
     metrics.set_class_devices("fast", 2, 1, 1);
+    metrics
+        .wipe_progress
+        .with_label_values(&["local-node-a-disk0"])
+        .set(0.25);
     metrics.pv_create_duration.observe(0.2);
     metrics.wipe_duration.observe(1.5);
     let text = metrics.render();
