@@ -744,21 +744,52 @@ def check_schema(ctx: Context) -> str:
     return f"values.yaml valid; {len(BAD_VALUES)} bad value sets rejected by jsonschema and Helm; {len(leaves)} values documented"
 
 
+CRD_FILE = "localdisks.local-pv-provisioner.cybozu.io.yaml"
+
+
+def check_crd(crd: dict[str, Any]) -> None:
+    """The LocalDisk CRD: the chart ships the very file config/crd has, and
+    it is the inventory the README promises (cluster-scoped, short name ld,
+    a status subresource, the printer columns of `kubectl get localdisks -o
+    wide`, the ten states)."""
+    chart_file = (CHART / "crds" / CRD_FILE).read_text()
+    kustomize_file = (ROOT / "config" / "crd" / CRD_FILE).read_text()
+    if chart_file != kustomize_file:
+        raise CheckFailed(f"charts/local-pv-provisioner/crds/{CRD_FILE} and config/crd/{CRD_FILE} differ")
+    spec = crd["spec"]
+    problems = []
+    if spec["scope"] != "Cluster" or spec["names"].get("shortNames") != ["ld"]:
+        problems.append("scope Cluster and short name ld")
+    [version] = spec["versions"]
+    if version["name"] != "v1alpha1" or version.get("subresources") != {"status": {}}:
+        problems.append("version v1alpha1 with a status subresource")
+    columns = [c["name"] for c in version["additionalPrinterColumns"]]
+    if columns != ["Node", "Class", "Device", "Size", "State", "PV", "Claim", "Reason", "Age"]:
+        problems.append(f"printer columns {columns}")
+    states = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["state"]["enum"]
+    if states != ["Available", "Bound", "Released", "Kept", "Wiping", "HasData", "InUse", "Excluded", "Missing", "Error"]:
+        problems.append(f"states {states}")
+    if problems:
+        raise CheckFailed("the LocalDisk CRD: " + "; ".join(problems))
+
+
 def check_kustomize(ctx: Context) -> str:
     default = kustomize("config/default")
     samples = kustomize("config/samples")
     every = objects_by_kind(default)
     objs = part(every, None)
-    expected = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet"}
+    expected = {"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "DaemonSet",
+                "CustomResourceDefinition"}
     expected |= policy_checks.KINDS
     if set(objs) != expected:
         raise CheckFailed(f"config/default has kinds {sorted(objs)}, expected {sorted(expected)}")
+    check_crd(one(objs, "CustomResourceDefinition", "config/default"))
     check_node_cleanup(part(every, NODE_CLEANUP), "config/default (node-cleanup)")
     ns = one(objs, "Namespace", "config/default")["metadata"]["name"]
     for doc in default:
         # kustomize also puts the policy kinds into the namespace (its schema
         # predates them); the API server drops that for cluster-scoped objects.
-        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+        cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
         if doc["kind"] not in cluster_scoped and doc["metadata"].get("namespace") != ns:
             raise CheckFailed(f"config/default: {doc['kind']} {doc['metadata']['name']} is not in namespace {ns}")
     check_daemonset_invariants(one(objs, "DaemonSet", "config/default"), "config/default")

@@ -87,6 +87,11 @@ def check_policy_of(objs: dict[str, list[dict[str, Any]]], source: str, part: st
     rules = spec.get("matchConstraints", {}).get("resourceRules")
     want_rules = [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"],
                    "resources": ["persistentvolumes"]}]
+    if part is None:
+        # The provisioner's policy covers its node's LocalDisks too.
+        want_rules.append({"apiGroups": ["local-pv-provisioner.cybozu.io"], "apiVersions": ["v1alpha1"],
+                           "operations": ["CREATE", "UPDATE", "DELETE"],
+                           "resources": ["localdisks", "localdisks/status"]})
     if rules != want_rules:
         problems.append(f"the policy must match exactly {want_rules}, not {rules}")
     for index, validation in enumerate(spec.get("validations") or []):

@@ -23,17 +23,26 @@ pub enum Operation {
     DeletePv,
     /// Creating an Event.
     CreateEvent,
+    /// Creating a `LocalDisk`.
+    CreateLocalDisk,
+    /// Patching a `LocalDisk` (its status or labels).
+    PatchLocalDisk,
+    /// Deleting a `LocalDisk`.
+    DeleteLocalDisk,
 }
 
 impl Operation {
     /// Every operation (the metric's label values, shown at 0 from the start).
-    pub const ALL: [Operation; 6] = [
+    pub const ALL: [Operation; 9] = [
         Operation::GetNode,
         Operation::GetPv,
         Operation::CreatePv,
         Operation::PatchPv,
         Operation::DeletePv,
         Operation::CreateEvent,
+        Operation::CreateLocalDisk,
+        Operation::PatchLocalDisk,
+        Operation::DeleteLocalDisk,
     ];
 
     /// The name used in logs and in the metric's `operation` label.
@@ -45,6 +54,9 @@ impl Operation {
             Operation::PatchPv => "patch_pv",
             Operation::DeletePv => "delete_pv",
             Operation::CreateEvent => "create_event",
+            Operation::CreateLocalDisk => "create_localdisk",
+            Operation::PatchLocalDisk => "patch_localdisk",
+            Operation::DeleteLocalDisk => "delete_localdisk",
         }
     }
 }

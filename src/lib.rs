@@ -15,7 +15,8 @@
 //! reads back), [`device`] (the only code that opens a block device: facts,
 //! probe, wipe), [`observe`] (Events, metrics, reports, health, the HTTP
 //! server) and [`api`] (the watches, every request, the shared context).
-//! Above them: [`controller`] wires one node's controller and runs its loop,
+//! Above them: [`inventory`] keeps the node's `LocalDisk` objects (the disk
+//! inventory), [`controller`] wires one node's controller and runs its loop,
 //! [`cli`] holds the `scan` and `status` subcommands. [`config`],
 //! [`error`] and [`backoff`] are shared leaves.
 //!
@@ -34,6 +35,7 @@ pub mod controller;
 pub mod device;
 pub mod discover;
 pub mod error;
+pub mod inventory;
 pub mod objects;
 pub mod observe;
 pub mod provision;

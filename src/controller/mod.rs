@@ -4,7 +4,7 @@
 //! ([`memory`]). The `node-cleanup` mode, which releases the PVs of Nodes
 //! gone for good under leader election, is wired in [`node_cleanup`].
 //!
-//! Uses: objects, device, observe, api, discover, provision, cleanup, config, error.
+//! Uses: objects, device, observe, api, discover, provision, cleanup, inventory, config, error.
 
 pub mod memory;
 pub mod node_cleanup;

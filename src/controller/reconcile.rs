@@ -17,6 +17,8 @@ use crate::api::context::Context;
 use crate::api::watch::{WatchSetup, Watched};
 use crate::discover::devices::Scan;
 use crate::discover::scanner::Scanner;
+use crate::inventory::desired::{Sources, desired};
+use crate::inventory::writer::{Inventory, Owner};
 use crate::objects::pv::HOSTNAME_LABEL;
 use crate::objects::spec::NodeSpec;
 use crate::observe::health::{Health, ReconcileHealth};
@@ -67,11 +69,13 @@ pub struct Reconciler {
     scanner: Scanner,
     provisioning: Provisioning,
     reports: NodeReports,
+    inventory: Inventory,
 }
 
 impl Reconciler {
     /// A reconciler reading the Node and pods from `stores`.
     pub fn new(ctx: &Context, client: Client, health: Health, stores: Stores) -> Self {
+        let inventory = Inventory::start(&client, &ctx.label_value, ctx.api.clone());
         Reconciler {
             client,
             health,
@@ -82,6 +86,7 @@ impl Reconciler {
             scanner: Scanner::default(),
             provisioning: Provisioning::default(),
             reports: NodeReports::new(ctx.reporter.clone()),
+            inventory,
         }
     }
 
@@ -204,6 +209,23 @@ impl Reconciler {
             .provision(ctx, inputs, &mut self.reports)
             .await;
         self.reports.devices(&node_ref, &spec, &provisioned);
+        // The disk inventory after the creates, written off this loop.
+        let sources = Sources {
+            node: &ctx.settings.node_name,
+            spec: &spec,
+            scans: &scans,
+            classified: &classified,
+            problems: &provisioned.problems,
+            pvs,
+            missing: &scanned.missing,
+        };
+        let owner = Owner {
+            node: facts.name.clone(),
+            uid: facts.uid.clone(),
+            label_value: facts.label_value.clone(),
+        };
+        self.inventory
+            .set(owner, desired(&sources, &self.inventory.names()));
         self.record(true, provisioned.api_reachable);
         recheck_at
             .into_iter()

@@ -41,9 +41,15 @@ pub struct Device {
 /// reported with its own Event reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ProblemKind {
-    /// Unusable or busy (`DeviceSkipped`).
+    /// Unusable (`DeviceSkipped`).
     #[default]
     Skipped,
+    /// In use: mounted, held, partitioned or opened exclusively elsewhere
+    /// (`DeviceSkipped`).
+    InUse,
+    /// Never offered by rule: read-only, removable, selected by two
+    /// classes, or beyond its class's `maxDevices` (`DeviceSkipped`).
+    Ineligible,
     /// Holds data and was never offered (`DeviceHasData`).
     HasData,
     /// The API server refused its PV (`InvalidVolume`).

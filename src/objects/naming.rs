@@ -178,6 +178,20 @@ pub fn hashed_class_pv_name(node: &str, class: &str, device: &str) -> String {
     hashed_pv_name_of(node, &[node, class, device], device)
 }
 
+/// The name of the `LocalDisk` of the entry `entry` at `path` on `node`:
+/// the plain PV name of the entry (so a disk and its PV share a name), or
+/// when that is not a valid name, a hashed one over the node and the path
+/// (entries of one name in two directories get two names).
+pub fn disk_name(node: &str, path: &str, entry: &str) -> String {
+    plain_pv_name(node, entry).unwrap_or_else(|| hashed_pv_name_of(node, &[node, path], entry))
+}
+
+/// The hashed `LocalDisk` name of `path`, for an entry whose plain name
+/// another entry of the node already has.
+pub fn hashed_disk_name(node: &str, path: &str, entry: &str) -> String {
+    hashed_pv_name_of(node, &[node, path], entry)
+}
+
 /// One device to name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NameRequest<'a> {

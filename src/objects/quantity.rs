@@ -58,6 +58,19 @@ pub fn bytes(text: &str) -> Option<u64> {
     u64::try_from(value).ok()
 }
 
+/// `bytes` in the largest binary unit from `Mi` up that holds it exactly
+/// (`100Gi`), else in bytes.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 5] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20)];
+    UNITS
+        .iter()
+        .find(|(_, shift)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
+        .map_or_else(
+            || bytes.to_string(),
+            |(unit, shift)| format!("{}{unit}", bytes >> shift),
+        )
+}
+
 /// `(power of two, power of ten)` a suffix multiplies by.
 fn suffix_scale(suffix: &str) -> Option<(u32, i32)> {
     let scale = match suffix {

@@ -238,11 +238,11 @@ pub fn classify(classes: &[PvSpec], scans: &[Scan]) -> Classified {
         }
         let name = |index: usize| classes[index].class.as_str();
         let (kind, class, reason) = if let Some(reason) = refused_everywhere(first) {
-            (ProblemKind::Skipped, None, reason)
+            (ProblemKind::Ineligible, None, reason)
         } else if findings.selected.len() > 1 {
             let names: Vec<&str> = findings.selected.iter().map(|i| name(*i)).collect();
             (
-                ProblemKind::Skipped,
+                ProblemKind::Ineligible,
                 None,
                 format!(
                     "selected by the classes {}: a device belongs to one class, so neither offers it (narrow their selectors)",
@@ -398,7 +398,7 @@ mod tests {
         assert!(classified.devices.iter().all(Vec::is_empty));
         assert_eq!(classified.problems.len(), 2, "both entries are reported");
         for problem in &classified.problems {
-            assert_eq!(problem.kind, ProblemKind::Skipped);
+            assert_eq!(problem.kind, ProblemKind::Ineligible);
             assert!(
                 problem.reason.contains("classes a and b"),
                 "{}",

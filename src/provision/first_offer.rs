@@ -152,7 +152,8 @@ pub fn verdict(device: &Device, result: &ProbeResult) -> Verdict {
     };
     let kind = match result {
         ProbeResult::HoldsData { .. } => ProblemKind::HasData,
-        _ => ProblemKind::Skipped,
+        ProbeResult::InUse(_) => ProblemKind::InUse,
+        ProbeResult::Blank => ProblemKind::Skipped,
     };
     let reason = match kind {
         ProblemKind::HasData => format!(

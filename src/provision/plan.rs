@@ -127,7 +127,7 @@ enum Verdict<'a> {
     /// Nothing new: it has a PV, or its wipe is in flight.
     Covered,
     /// No PV, for this reason.
-    Problem(String),
+    Problem(ProblemKind, String),
     /// A new PV of this name.
     Create(&'a str),
 }
@@ -142,10 +142,11 @@ fn judge<'a>(
         return Verdict::Covered;
     }
     if let Some(reason) = &device.in_use {
-        return Verdict::Problem(format!("in use: {reason}"));
+        return Verdict::Problem(ProblemKind::InUse, format!("in use: {reason}"));
     }
     let Some(name) = names.names.get(&name_key(device)) else {
         return Verdict::Problem(
+            ProblemKind::Skipped,
             "its PV name collides with another device's even after hashing".into(),
         );
     };
@@ -155,9 +156,10 @@ fn judge<'a>(
             .as_deref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        return Verdict::Problem(format!(
-            "PV name {name} is taken by an existing PV for {held_path:?}"
-        ));
+        return Verdict::Problem(
+            ProblemKind::Skipped,
+            format!("PV name {name} is taken by an existing PV for {held_path:?}"),
+        );
     }
     Verdict::Create(name)
 }
@@ -253,12 +255,12 @@ pub fn plan(
             )
         });
         for (device, verdict) in verdicts {
-            let problem = |reason: String| DeviceProblem {
+            let problem = |kind: ProblemKind, reason: String| DeviceProblem {
                 name: device.name.clone(),
                 path: device.path.clone(),
                 reason: format!("{reason}{}", in_class(&class.class)),
                 number: Some(device.number),
-                kind: ProblemKind::Skipped,
+                kind,
                 class: Some(class.class.clone()),
             };
             match verdict {
@@ -266,10 +268,12 @@ pub fn plan(
                     result.available += 1;
                     result.available_by_class[index] += 1;
                 }
-                Verdict::Problem(reason) => result.problems.push(problem(reason)),
+                Verdict::Problem(kind, reason) => result.problems.push(problem(kind, reason)),
                 Verdict::Create(_) if slots == Some(0) => {
                     let max = class.max_devices.unwrap_or_default();
-                    result.problems.push(problem(format!(
+                    result.problems.push(problem(
+                        ProblemKind::Ineligible,
+                        format!(
                         "class {} already has maxDevices ({max}) PersistentVolumes on this node; offered when one of them goes",
                         class.class
                     )));

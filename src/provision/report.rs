@@ -121,7 +121,9 @@ impl NodeReports {
         for problem in &problems {
             let path = problem.path.display().to_string();
             let (event, severity) = match problem.kind {
-                ProblemKind::Skipped => (Some(reasons::DEVICE_SKIPPED), Severity::Warning),
+                ProblemKind::Skipped | ProblemKind::InUse | ProblemKind::Ineligible => {
+                    (Some(reasons::DEVICE_SKIPPED), Severity::Warning)
+                }
                 ProblemKind::HasData => (Some(reasons::DEVICE_HAS_DATA), Severity::Warning),
                 ProblemKind::Refused | ProblemKind::Excluded => (None, Severity::Warning),
             };

@@ -237,3 +237,149 @@ fn every_expression_compiles_and_messages_fit_on_one_line() {
         );
     }
 }
+
+/// A LocalDisk of `node` as its provisioner writes it.
+fn disk(name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "local-pv-provisioner.cybozu.io/v1alpha1",
+        "kind": "LocalDisk",
+        "metadata": {
+            "name": name,
+            "labels": {LABEL: node_label_value(node)},
+            "annotations": {ANNOTATION: node},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": "u"}],
+        },
+        "status": {"node": node, "path": "/dev/disk/by-id/x", "state": "Available", "reason": "offered"},
+    })
+}
+
+/// A write to a LocalDisk (`status`: through its status subresource).
+fn disk_review<'a>(
+    operation: Operation,
+    user: &'a UserInfo,
+    object: Option<&'a Value>,
+    old: Option<&'a Value>,
+    status: bool,
+) -> Review<'a> {
+    let mut review = Review::persistent_volume(operation, user, object, old);
+    review.group = "local-pv-provisioner.cybozu.io";
+    review.version = "v1alpha1";
+    review.resource = "localdisks";
+    review.kind = "LocalDisk";
+    review.subresource = status.then_some("status");
+    review
+}
+
+/// One LocalDisk fixture: what, the operation, the object written, the
+/// stored one, whether through the status subresource, the validation
+/// that denies it (none: allowed).
+type DiskCase<'a> = (
+    &'static str,
+    Operation,
+    Option<&'a Value>,
+    Option<&'a Value>,
+    bool,
+    Option<usize>,
+);
+
+/// The policy covers LocalDisks as it covers PVs: a pod writes its own
+/// node's objects and their status, never another node's.
+#[test]
+fn a_pod_of_one_node_cannot_write_another_nodes_local_disks() {
+    let mine = disk("local-node-a-disk0", NODE);
+    let theirs = disk("local-node-b-disk0", OTHER);
+    let user = on(NODE);
+    let mut restated = mine.clone();
+    restated["status"]["state"] = json!("Bound");
+    let moved = with(
+        mine.clone(),
+        &["metadata", "annotations", ANNOTATION],
+        json!(OTHER),
+    );
+    // (what, operation, object, stored, status subresource, denied by)
+    let cases: Vec<DiskCase<'_>> = vec![
+        (
+            "own: create",
+            Operation::Create,
+            Some(&mine),
+            None,
+            false,
+            None,
+        ),
+        (
+            "own: status",
+            Operation::Update,
+            Some(&restated),
+            Some(&mine),
+            true,
+            None,
+        ),
+        (
+            "own: labels",
+            Operation::Update,
+            Some(&restated),
+            Some(&mine),
+            false,
+            None,
+        ),
+        (
+            "own: delete",
+            Operation::Delete,
+            None,
+            Some(&mine),
+            false,
+            None,
+        ),
+        (
+            "other's: create",
+            Operation::Create,
+            Some(&theirs),
+            None,
+            false,
+            Some(CREATE),
+        ),
+        (
+            "other's: status",
+            Operation::Update,
+            Some(&theirs),
+            Some(&theirs),
+            true,
+            Some(NOT_YOURS),
+        ),
+        (
+            "other's: delete",
+            Operation::Delete,
+            None,
+            Some(&theirs),
+            false,
+            Some(NOT_YOURS),
+        ),
+        (
+            "own: moved to another node",
+            Operation::Update,
+            Some(&moved),
+            Some(&mine),
+            false,
+            Some(MOVE),
+        ),
+    ];
+    for (source, policy) in renderings() {
+        for (what, operation, object, old, status, denied) in &cases {
+            let review = disk_review(*operation, &user, *object, *old, *status);
+            let outcome = policy.review(&review);
+            assert!(outcome.matched, "[{source}] {what}: not matched");
+            let failure = outcome.failures.first();
+            match (denied, failure) {
+                (None, None) => {}
+                (Some(index), Some(f)) if f.validation == Some(*index) && f.code == 403 => {
+                    assert!(
+                        f.message.contains("LocalDisk") && !f.message.contains('\n'),
+                        "[{source}] {what}: {}",
+                        f.message
+                    );
+                }
+                _ => panic!("[{source}] {what}: got {outcome:?}"),
+            }
+        }
+    }
+}

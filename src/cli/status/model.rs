@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::node_events::{self, Condition, DeviceCount, ErrorDevice, NodeEvent, format_time};
 use super::read::ClusterState;
+use crate::objects::localdisk::LocalDisk;
 use crate::objects::naming::node_label_value;
 use crate::objects::pv::{
     CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, DEVICE_NUMBER_ANNOTATION,
@@ -234,7 +235,18 @@ pub fn build_report(state: &ClusterState, only: Option<&str>) -> Result<Report, 
             .filter(|name| !name.is_empty())
             .cloned()
     };
-    let mut names: BTreeSet<String> = pvs.keys().chain(events.keys()).cloned().collect();
+    let mut disks: BTreeMap<String, Vec<&LocalDisk>> = BTreeMap::new();
+    for disk in state.disks.iter().flatten() {
+        if let Some(status) = &disk.status {
+            disks.entry(status.node.clone()).or_default().push(disk);
+        }
+    }
+    let mut names: BTreeSet<String> = pvs
+        .keys()
+        .chain(events.keys())
+        .chain(disks.keys())
+        .cloned()
+        .collect();
     names.extend(
         nodes
             .iter()
@@ -264,10 +276,38 @@ pub fn build_report(state: &ClusterState, only: Option<&str>) -> Result<Report, 
             );
             status.node_found = node.is_some();
             status.pv_spec_config_map = node.and_then(|node| spec_configmap(node));
+            if state.disks.is_some() {
+                // The inventory says why each disk is not offered, for as
+                // long as it stands; Events expire after an hour.
+                status.error_devices = not_offered(disks.get(&name).map(Vec::as_slice));
+            }
             status
         })
         .collect();
     Ok(Report { nodes: statuses })
+}
+
+/// The disks of a node that are not offered, from its `LocalDisk`s.
+fn not_offered(disks: Option<&[&LocalDisk]>) -> Vec<ErrorDevice> {
+    let mut devices: Vec<ErrorDevice> = disks
+        .into_iter()
+        .flatten()
+        .filter_map(|disk| {
+            let status = disk.status.as_ref()?;
+            (!status.state.is_offered()).then(|| ErrorDevice {
+                device: status.path.clone(),
+                reason: status.state.as_str().to_string(),
+                message: status.reason.clone(),
+                at: disk
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|time| format_time(time.0)),
+            })
+        })
+        .collect();
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    devices
 }
 
 /// A node's status from its PVs and Events (found and spec ConfigMap unset).

@@ -1,7 +1,8 @@
-//! The four reads of `status` — Nodes, this program's PersistentVolumes,
-//! Pods and the `events.k8s.io` Events on Nodes, each a cluster-wide `list`
-//! (narrowed by selectors with `--node`) — and the one-line errors that
-//! name the resource and the missing permission.
+//! The five reads of `status` — Nodes, this program's PersistentVolumes,
+//! Pods, the `events.k8s.io` Events on Nodes and the `LocalDisk`s, each a
+//! cluster-wide `list` (narrowed by selectors with `--node`) — and the
+//! one-line errors that name the resource and the missing permission. A
+//! cluster without the LocalDisk CRD (`404`) is read without them.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::config::StatusArgs;
+use crate::objects::localdisk::LocalDisk;
 use crate::objects::naming::node_label_value;
 use crate::objects::pv::NODE_LABEL;
 
@@ -32,6 +34,8 @@ pub struct ClusterState {
     pub pods: Vec<Pod>,
     /// The `events.k8s.io/v1` Events regarding Nodes.
     pub events: Vec<Event>,
+    /// The `LocalDisk`s; `None` where the CRD is not installed.
+    pub disks: Option<Vec<LocalDisk>>,
 }
 
 /// A client from `--kubeconfig`/`--context`, else the usual inference
@@ -90,7 +94,29 @@ pub async fn read_cluster(
         pvs: list_all(client, cluster, Some(&pv_labels), None).await?,
         pods: list_all(client, cluster, None, on_node.as_deref()).await?,
         events: list_all(client, cluster, None, Some(&regarding)).await?,
+        disks: match list_all(client, cluster, Some(&pv_labels), None).await {
+            Ok(disks) => Some(disks),
+            Err(ListError::NotServed) => None,
+            Err(ListError::Failed(error)) => return Err(error),
+        },
     })
+}
+
+/// Why a list failed.
+enum ListError {
+    /// The API server does not serve the resource (`404`: a CRD not installed).
+    NotServed,
+    /// Anything else, as one line.
+    Failed(String),
+}
+
+impl From<ListError> for String {
+    fn from(error: ListError) -> String {
+        match error {
+            ListError::NotServed => "the API server does not serve the resource".into(),
+            ListError::Failed(line) => line,
+        }
+    }
 }
 
 /// Every object of `K` in every namespace matching the selectors, page by page.
@@ -99,7 +125,7 @@ async fn list_all<K>(
     cluster: &str,
     labels: Option<&str>,
     fields: Option<&str>,
-) -> Result<Vec<K>, String>
+) -> Result<Vec<K>, ListError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
@@ -113,10 +139,10 @@ where
     }
     let mut items = Vec::new();
     loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|error| read_error::<K>(&error, cluster))?;
+        let page = api.list(&params).await.map_err(|error| match &error {
+            kube::Error::Api(status) if status.code == 404 => ListError::NotServed,
+            _ => ListError::Failed(read_error::<K>(&error, cluster)),
+        })?;
         items.extend(page.items);
         match page.metadata.continue_.filter(|token| !token.is_empty()) {
             Some(token) => params = params.continue_token(&token),

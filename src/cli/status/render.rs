@@ -15,19 +15,6 @@ pub const UPSTREAM_NOTE: &str = "* made by the Go local-pv-provisioner (no node-
 /// Spaces between two columns, as kubectl prints them.
 const GAP: usize = 3;
 
-/// `bytes` in the largest binary unit from `Mi` up that holds it exactly
-/// (`100Gi`), else in bytes.
-pub fn format_capacity(bytes: u64) -> String {
-    const UNITS: [(&str, u32); 5] = [("Ei", 60), ("Pi", 50), ("Ti", 40), ("Gi", 30), ("Mi", 20)];
-    UNITS
-        .iter()
-        .find(|(_, shift)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
-        .map_or_else(
-            || bytes.to_string(),
-            |(unit, shift)| format!("{}{unit}", bytes >> shift),
-        )
-}
-
 /// A duration in kubectl's short form (`45s`, `5m30s`, `3h`, `2d`, `1y20d`).
 pub fn human_duration(seconds: i64) -> String {
     if seconds < -1 {
@@ -96,7 +83,7 @@ fn or_dash(value: Option<&str>) -> String {
 
 fn volume_row(volume: &VolumeStatus, now: Timestamp, wide: bool) -> Vec<String> {
     let capacity = match (volume.capacity_bytes, &volume.capacity) {
-        (Some(bytes), _) => format_capacity(bytes),
+        (Some(bytes), _) => crate::objects::quantity::human(bytes),
         (None, capacity) => or_dash(capacity.as_deref()),
     };
     let progress = volume.wipe_progress.as_deref().and_then(|progress| {

@@ -8,7 +8,8 @@ use serde_json::json;
 use super::model::build_report;
 use super::node_events::{NodeEvent, device_of, summarize};
 use super::read::ClusterState;
-use super::render::{format_capacity, human_duration};
+use super::render::human_duration;
+use crate::objects::quantity::human as format_capacity;
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -169,6 +170,7 @@ fn volumes_find_their_node_and_the_pods_using_them_there() {
             pod("done", &long, "Succeeded"),
         ],
         events: vec![],
+        disks: None,
     };
     let report = build_report(&state, None).unwrap();
     let names: Vec<&str> = report.nodes.iter().map(|n| n.name.as_str()).collect();
@@ -187,4 +189,71 @@ fn volumes_find_their_node_and_the_pods_using_them_there() {
     );
     assert_eq!(node.volumes[0].capacity_bytes, Some(1 << 30));
     assert!(build_report(&state, Some("nowhere")).is_err());
+}
+
+#[test]
+fn the_inventory_lists_every_disk_not_offered_with_its_reason() {
+    let disk = |name: &str,
+                node: &str,
+                state: &str,
+                reason: &str|
+     -> crate::objects::localdisk::LocalDisk {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": "2026-12-01T00:00:00Z"},
+            "status": {"node": node, "path": format!("/dev/disk/by-id/{name}"), "state": state, "reason": reason},
+        }))
+        .unwrap()
+    };
+    let state = ClusterState {
+        nodes: vec![serde_json::from_value::<Node>(json!({"metadata": {"name": "n1"}})).unwrap()],
+        pvs: vec![],
+        pods: vec![],
+        events: vec![],
+        disks: Some(vec![
+            disk(
+                "a",
+                "n1",
+                "Available",
+                "offered as PersistentVolume local-n1-a",
+            ),
+            disk(
+                "b",
+                "n1",
+                "HasData",
+                "holds data (XFS signature); never offered",
+            ),
+            disk(
+                "c",
+                "n1",
+                "Excluded",
+                "read-only (sysfs ro is 1): never offered in any class",
+            ),
+            disk("d", "n2", "InUse", "in use: mounted at /var"),
+        ]),
+    };
+    let report = build_report(&state, None).unwrap();
+    let listed = |node: usize| {
+        report.nodes[node]
+            .error_devices
+            .iter()
+            .map(|d| (d.device.as_str(), d.reason.as_str()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        report.nodes.len(),
+        2,
+        "a node known only from its disks is shown"
+    );
+    assert_eq!(
+        listed(0),
+        vec![
+            ("/dev/disk/by-id/b", "HasData"),
+            ("/dev/disk/by-id/c", "Excluded")
+        ]
+    );
+    assert_eq!(listed(1), vec![("/dev/disk/by-id/d", "InUse")]);
+    assert_eq!(
+        report.nodes[0].error_devices[0].at.as_deref(),
+        Some("2026-12-01T00:00:00Z")
+    );
 }

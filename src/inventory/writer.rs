@@ -1,0 +1,412 @@
+//! Keeps the node's `LocalDisk` objects as [`desired`](super::desired) says,
+//! writing only what changed: a disk without an object gets one (a create,
+//! then its status through the status subresource, which a create ignores),
+//! a status that differs is patched (a merge patch of the fields that
+//! differ, `null` for those that went), a class label that changed is
+//! patched, and an object whose disk stopped matching is deleted (UID
+//! precondition). In steady state it writes nothing.
+//!
+//! It runs as a task of its own, off the provisioning loop: a reconcile
+//! hands it the latest desired objects and goes on, so a cold start's
+//! thousand objects never delay a PV. It watches this node's objects (label
+//! selector), so a restart rewrites nothing that is still right; what it
+//! wrote counts as written until the watch shows it, so a lagging watch
+//! never makes it write twice. Best effort: a failed write is logged and
+//! counted and tried again on the next change or poll; a cluster without
+//! the CRD (404) is told once and looked at again every few minutes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::desired::Desired;
+use crate::api::requests::ApiRequests;
+use crate::api::watch::{WatchSetup, Watched};
+use crate::error::{Operation, status_code};
+use crate::objects::localdisk::{GROUP, KIND, LocalDisk, LocalDiskStatus, VERSION};
+use crate::objects::pv::{DEVICE_CLASS_LABEL, NODE_LABEL, NODE_NAME_ANNOTATION};
+use crate::observe::health::Health;
+
+/// Writes in flight at once.
+const CONCURRENT_WRITES: usize = 16;
+/// How long after a failed write the writes are tried again.
+const RETRY: Duration = Duration::from_secs(10);
+/// How long writes pause after the API server says the CRD is not there.
+const NO_CRD_PAUSE: Duration = Duration::from_secs(300);
+
+/// The node an inventory writes for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    /// The Node's name.
+    pub node: String,
+    /// The live Node's UID (its objects are owned by it).
+    pub uid: String,
+    /// The node label value.
+    pub label_value: String,
+}
+
+/// The latest desired objects, for the node `owner`.
+type Wanted = Option<(Owner, Vec<Desired>)>;
+
+/// The node's inventory writer.
+pub struct Inventory {
+    wanted: watch::Sender<Wanted>,
+    store: kube::runtime::reflector::Store<LocalDisk>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inventory {
+    /// Starts watching the node's objects and writing them.
+    pub fn start(client: &Client, label_value: &str, requests: ApiRequests) -> Inventory {
+        let api: Api<LocalDisk> = Api::all(client.clone());
+        let changed = Arc::new(Notify::new());
+        let watched = Watched::spawn_trimmed(
+            api.clone(),
+            watcher::Config::default().labels(&format!("{NODE_LABEL}={label_value}")),
+            WatchSetup {
+                what: "localdisk",
+                trigger: changed.clone(),
+                // The inventory never makes the pod unready.
+                health: &Health::default(),
+            },
+            |disk| disk.metadata.managed_fields = None,
+        );
+        let store = watched.store.clone();
+        let (wanted, receiver) = watch::channel(None);
+        let task = tokio::spawn(run(
+            Writer {
+                api,
+                requests,
+                watched,
+                written: HashMap::new(),
+                paused_until: None,
+                told_no_crd: false,
+                retry_at: None,
+            },
+            receiver,
+            changed,
+        ));
+        Inventory {
+            wanted,
+            store,
+            task,
+        }
+    }
+
+    /// The name of the existing object of each path (kept as it is).
+    pub fn names(&self) -> HashMap<String, String> {
+        self.store
+            .state()
+            .iter()
+            .filter_map(|disk| {
+                let path = disk.status.as_ref()?.path.clone();
+                Some((path, disk.metadata.name.clone()?))
+            })
+            .collect()
+    }
+
+    /// Hands over the objects the node's disks should have now.
+    pub fn set(&self, owner: Owner, desired: Vec<Desired>) {
+        let next = Some((owner, desired));
+        self.wanted.send_if_modified(|current| {
+            let changed = *current != next;
+            if changed {
+                *current = next;
+            }
+            changed
+        });
+    }
+}
+
+impl Drop for Inventory {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the writing task keeps.
+struct Writer {
+    api: Api<LocalDisk>,
+    requests: ApiRequests,
+    watched: Watched<LocalDisk>,
+    /// What this task wrote that the watch may not show yet.
+    written: HashMap<String, LocalDiskStatus>,
+    paused_until: Option<Instant>,
+    told_no_crd: bool,
+    /// When to try again after a failed write.
+    retry_at: Option<Instant>,
+}
+
+/// What one write did: what it wrote (to count until the watch shows it),
+/// its error, and its operation.
+type Outcome = (
+    Option<(String, LocalDiskStatus)>,
+    Option<kube::Error>,
+    Operation,
+);
+
+/// One write.
+enum Write {
+    Create(Box<Desired>, Owner),
+    Status(String, Value),
+    Labels(String, Value),
+    Delete(String, Option<String>),
+}
+
+async fn run(mut writer: Writer, mut wanted: watch::Receiver<Wanted>, changed: Arc<Notify>) {
+    loop {
+        let retry = writer.retry_at.take();
+        tokio::select! {
+            result = wanted.changed() => if result.is_err() { return },
+            () = changed.notified() => {}
+            () = sleep_until(retry), if retry.is_some() => {}
+        }
+        if !writer.watched.is_synced()
+            || writer
+                .paused_until
+                .is_some_and(|until| Instant::now() < until)
+        {
+            continue;
+        }
+        let Some((owner, desired)) = wanted.borrow_and_update().clone() else {
+            continue;
+        };
+        writer.apply(&owner, desired).await;
+    }
+}
+
+impl Writer {
+    /// Makes the node's objects what `desired` says.
+    async fn apply(&mut self, owner: &Owner, desired: Vec<Desired>) {
+        let observed: BTreeMap<String, Arc<LocalDisk>> = self
+            .watched
+            .store
+            .state()
+            .into_iter()
+            .filter_map(|disk| Some((disk.metadata.name.clone()?, disk)))
+            .collect();
+        self.written.retain(|name, status| {
+            observed
+                .get(name)
+                .is_some_and(|disk| disk.status.as_ref() != Some(status))
+        });
+        let writes = self.writes(owner, desired, &observed);
+        if writes.is_empty() {
+            return;
+        }
+        let api = &self.api;
+        let results: Vec<Outcome> = futures::stream::iter(writes)
+            .map(|write| perform(api, write))
+            .buffer_unordered(CONCURRENT_WRITES)
+            .collect()
+            .await;
+        for (done, error, operation) in results {
+            if let Some((name, status)) = done {
+                self.written.insert(name, status);
+            }
+            let Some(error) = error else { continue };
+            if status_code(&error) == Some(404) && operation == Operation::CreateLocalDisk {
+                if !self.told_no_crd {
+                    tracing::warn!(
+                        "the LocalDisk CRD (localdisks.local-pv-provisioner.cybozu.io) is not installed: no disk inventory; install the chart's crds/ or config/crd"
+                    );
+                    self.told_no_crd = true;
+                }
+                self.paused_until = Some(Instant::now() + NO_CRD_PAUSE);
+                self.retry_at = self.paused_until;
+                continue;
+            }
+            let error = self.requests.failed(operation, error);
+            tracing::warn!(%error, "writing the disk inventory failed; trying again");
+            self.retry_at = Some(Instant::now() + RETRY);
+        }
+    }
+
+    /// The writes that make `observed` what `desired` says.
+    fn writes(
+        &self,
+        owner: &Owner,
+        desired: Vec<Desired>,
+        observed: &BTreeMap<String, Arc<LocalDisk>>,
+    ) -> Vec<Write> {
+        let mut writes = Vec::new();
+        let mut kept = std::collections::BTreeSet::new();
+        for disk in desired {
+            kept.insert(disk.name.clone());
+            let Some(current) = observed.get(&disk.name) else {
+                if !self.written.contains_key(&disk.name) {
+                    writes.push(Write::Create(Box::new(disk), owner.clone()));
+                }
+                continue;
+            };
+            let seen = self.written.get(&disk.name).or(current.status.as_ref());
+            if seen != Some(&disk.status) {
+                let patch = merge_patch(
+                    seen.map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
+                    serde_json::to_value(&disk.status).unwrap_or(Value::Null),
+                );
+                writes.push(Write::Status(disk.name.clone(), patch));
+            }
+            let labels = current.metadata.labels.clone().unwrap_or_default();
+            if labels.get(DEVICE_CLASS_LABEL) != disk.class.as_ref() {
+                writes.push(Write::Labels(
+                    disk.name.clone(),
+                    json!({"metadata": {"labels": {DEVICE_CLASS_LABEL: disk.class}}}),
+                ));
+            }
+        }
+        for (name, disk) in observed {
+            if !kept.contains(name) {
+                writes.push(Write::Delete(name.clone(), disk.metadata.uid.clone()));
+            }
+        }
+        writes
+    }
+}
+
+/// Performs one write.
+async fn perform(api: &Api<LocalDisk>, write: Write) -> Outcome {
+    match write {
+        Write::Create(disk, owner) => {
+            let created = api
+                .create(&PostParams::default(), &new_object(&disk, &owner))
+                .await;
+            match created {
+                Err(error) if status_code(&error) != Some(409) => {
+                    (None, Some(error), Operation::CreateLocalDisk)
+                }
+                // Created (or created already): its status next; a create ignores it.
+                _ => {
+                    let patch = json!({"status": disk.status});
+                    let patched = api
+                        .patch_status(&disk.name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await;
+                    match patched {
+                        Ok(_) => {
+                            let Desired { name, status, .. } = *disk;
+                            (Some((name, status)), None, Operation::PatchLocalDisk)
+                        }
+                        Err(error) => (None, Some(error), Operation::PatchLocalDisk),
+                    }
+                }
+            }
+        }
+        Write::Status(name, status) => {
+            let patch = json!({"status": status});
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(disk) => (
+                    disk.status.map(|status| (name, status)),
+                    None,
+                    Operation::PatchLocalDisk,
+                ),
+                Err(error) => (None, Some(error), Operation::PatchLocalDisk),
+            }
+        }
+        Write::Labels(name, patch) => {
+            let patched = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            (None, patched.err(), Operation::PatchLocalDisk)
+        }
+        Write::Delete(name, uid) => {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            let deleted = api.delete(&name, &params).await;
+            let error = deleted
+                .err()
+                .filter(|error| status_code(error) != Some(404));
+            (None, error, Operation::DeleteLocalDisk)
+        }
+    }
+}
+
+/// A new object for `disk`: its name, the node and class labels, the node's
+/// name, and the Node as owner (the garbage collector deletes it with the Node).
+fn new_object(disk: &Desired, owner: &Owner) -> LocalDisk {
+    let mut labels = BTreeMap::from([(NODE_LABEL.to_string(), owner.label_value.clone())]);
+    if let Some(class) = &disk.class {
+        labels.insert(DEVICE_CLASS_LABEL.to_string(), class.clone());
+    }
+    LocalDisk {
+        api_version: format!("{GROUP}/{VERSION}"),
+        kind: KIND.to_string(),
+        metadata: ObjectMeta {
+            name: Some(disk.name.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                NODE_NAME_ANNOTATION.to_string(),
+                owner.node.clone(),
+            )])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: owner.node.clone(),
+                uid: owner.uid.clone(),
+                block_owner_deletion: None,
+                controller: None,
+            }]),
+            ..ObjectMeta::default()
+        },
+        status: None,
+    }
+}
+
+/// Sleeps until `at` (never returns without one).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A JSON merge patch that turns `from` into `to`: the fields of `to` that
+/// differ, and `null` for each field of `from` that `to` lacks.
+fn merge_patch(from: Option<Value>, to: Value) -> Value {
+    let (Some(Value::Object(from)), Value::Object(to)) = (from, to.clone()) else {
+        return to;
+    };
+    let mut patch = Map::new();
+    for (key, value) in &to {
+        if from.get(key) != Some(value) {
+            patch.insert(key.clone(), value.clone());
+        }
+    }
+    for key in from.keys() {
+        if !to.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    Value::Object(patch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_carries_what_changed_and_nulls_what_went() {
+        let from = json!({"state": "Available", "reason": "a", "claim": "ns/c", "node": "n"});
+        let to = json!({"state": "Bound", "reason": "a", "node": "n"});
+        assert_eq!(
+            merge_patch(Some(from), to),
+            json!({"state": "Bound", "claim": null})
+        );
+    }
+}
