@@ -16,12 +16,13 @@
 //! the CRD (404) is told once and looked at again every few minutes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Map, Value, json};
@@ -60,40 +61,24 @@ type Wanted = Option<(Owner, Vec<Desired>)>;
 /// The node's inventory writer.
 pub struct Inventory {
     wanted: watch::Sender<Wanted>,
-    store: kube::runtime::reflector::Store<LocalDisk>,
+    store: Arc<Mutex<Option<Store<LocalDisk>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Inventory {
-    /// Starts watching the node's objects and writing them.
+    /// Starts the writer: once the API server serves LocalDisks (asked
+    /// again every few minutes while it does not), it watches the node's
+    /// objects and writes them.
     pub fn start(client: &Client, label_value: &str, requests: ApiRequests) -> Inventory {
         let api: Api<LocalDisk> = Api::all(client.clone());
-        let changed = Arc::new(Notify::new());
-        let watched = Watched::spawn_trimmed(
-            api.clone(),
-            watcher::Config::default().labels(&format!("{NODE_LABEL}={label_value}")),
-            WatchSetup {
-                what: "localdisk",
-                trigger: changed.clone(),
-                // The inventory never makes the pod unready.
-                health: &Health::default(),
-            },
-            |disk| disk.metadata.managed_fields = None,
-        );
-        let store = watched.store.clone();
+        let store = Arc::new(Mutex::new(None));
         let (wanted, receiver) = watch::channel(None);
         let task = tokio::spawn(run(
-            Writer {
-                api,
-                requests,
-                watched,
-                written: HashMap::new(),
-                paused_until: None,
-                told_no_crd: false,
-                retry_at: None,
-            },
+            api,
+            format!("{NODE_LABEL}={label_value}"),
+            requests,
             receiver,
-            changed,
+            store.clone(),
         ));
         Inventory {
             wanted,
@@ -104,8 +89,10 @@ impl Inventory {
 
     /// The name of the existing object of each path (kept as it is).
     pub fn names(&self) -> HashMap<String, String> {
-        self.store
-            .state()
+        let store = self.store.lock().expect("inventory store").clone();
+        store
+            .map(|store| store.state())
+            .unwrap_or_default()
             .iter()
             .filter_map(|disk| {
                 let path = disk.status.as_ref()?.path.clone();
@@ -141,7 +128,6 @@ struct Writer {
     /// What this task wrote that the watch may not show yet.
     written: HashMap<String, LocalDiskStatus>,
     paused_until: Option<Instant>,
-    told_no_crd: bool,
     /// When to try again after a failed write.
     retry_at: Option<Instant>,
 }
@@ -158,11 +144,58 @@ type Outcome = (
 enum Write {
     Create(Box<Desired>, Owner),
     Status(String, Value),
-    Labels(String, Value),
     Delete(String, Option<String>),
 }
 
-async fn run(mut writer: Writer, mut wanted: watch::Receiver<Wanted>, changed: Arc<Notify>) {
+/// Waits until the API server serves LocalDisks, then keeps the node's
+/// objects as wanted.
+async fn run(
+    api: Api<LocalDisk>,
+    selector: String,
+    requests: ApiRequests,
+    mut wanted: watch::Receiver<Wanted>,
+    store: Arc<Mutex<Option<Store<LocalDisk>>>>,
+) {
+    let mut told = false;
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(error) if status_code(&error) == Some(404) => {
+                if !told {
+                    tracing::warn!(
+                        "the LocalDisk CRD (localdisks.local-pv-provisioner.cybozu.io) is not installed: no disk inventory until it is (install the chart's crds/ or config/crd; asked again every 5 minutes)"
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(NO_CRD_PAUSE).await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot tell whether LocalDisks are served; asking again");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    let changed = Arc::new(Notify::new());
+    let watched = Watched::spawn_trimmed(
+        api.clone(),
+        watcher::Config::default().labels(&selector),
+        WatchSetup {
+            what: "localdisk",
+            trigger: changed.clone(),
+            // The inventory never makes the pod unready.
+            health: &Health::default(),
+        },
+        |disk| disk.metadata.managed_fields = None,
+    );
+    *store.lock().expect("inventory store") = Some(watched.store.clone());
+    let mut writer = Writer {
+        api,
+        requests,
+        watched,
+        written: HashMap::new(),
+        paused_until: None,
+        retry_at: None,
+    };
     loop {
         let retry = writer.retry_at.take();
         tokio::select! {
@@ -215,12 +248,9 @@ impl Writer {
             }
             let Some(error) = error else { continue };
             if status_code(&error) == Some(404) && operation == Operation::CreateLocalDisk {
-                if !self.told_no_crd {
-                    tracing::warn!(
-                        "the LocalDisk CRD (localdisks.local-pv-provisioner.cybozu.io) is not installed: no disk inventory; install the chart's crds/ or config/crd"
-                    );
-                    self.told_no_crd = true;
-                }
+                tracing::warn!(
+                    "the LocalDisk CRD went away: the disk inventory pauses for 5 minutes"
+                );
                 self.paused_until = Some(Instant::now() + NO_CRD_PAUSE);
                 self.retry_at = self.paused_until;
                 continue;
@@ -256,12 +286,14 @@ impl Writer {
                 );
                 writes.push(Write::Status(disk.name.clone(), patch));
             }
+            // A disk that changed class is made again with its new label.
             let labels = current.metadata.labels.clone().unwrap_or_default();
             if labels.get(DEVICE_CLASS_LABEL) != disk.class.as_ref() {
-                writes.push(Write::Labels(
+                writes.push(Write::Delete(
                     disk.name.clone(),
-                    json!({"metadata": {"labels": {DEVICE_CLASS_LABEL: disk.class}}}),
+                    current.metadata.uid.clone(),
                 ));
+                continue;
             }
         }
         for (name, disk) in observed {
@@ -313,12 +345,6 @@ async fn perform(api: &Api<LocalDisk>, write: Write) -> Outcome {
                 ),
                 Err(error) => (None, Some(error), Operation::PatchLocalDisk),
             }
-        }
-        Write::Labels(name, patch) => {
-            let patched = api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-            (None, patched.err(), Operation::PatchLocalDisk)
         }
         Write::Delete(name, uid) => {
             let params = DeleteParams {
