@@ -158,7 +158,10 @@ async fn run(
 ) {
     let mut told = false;
     loop {
-        match api.list_metadata(&ListParams::default().limit(1)).await {
+        match api
+            .list_metadata(&ListParams::default().labels(&selector).limit(1))
+            .await
+        {
             Ok(_) => break,
             Err(error) if status_code(&error) == Some(404) => {
                 if !told {

@@ -18,6 +18,8 @@ const NOT_YOURS: usize = 1;
 const CREATE: usize = 2;
 /// Validation 3: UPDATE that moves a PV to another node.
 const MOVE: usize = 3;
+/// Validation 4: a LocalDisk whose status names another node.
+const STATUS_NODE: usize = 4;
 
 /// What the policy must decide about a fixture.
 enum Expect {
@@ -296,6 +298,8 @@ fn a_pod_of_one_node_cannot_write_another_nodes_local_disks() {
         &["metadata", "annotations", ANNOTATION],
         json!(OTHER),
     );
+    let mut elsewhere = mine.clone();
+    elsewhere["status"]["node"] = json!(OTHER);
     // (what, operation, object, stored, status subresource, denied by)
     let cases: Vec<DiskCase<'_>> = vec![
         (
@@ -353,6 +357,22 @@ fn a_pod_of_one_node_cannot_write_another_nodes_local_disks() {
             Some(&theirs),
             false,
             Some(NOT_YOURS),
+        ),
+        (
+            "own: status naming another node",
+            Operation::Update,
+            Some(&elsewhere),
+            Some(&mine),
+            true,
+            Some(STATUS_NODE),
+        ),
+        (
+            "own: created naming another node in its status",
+            Operation::Create,
+            Some(&elsewhere),
+            None,
+            false,
+            Some(STATUS_NODE),
         ),
         (
             "own: moved to another node",
