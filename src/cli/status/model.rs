@@ -23,9 +23,22 @@ use crate::observe::history::{DeviceHistory, history_of};
 
 /// The whole report: the nodes, by name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// Where the error devices come from.
+    pub error_devices_from: ErrorSource,
     /// One entry per node with something to show.
     pub nodes: Vec<NodeStatus>,
+}
+
+/// Where a report's error devices come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ErrorSource {
+    /// The nodes' `LocalDisk`s that are not offered, for as long as they stand.
+    LocalDisks,
+    /// The controller's Events on the Nodes (a cluster without the
+    /// LocalDisk CRD), which expire.
+    Events,
 }
 
 /// One node.
@@ -284,7 +297,14 @@ pub fn build_report(state: &ClusterState, only: Option<&str>) -> Result<Report, 
             status
         })
         .collect();
-    Ok(Report { nodes: statuses })
+    Ok(Report {
+        error_devices_from: if state.disks.is_some() {
+            ErrorSource::LocalDisks
+        } else {
+            ErrorSource::Events
+        },
+        nodes: statuses,
+    })
 }
 
 /// The disks of a node that are not offered, from its `LocalDisk`s.

@@ -6,10 +6,12 @@ use std::fmt::Write as _;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::model::{NodeStatus, Report, VolumeStatus};
+use super::model::{ErrorSource, NodeStatus, Report, VolumeStatus};
 
-/// The closing note on where the error devices come from.
-pub const EVENTS_NOTE: &str = "Error devices: the latest of local-pv-provisioner's Events per device on each Node; the API server keeps Events for 1h by default, so older reports are not shown.";
+/// The closing note on error devices read from the disk inventory.
+pub const INVENTORY_NOTE: &str = "Error devices: the LocalDisks of each node that are not offered, with their state and reason (kubectl get localdisks -o wide).";
+/// The closing note on error devices read from Events (no LocalDisk CRD).
+pub const EVENTS_NOTE: &str = "Error devices: the latest of local-pv-provisioner's Events per device on each Node (the LocalDisk CRD is not installed); the API server keeps Events for 1h by default, so older reports are not shown.";
 /// The footnote for PVs of the Go upstream.
 pub const UPSTREAM_NOTE: &str = "* made by the Go local-pv-provisioner (no node-name annotation)";
 /// Spaces between two columns, as kubectl prints them.
@@ -156,7 +158,7 @@ fn header(node: &NodeStatus, now: Timestamp) -> String {
     line
 }
 
-fn node_text(out: &mut String, node: &NodeStatus, now: Timestamp, wide: bool) {
+fn node_text(out: &mut String, node: &NodeStatus, now: Timestamp, wide: bool, from: ErrorSource) {
     out.push_str(&header(node, now));
     out.push('\n');
     if let Some(spec) = node
@@ -198,10 +200,10 @@ fn node_text(out: &mut String, node: &NodeStatus, now: Timestamp, wide: bool) {
         rows.extend(node.volumes.iter().map(|v| volume_row(v, now, wide)));
         columns(out, &rows);
     }
-    error_devices(out, node, now);
+    error_devices(out, node, now, from);
 }
 
-fn error_devices(out: &mut String, node: &NodeStatus, now: Timestamp) {
+fn error_devices(out: &mut String, node: &NodeStatus, now: Timestamp, from: ErrorSource) {
     if node.error_devices.is_empty() {
         out.push_str("No error devices reported.\n");
     } else {
@@ -224,7 +226,10 @@ fn error_devices(out: &mut String, node: &NodeStatus, now: Timestamp) {
         .device_count
         .as_ref()
         .and_then(|count| count.without_pv);
-    if let Some(counted) = counted.filter(|&n| n > node.error_devices.len() as u64) {
+    // LocalDisks stand as long as the disk does; only Events expire.
+    let expired =
+        counted.filter(|&n| from == ErrorSource::Events && n > node.error_devices.len() as u64);
+    if let Some(counted) = expired {
         let _ = writeln!(
             out,
             "{counted} device(s) without a PV were counted, {} listed: the Events of the others have expired (see the controller's log or local_pv_provisioner_error_devices).",
@@ -243,7 +248,7 @@ pub fn text(report: &Report, now: Timestamp, wide: bool) -> String {
         if index > 0 {
             out.push('\n');
         }
-        node_text(&mut out, node, now, wide);
+        node_text(&mut out, node, now, wide, report.error_devices_from);
     }
     out.push('\n');
     let upstream = report
@@ -255,7 +260,10 @@ pub fn text(report: &Report, now: Timestamp, wide: bool) -> String {
         out.push_str(UPSTREAM_NOTE);
         out.push('\n');
     }
-    out.push_str(EVENTS_NOTE);
+    out.push_str(match report.error_devices_from {
+        ErrorSource::LocalDisks => INVENTORY_NOTE,
+        ErrorSource::Events => EVENTS_NOTE,
+    });
     out.push('\n');
     out
 }
