@@ -2,18 +2,20 @@
 //! writing only what changed: a disk without an object gets one (a create,
 //! then its status through the status subresource, which a create ignores),
 //! a status that differs is patched (a merge patch of the fields that
-//! differ, `null` for those that went), a class label that changed is
-//! patched, and an object whose disk stopped matching is deleted (UID
-//! precondition). In steady state it writes nothing.
+//! differ, `null` for those that went), an object whose class changed is
+//! deleted and made again (its name and labels follow the class), and an
+//! object whose disk stopped matching is deleted (UID precondition). In
+//! steady state it writes nothing.
 //!
 //! It runs as a task of its own, off the provisioning loop: a reconcile
 //! hands it the latest desired objects and goes on, so a cold start's
 //! thousand objects never delay a PV. It watches this node's objects (label
 //! selector), so a restart rewrites nothing that is still right; what it
 //! wrote counts as written until the watch shows it, so a lagging watch
-//! never makes it write twice. Best effort: a failed write is logged and
-//! counted and tried again on the next change or poll; a cluster without
-//! the CRD (404) is told once and looked at again every few minutes.
+//! never makes it write twice (a create it has not shown for 30 s counts as
+//! undone). Best effort: a failed write is logged and counted and tried
+//! again 10 s later or on the next change; a cluster without the CRD (404)
+//! is told once and looked at again every 5 minutes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,9 @@ const CONCURRENT_WRITES: usize = 16;
 const RETRY: Duration = Duration::from_secs(10);
 /// How long writes pause after the API server says the CRD is not there.
 const NO_CRD_PAUSE: Duration = Duration::from_secs(300);
+/// How long an object this task created may stay unseen by its watch
+/// before it counts as gone (deleted by someone since) and is made again.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(30);
 
 /// The node an inventory writes for.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,13 +125,19 @@ impl Drop for Inventory {
     }
 }
 
+/// A status this task wrote, and when.
+struct Written {
+    status: LocalDiskStatus,
+    at: Instant,
+}
+
 /// What the writing task keeps.
 struct Writer {
     api: Api<LocalDisk>,
     requests: ApiRequests,
     watched: Watched<LocalDisk>,
     /// What this task wrote that the watch may not show yet.
-    written: HashMap<String, LocalDiskStatus>,
+    written: HashMap<String, Written>,
     paused_until: Option<Instant>,
     /// When to try again after a failed write.
     retry_at: Option<Instant>,
@@ -200,11 +211,13 @@ async fn run(
         retry_at: None,
     };
     loop {
-        let retry = writer.retry_at.take();
+        // A retry stays due until it fires (a wake-up for another reason
+        // while paused must not lose it).
+        let retry = writer.retry_at;
         tokio::select! {
             result = wanted.changed() => if result.is_err() { return },
             () = changed.notified() => {}
-            () = sleep_until(retry), if retry.is_some() => {}
+            () = sleep_until(retry), if retry.is_some() => writer.retry_at = None,
         }
         if !writer.watched.is_synced()
             || writer
@@ -230,12 +243,17 @@ impl Writer {
             .into_iter()
             .filter_map(|disk| Some((disk.metadata.name.clone()?, disk)))
             .collect();
-        self.written.retain(|name, status| {
-            observed
-                .get(name)
-                .is_some_and(|disk| disk.status.as_ref() != Some(status))
+        // A write counts until the watch shows it; one the watch has not
+        // shown at all (a create) for long was undone by someone.
+        self.written.retain(|name, written| match observed.get(name) {
+            Some(disk) => disk.status.as_ref() != Some(&written.status),
+            None => written.at.elapsed() < WATCH_CATCH_UP,
         });
         let writes = self.writes(owner, desired, &observed);
+        if self.written.keys().any(|name| !observed.contains_key(name)) {
+            // Look again once a create the watch has not shown counts as undone.
+            self.retry_at = Some(Instant::now() + WATCH_CATCH_UP);
+        }
         if writes.is_empty() {
             return;
         }
@@ -247,7 +265,8 @@ impl Writer {
             .await;
         for (done, error, operation) in results {
             if let Some((name, status)) = done {
-                self.written.insert(name, status);
+                let at = Instant::now();
+                self.written.insert(name, Written { status, at });
             }
             let Some(error) = error else { continue };
             if status_code(&error) == Some(404) && operation == Operation::CreateLocalDisk {
@@ -281,7 +300,11 @@ impl Writer {
                 }
                 continue;
             };
-            let seen = self.written.get(&disk.name).or(current.status.as_ref());
+            let seen = self
+                .written
+                .get(&disk.name)
+                .map(|written| &written.status)
+                .or(current.status.as_ref());
             if seen != Some(&disk.status) {
                 let patch = merge_patch(
                     seen.map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
