@@ -49,6 +49,14 @@ pub const REFUSED_CREATE_RETRY: Schedule = Schedule {
     max: Duration::from_secs(600),
 };
 
+/// Writing the disk inventory after a write failed or was refused: the
+/// next pass waits, 10 s doubling to 5 min (best effort: a LocalDisk never
+/// holds up a PV).
+pub const INVENTORY_RETRY: Schedule = Schedule {
+    first: Duration::from_secs(10),
+    max: Duration::from_secs(300),
+};
+
 #[derive(Debug, Clone)]
 struct Waiting {
     failures: u32,

@@ -2,7 +2,8 @@
 //! controller makes. The controller runs a whole lifecycle against the fake
 //! API server (provisioning, a PV name taken by someone else's PV, an
 //! invalid spec and its repeated Event, a claim recorded, a wipe through
-//! the finalizer, a lost device released without a wipe) while the test
+//! the finalizer, a lost device released without a wipe, each disk's
+//! LocalDisk created, its status patched and the lost one's deleted) while the test
 //! only touches the server's store directly, so every recorded request is
 //! the controller's. The recorded (group, resource, verb, scope) set must
 //! equal the rules of `config/rbac` (which `.ci/check_deploy.py` proves
@@ -138,6 +139,12 @@ async fn granted_permissions_equal_the_calls_the_controller_makes() {
         (world.finalizer_removals(Some("local-node-r-kept")) > 0).then_some(())
     })
     .await;
+    // The disk inventory: each disk's LocalDisk created, its status
+    // patched, and the lost device's deleted once its PV went.
+    eventually("the lost device's LocalDisk deleted", WAIT, || async {
+        (!world.requests("delete", "localdisks").is_empty()).then_some(())
+    })
+    .await;
     drop(process);
 
     let used = used_permissions(&world, &namespace);
@@ -162,12 +169,11 @@ fn used_permissions(world: &World, namespace: &str) -> BTreeSet<Permission> {
         .map(|r| {
             let namespaced =
                 r.namespace.as_deref() == Some(namespace) && r.resource == "configmaps";
-            (
-                r.group.clone(),
-                r.resource.clone(),
-                r.verb.clone(),
-                namespaced,
-            )
+            let resource = match &r.subresource {
+                Some(sub) => format!("{}/{sub}", r.resource),
+                None => r.resource.clone(),
+            };
+            (r.group.clone(), resource, r.verb.clone(), namespaced)
         })
         .collect()
 }

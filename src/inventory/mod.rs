@@ -5,7 +5,7 @@
 //! `kubectl get localdisks` answers "which disks does the cluster have, and
 //! why is this one not offered?" from the API alone, days later.
 //!
-//! Uses: objects, device, observe, api, discover, provision, cleanup, error.
+//! Uses: objects, device, observe, api, discover, provision, cleanup, error, backoff.
 
 pub mod desired;
 pub mod writer;

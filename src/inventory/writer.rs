@@ -13,8 +13,9 @@
 //! selector), so a restart rewrites nothing that is still right; what it
 //! wrote counts as written until the watch shows it, so a lagging watch
 //! never makes it write twice (a create it has not shown for 30 s counts as
-//! undone). Best effort: a failed write is logged and counted and tried
-//! again 10 s later or on the next change; a cluster without the CRD (404)
+//! undone). Best effort: a failed write is counted, logged once per pass
+//! and tried again 10 s later, doubling to 5 min while they keep failing,
+//! or on the next change; a cluster without the CRD (404)
 //! is told once and looked at again every 5 minutes.
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 use super::desired::Desired;
 use crate::api::requests::ApiRequests;
 use crate::api::watch::{WatchSetup, Watched};
+use crate::backoff::INVENTORY_RETRY;
 use crate::error::{Operation, status_code};
 use crate::objects::localdisk::{GROUP, KIND, LocalDisk, LocalDiskStatus, VERSION};
 use crate::objects::pv::{DEVICE_CLASS_LABEL, NODE_LABEL, NODE_NAME_ANNOTATION};
@@ -41,8 +43,9 @@ use crate::observe::health::Health;
 
 /// Writes in flight at once.
 const CONCURRENT_WRITES: usize = 16;
-/// How long after a failed write the writes are tried again.
-const RETRY: Duration = Duration::from_secs(10);
+/// How long to wait before asking again whether LocalDisks are served,
+/// when the answer was not a clear 404.
+const PROBE_RETRY: Duration = Duration::from_secs(10);
 /// How long writes pause after the API server says the CRD is not there.
 const NO_CRD_PAUSE: Duration = Duration::from_secs(300);
 /// How long an object this task created may stay unseen by its watch
@@ -141,6 +144,8 @@ struct Writer {
     paused_until: Option<Instant>,
     /// When to try again after a failed write.
     retry_at: Option<Instant>,
+    /// Passes in a row with a failed write (for the retry delay).
+    failures: u32,
 }
 
 /// What one write did: what it wrote (to count until the watch shows it),
@@ -185,7 +190,7 @@ async fn run(
             }
             Err(error) => {
                 tracing::debug!(%error, "cannot tell whether LocalDisks are served; asking again");
-                tokio::time::sleep(RETRY).await;
+                tokio::time::sleep(PROBE_RETRY).await;
             }
         }
     }
@@ -209,6 +214,7 @@ async fn run(
         written: HashMap::new(),
         paused_until: None,
         retry_at: None,
+        failures: 0,
     };
     loop {
         // A retry stays due until it fires (a wake-up for another reason
@@ -245,10 +251,11 @@ impl Writer {
             .collect();
         // A write counts until the watch shows it; one the watch has not
         // shown at all (a create) for long was undone by someone.
-        self.written.retain(|name, written| match observed.get(name) {
-            Some(disk) => disk.status.as_ref() != Some(&written.status),
-            None => written.at.elapsed() < WATCH_CATCH_UP,
-        });
+        self.written
+            .retain(|name, written| match observed.get(name) {
+                Some(disk) => disk.status.as_ref() != Some(&written.status),
+                None => written.at.elapsed() < WATCH_CATCH_UP,
+            });
         let writes = self.writes(owner, desired, &observed);
         if self.written.keys().any(|name| !observed.contains_key(name)) {
             // Look again once a create the watch has not shown counts as undone.
@@ -263,6 +270,7 @@ impl Writer {
             .buffer_unordered(CONCURRENT_WRITES)
             .collect()
             .await;
+        let (mut failed, mut first_error, mut crd_gone) = (0usize, None, false);
         for (done, error, operation) in results {
             if let Some((name, status)) = done {
                 let at = Instant::now();
@@ -270,16 +278,29 @@ impl Writer {
             }
             let Some(error) = error else { continue };
             if status_code(&error) == Some(404) && operation == Operation::CreateLocalDisk {
-                tracing::warn!(
-                    "the LocalDisk CRD went away: the disk inventory pauses for 5 minutes"
-                );
-                self.paused_until = Some(Instant::now() + NO_CRD_PAUSE);
-                self.retry_at = self.paused_until;
+                crd_gone = true;
                 continue;
             }
             let error = self.requests.failed(operation, error);
-            tracing::warn!(%error, "writing the disk inventory failed; trying again");
-            self.retry_at = Some(Instant::now() + RETRY);
+            failed += 1;
+            first_error.get_or_insert(error);
+        }
+        if crd_gone {
+            tracing::warn!("the LocalDisk CRD went away: the disk inventory pauses for 5 minutes");
+            self.paused_until = Some(Instant::now() + NO_CRD_PAUSE);
+            self.retry_at = self.paused_until;
+        } else if let Some(error) = first_error {
+            self.failures += 1;
+            let delay = INVENTORY_RETRY.delay(self.failures);
+            tracing::warn!(
+                %error,
+                failed,
+                retry_in_seconds = delay.as_secs(),
+                "writing the disk inventory failed; trying again"
+            );
+            self.retry_at = Some(Instant::now() + delay);
+        } else {
+            self.failures = 0;
         }
     }
 

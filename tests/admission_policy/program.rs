@@ -135,7 +135,13 @@ fn assert_admitted(server: &FakeApiServer) {
         [],
         "the policy denied a write of the program"
     );
-    let decisions = server.admission_decisions();
+    let all = server.admission_decisions();
+    let (disks, decisions): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|d| d.resource == "localdisks");
+    assert!(
+        disks.iter().any(|d| d.operation == "CREATE") && disks.iter().all(|d| d.allowed),
+        "the program's LocalDisk writes went through the policy too, and passed: {disks:?}"
+    );
     let (namespace, name) = super::support::fake_api::PROVISIONER_SERVICE_ACCOUNT;
     let user = UserInfo::service_account(namespace, name).username;
     for (operation, name) in [
@@ -210,7 +216,7 @@ async fn a_token_without_a_node_gets_every_pv_write_denied() {
     let creates = server
         .admission_denials()
         .iter()
-        .filter(|d| d.operation == "CREATE")
+        .filter(|d| d.operation == "CREATE" && d.resource == "persistentvolumes")
         .count();
     assert_eq!(creates, 1, "no retry loop");
     let reported = eventually("the InvalidVolume Event on the Node", WAIT, || async {
