@@ -6,10 +6,14 @@
 //! attach time is reported apart), and a provisioner with the default
 //! settings (inotify on, polling every 5 m), started `LPP_BENCH_COLD_RUNS`
 //! times (medians, with the range: this machine is shared). Measured:
-//! process start → the
-//! last PV seen by the benchmark's watch; the CPU time the process used
-//! until every PV is `Available` and until it is quiet again; its resident
-//! memory then; then, over an idle window in which nothing changes, its CPU
+//! process start → the first and the last PV seen by the benchmark's
+//! watch; the CPU time the process used in the window after the start
+//! (`LPP_BENCH_COLD_WINDOW_SECS`, 30 s as in issue 19's measurement on a
+//! real server, where the controller-manager still moves PVs to
+//! `Available` then), its resident memory at the end of the window and its
+//! peak until then; the CPU time until every PV is `Available` and until
+//! the process is quiet again; its resident memory then (idle RSS); then,
+//! over an idle window in which nothing changes, its CPU
 //! time (from `/proc/<pid>/stat`, 10 ms ticks, and to the nanosecond from
 //! the scheduler, with its wake-ups) and the API requests it makes besides
 //! its open watches. An idle process still reads the bookmarks the API
@@ -24,6 +28,12 @@
 mod rows;
 
 use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::Api;
+use kube::api::ListParams;
+use local_pv_provisioner::objects::naming::node_label_value;
+use local_pv_provisioner::objects::pv::NODE_LABEL;
 
 use crate::devices::{Pool, link_dir};
 use crate::options::Options;
@@ -40,8 +50,8 @@ const DEVICE_BYTES: u64 = 4 << 20;
 /// node's Pods.
 pub(crate) const PROGRAM_WATCHES: f64 = 4.0;
 /// Bookmarks per watch and minute: the fake API server sends one a second
-/// (`BOOKMARK_INTERVAL` in `tests/support/fake_api/http.rs`), kube-apiserver
-/// one a minute (its cacher's `defaultBookmarkFrequency`).
+/// (`BOOKMARK_INTERVAL` in `tests/support/fake_api/http/watch.rs`),
+/// kube-apiserver one a minute (its cacher's `defaultBookmarkFrequency`).
 const FAKE_BOOKMARKS: f64 = 60.0;
 const CLUSTER_BOOKMARKS: f64 = 1.0;
 /// Longest wait for a cold start.
@@ -50,6 +60,8 @@ const LIMIT: Duration = Duration::from_secs(300);
 /// What one start-up measured.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StartUp {
+    /// Process start → first PV seen.
+    pub(crate) first: Duration,
     /// Process start → last PV seen.
     pub(crate) created: Duration,
     /// Process start → last PV seen `Available`.
@@ -60,6 +72,11 @@ pub(crate) struct StartUp {
     pub(crate) cpu_available: f64,
     /// CPU time from start until the process was quiet.
     pub(crate) cpu_quiet: f64,
+    /// CPU time in the window after the start; resident memory at its end,
+    /// and the peak until then.
+    pub(crate) cpu_window: f64,
+    pub(crate) rss_window: f64,
+    pub(crate) peak_window: f64,
     /// Resident memory once quiet: all, anonymous, file pages; the peak.
     pub(crate) rss: f64,
     pub(crate) rss_anon: f64,
@@ -81,6 +98,9 @@ pub(crate) struct Idle {
     pub(crate) requests: Option<(usize, usize, Vec<String>)>,
     /// Resident memory at its end.
     pub(crate) rss_after: f64,
+    /// One of the node's PVs as the API server returns it: its JSON size
+    /// and that of its managedFields, bytes.
+    pub(crate) pv_size: Option<(usize, usize)>,
 }
 
 /// Runs the section and adds its rows.
@@ -88,6 +108,7 @@ pub async fn run(options: &Options, table: &mut Table) {
     let most = options.cold_devices.iter().copied().max().unwrap_or(0);
     let pool = Pool::attach(most, DEVICE_BYTES);
     let attach = pool.attach_time;
+    let mut sizes = Vec::new();
     for &count in &options.cold_devices {
         let mut runs = Vec::new();
         let mut idle = None;
@@ -97,8 +118,10 @@ pub async fn run(options: &Options, table: &mut Table) {
             runs.push(start_up);
             idle = measured;
         }
-        rows::start_up(table, count, &runs);
-        rows::idle(table, count, &idle.expect("the last run's idle window"));
+        let idle = idle.expect("the last run's idle window");
+        rows::start_up(table, count, &runs, options.cold_window);
+        rows::idle(table, count, &idle);
+        sizes.extend(idle.pv_size);
     }
     if most > 0 {
         let mut runs = Vec::new();
@@ -108,6 +131,12 @@ pub async fn run(options: &Options, table: &mut Table) {
         rows::classes(table, most, CLASSES, &runs);
     }
     let detach = pool.detach();
+    if let Some((bytes, managed)) = sizes.first() {
+        table.note(format!(
+            "A PV of the cold start as the API server returned it, {}: {bytes} bytes of JSON, {managed} of them `metadata.managedFields` (a real server's: 2–3 KB with managedFields).",
+            if options.on_cluster() { "on the cluster" } else { options.churn_text() }
+        ));
+    }
     table.note(format!(
         "Cold starts: {most} distinct sparse loop devices of {} MiB, attached one by one with `losetup -f --show` in {:.1} s and detached in {:.1} s, outside every measure; each count started {} times (fresh API server and Node each time), medians shown with the range; the idle window follows the last start.",
         DEVICE_BYTES >> 20,
@@ -155,17 +184,32 @@ async fn cold_start(
     let pid = process.pid().expect("running");
     let timeline = &stage.timeline;
     let created = timeline.all_live(count, None, LIMIT).await - started;
+    let first = timeline.first_seen().expect("a PV seen") - started;
     let cpu_created = cpu_seconds(pid);
-    let available = timeline.all_live(count, Some("Available"), LIMIT).await - started;
-    let cpu_available = cpu_seconds(pid);
+    // The window after the start and the way to all Available overlap
+    // (in churn mode 1000 PVs take about 50 s to settle): both at once.
+    let ((available, cpu_available), (cpu_window, rss_window, peak_window)) = tokio::join!(
+        async {
+            let at = timeline.all_live(count, Some("Available"), LIMIT).await;
+            (at - started, cpu_seconds(pid))
+        },
+        async {
+            tokio::time::sleep_until((started + options.cold_window).into()).await;
+            (cpu_seconds(pid), rss_mib(pid), peak_rss_mib(pid))
+        }
+    );
     let cpu_quiet = wait_until_quiet(pid, Duration::from_secs(2), Duration::from_secs(30)).await;
     let (rss_anon, rss_file) = rss_split_mib(pid);
     let start_up = StartUp {
+        first,
         created,
         available,
         cpu_created,
         cpu_available,
         cpu_quiet,
+        cpu_window,
+        rss_window,
+        peak_window,
         rss: rss_mib(pid),
         rss_anon,
         rss_file,
@@ -204,6 +248,8 @@ async fn idle_window(options: &Options, stage: &Stage, pid: u32, count: usize) -
         (others.len(), watches, others)
     });
     let cluster = options.on_cluster() && !options.self_cluster;
+    let rss_after = rss_mib(pid);
+    let pv_size = pv_size(stage).await;
     Idle {
         window,
         cpu,
@@ -215,8 +261,28 @@ async fn idle_window(options: &Options, stage: &Stage, pid: u32, count: usize) -
                 FAKE_BOOKMARKS
             },
         requests,
-        rss_after: rss_mib(pid),
+        rss_after,
+        pv_size,
     }
+}
+
+/// The JSON size of one of the stage's PVs as the API server returns it,
+/// and that of its managedFields.
+async fn pv_size(stage: &Stage) -> Option<(usize, usize)> {
+    let pvs: Api<PersistentVolume> = Api::all(stage.world.client().clone());
+    let selector = format!("{NODE_LABEL}={}", node_label_value(&stage.node));
+    let list = pvs
+        .list(&ListParams::default().labels(&selector).limit(1))
+        .await
+        .ok()?;
+    let pv = list.items.first()?;
+    let bytes = serde_json::to_vec(pv).ok()?.len();
+    let managed = pv
+        .metadata
+        .managed_fields
+        .as_ref()
+        .map_or(0, |m| serde_json::to_vec(m).map_or(0, |v| v.len()));
+    Some((bytes, managed))
 }
 
 /// The median of one measure over the runs, and its range.

@@ -18,8 +18,11 @@ use crate::table::{Table, Verdict};
 
 /// Size of each device.
 const DEVICE_BYTES: u64 = 16 << 20;
-/// The target with inotify.
+/// The targets with inotify: issue 9's (< 50 ms), issue 19's (median
+/// ≤ 15 ms, max ≤ 30 ms).
 const TARGET: Duration = Duration::from_millis(50);
+const TARGET_MEDIAN: Duration = Duration::from_millis(15);
+const TARGET_MAX: Duration = Duration::from_millis(30);
 
 /// A small xorshift generator for the pauses (no need for more).
 pub struct Rng(u64);
@@ -54,15 +57,17 @@ struct Measured {
 /// Runs both modes and adds their rows.
 pub async fn run(options: &Options, table: &mut Table) {
     let inotify = measure(options, true).await;
+    let total = inotify.total;
     table.row(
-        "new device → PV, inotify watch of `deviceDir` (default)",
-        inotify.total.text(),
-        "< 50 ms",
+        "new device → PV (timed by a PV watch), inotify watch of `deviceDir` (default)",
+        total.text_with_range(),
+        "median ≤ 15 ms, max ≤ 30 ms (issue 19; issue 9: < 50 ms)",
         inotify.to_create.map_or("–".into(), |s| {
             format!("link → the program's POST reached the server: {}", s.text())
         }),
-        Verdict::of(inotify.total.p99 < TARGET),
+        Verdict::of(total.median <= TARGET_MEDIAN && total.max <= TARGET_MAX && total.p99 < TARGET),
     );
+    table.real("median 20.4 ms, 19.2–26.2 ms (n = 15)");
     let polling = measure(options, false).await;
     table.row(
         format!(

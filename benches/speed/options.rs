@@ -63,6 +63,13 @@ pub struct Options {
     pub allow_foreign_nodes: bool,
     /// Whether a fake API server in this process stands in for a cluster.
     pub self_cluster: bool,
+    /// Churn mode (the default): the fake API server settles PV phases one
+    /// PV at a time at kube-controller-manager's pace and every object
+    /// carries managedFields, as a real server does; off: the fake before
+    /// issue 19 (phases in batches every 50 ms, no managedFields).
+    pub churn: bool,
+    /// The window after a cold start over which CPU and RSS are read.
+    pub cold_window: Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -78,6 +85,16 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> T {
             .parse()
             .unwrap_or_else(|_| panic!("{name}: not a number: {text:?}")),
         None => default,
+    }
+}
+
+/// A switch: `1`/`true`/`on`/`yes` or `0`/`false`/`off`/`no`.
+fn switch(name: &str, default: bool) -> bool {
+    match var(name).map(|text| text.trim().to_ascii_lowercase()) {
+        None => default,
+        Some(text) if ["1", "true", "on", "yes"].contains(&text.as_str()) => true,
+        Some(text) if ["0", "false", "off", "no"].contains(&text.as_str()) => false,
+        Some(text) => panic!("{name}: not a switch (1/0, true/false, on/off): {text:?}"),
     }
 }
 
@@ -135,12 +152,23 @@ impl Options {
             kubeconfig: var("KUBECONFIG"),
             allow_foreign_nodes: var("LPP_BENCH_ALLOW_FOREIGN_NODES").as_deref() == Some("1"),
             self_cluster: var("LPP_BENCH_SELF_CLUSTER").as_deref() == Some("1"),
+            churn: switch("LPP_BENCH_CHURN", true),
+            cold_window: Duration::from_secs(number("LPP_BENCH_COLD_WINDOW_SECS", 30).max(1)),
         }
     }
 
     /// Whether `section` runs.
     pub fn runs(&self, section: Section) -> bool {
         self.sections.contains(&section)
+    }
+
+    /// What the fake API server's churn mode is, in words.
+    pub fn churn_text(&self) -> &'static str {
+        if self.churn {
+            "churn on (PV phases one at a time at kube-controller-manager's 20 a second, bursts of 30; managedFields on every object)"
+        } else {
+            "churn off (PV phases in batches every 50 ms; no managedFields but the Lease's)"
+        }
     }
 
     /// Whether the run is against a real cluster.
@@ -175,8 +203,9 @@ impl Options {
             }
             Some(path) => format!("real cluster ({path})"),
             None => format!(
-                "fake API server, {} ms added to every request",
-                self.latency.as_millis()
+                "fake API server, {} ms added to every request, {}",
+                self.latency.as_millis(),
+                self.churn_text()
             ),
         };
         format!(

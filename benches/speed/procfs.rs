@@ -55,6 +55,9 @@ pub struct Spread {
     pub median: Duration,
     /// The 99th percentile.
     pub p99: Duration,
+    /// The smallest and the largest.
+    pub min: Duration,
+    pub max: Duration,
     /// How many samples.
     pub count: usize,
 }
@@ -69,6 +72,8 @@ impl Spread {
         Spread {
             median: sorted[sorted.len() / 2],
             p99: sorted[rank - 1],
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
             count: sorted.len(),
         }
     }
@@ -77,6 +82,21 @@ impl Spread {
     pub fn text(&self) -> String {
         format!(
             "median {}, p99 {} (n = {})",
+            millis(self.median),
+            millis(self.p99),
+            self.count
+        )
+    }
+
+    /// `median 12.3 ms, 10.1–45.6 ms, p99 45.6 ms (n = 50)`: with the range.
+    pub fn text_with_range(&self) -> String {
+        let range = if self.max < Duration::from_secs(10) {
+            format!("{:.1}–{}", self.min.as_secs_f64() * 1e3, millis(self.max))
+        } else {
+            format!("{}–{}", millis(self.min), millis(self.max))
+        };
+        format!(
+            "median {}, {range}, p99 {} (n = {})",
             millis(self.median),
             millis(self.p99),
             self.count

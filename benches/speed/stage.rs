@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Node;
 
 use crate::options::Options;
-use crate::support::fake_api::RecordedRequest;
+use crate::support::fake_api::{FakeApiServer, PvPhases, RecordedRequest};
 use crate::support::provisioner::ProvisionerProcess;
 use crate::support::world::{Data, World, data};
 use crate::timeline::{OWN_REQUEST_MARKER, Timeline};
@@ -42,6 +42,19 @@ pub struct Arrival {
     pub resource: String,
     /// The object it is about, when it names one.
     pub name: Option<String>,
+}
+
+/// Sets up a fake API server as the options ask: the latency added to
+/// every request and the churn mode (see `Options::churn`).
+pub fn configure_fake(server: &FakeApiServer, options: &Options) {
+    server.set_latency(options.latency);
+    if options.churn {
+        server.set_pv_phases(PvPhases::KUBE_CONTROLLER_MANAGER);
+        server.set_managed_fields(true);
+    } else {
+        server.set_pv_phases(PvPhases::Batch);
+        server.set_managed_fields(false);
+    }
 }
 
 impl Stage {
@@ -74,7 +87,7 @@ impl Stage {
         let world = World::from_env().await;
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         if !options.on_cluster() {
-            world.server().set_latency(options.latency);
+            configure_fake(world.server(), options);
             let log = arrivals.clone();
             world.server().observe_requests(move |request| {
                 if request.query.contains(OWN_REQUEST_MARKER) {

@@ -1,6 +1,7 @@
 //! The one Markdown table the benchmark prints: a row per measure with its
-//! value, the issue's target, a reference where one applies, and whether
-//! the target is met (never asserted: speed is reported, not tested).
+//! value, the issue's target, the value measured on a real server where
+//! issue 19 gives one, a reference where one applies, and whether the
+//! target is met (never asserted: speed is reported, not tested).
 
 /// Whether a row meets its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,9 @@ pub struct Row {
     pub value: String,
     /// The issue's target (`–` when none).
     pub target: String,
+    /// The value measured on a real kube-apiserver and
+    /// kube-controller-manager v1.36 (issue 19), `–` when none.
+    pub real: String,
     /// What the value is compared with, if anything.
     pub reference: String,
     /// Whether the target is met.
@@ -64,11 +68,19 @@ impl Table {
             measure: measure.into(),
             value: value.into(),
             target: target.into(),
+            real: "–".into(),
             reference: reference.into(),
             verdict,
         };
         eprintln!("bench: {} = {}", row.measure, row.value);
         self.rows.push(row);
+    }
+
+    /// Sets the real server's value of the last row added.
+    pub fn real(&mut self, value: impl Into<String>) {
+        if let Some(row) = self.rows.last_mut() {
+            row.real = value.into();
+        }
     }
 
     /// Adds a line printed under the table.
@@ -78,14 +90,17 @@ impl Table {
 
     /// Prints the table and its notes to stdout.
     pub fn print(&self) {
-        println!("| measure | value | target | reference | target met |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "| measure | value | target | real server (v1.36, issue 19) | reference | target met |"
+        );
+        println!("|---|---|---|---|---|---|");
         for row in &self.rows {
             println!(
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 row.measure,
                 row.value,
                 row.target,
+                row.real,
                 row.reference,
                 row.verdict.text()
             );

@@ -211,6 +211,12 @@ impl Timeline {
         .await
     }
 
+    /// When the first PV seen so far was first seen.
+    pub fn first_seen(&self) -> Option<Instant> {
+        let seen = self.seen.lock().expect("timeline");
+        seen.pvs.values().map(|pv| pv.first_at).min()
+    }
+
     /// Waits until no PV of the node is left (after its Node went away).
     pub async fn none_left(&self, limit: Duration) {
         self.wait("every PV of the node gone", limit, |seen| {

@@ -16,6 +16,10 @@
 //!   restarts, the request log);
 //! - `discovery`: discovery, the kubeconfig, namespaces, and objects created
 //!   directly in the store;
+//! - `churn`: the real server's churn (issue 19): one status write per
+//!   PV at the controller-manager's pace, managedFields on every object
+//!   returned or streamed, the last finalizer's removal seen only as
+//!   DELETED, a resourceVersion for every write;
 //! - `realism`: what `tests/clean_offer` relies on — fault rules aimed at
 //!   one object by name, the garbage collection of PVs that carry
 //!   finalizers, and watches that lag behind writes.
@@ -23,6 +27,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod churn;
 mod client;
 mod controller;
 mod controls;

@@ -9,9 +9,10 @@ use serde_json::json;
 use crate::client::{cm, create_cm, local_pv, names, status};
 use crate::support::fake_api::FakeApiServer;
 
-/// The server sets a v4 UID, a numeric resourceVersion, generation 1, a
-/// creation time and the namespace; a get returns the same object, stored
-/// with its kind and apiVersion.
+/// The server sets a v4 UID, a numeric resourceVersion, a creation time
+/// and the namespace, and no generation (a ConfigMap has none on a real
+/// server); a get returns the same object, stored with its kind and
+/// apiVersion.
 async fn server_set_metadata(server: &FakeApiServer, cms: &Api<ConfigMap>, created: &ConfigMap) {
     let meta = &created.metadata;
     let uid = meta.uid.clone().unwrap();
@@ -25,7 +26,7 @@ async fn server_set_metadata(server: &FakeApiServer, cms: &Api<ConfigMap>, creat
             .parse::<u64>()
             .is_ok()
     );
-    assert_eq!(meta.generation, Some(1));
+    assert_eq!(meta.generation, None);
     assert!(meta.creation_timestamp.is_some());
     assert_eq!(meta.namespace.as_deref(), Some("default"));
     let got = cms.get("a1").await.unwrap();

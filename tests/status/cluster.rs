@@ -123,9 +123,20 @@ fn pod(name: &str, node: &str, claim: &str, phase: &str) -> Value {
 }
 
 impl Cluster {
-    /// Builds the whole cluster on a fresh fake API server.
+    /// Builds the whole cluster on a fresh fake API server, with the
+    /// nodes' LocalDisks.
     pub async fn build() -> Cluster {
+        let cluster = Cluster::build_without_crd().await;
+        cluster.server.set_crd_installed(true);
+        cluster.disks();
+        cluster
+    }
+
+    /// Builds the whole cluster on a fresh fake API server that does not
+    /// serve the LocalDisk CRD (`status` then falls back to Events).
+    pub async fn build_without_crd() -> Cluster {
         let server = FakeApiServer::start().await;
+        server.set_crd_installed(false);
         server.set_controller_emulation(false);
         let now = Timestamp::now() + SignedDuration::from_mins(2 * 1440 + 30);
         let now = Timestamp::from_second(now.as_second()).expect("a time");
@@ -273,6 +284,107 @@ impl Cluster {
         s.bind_pv("local-node2-nvme-eui.0002", "app", "cache-0");
         s.set_pv_phase("local-rack-a-row-07-sdb", "Available");
         s.set_pv_phase("local-node-gone-sdb", "Released");
+    }
+
+    /// The LocalDisks the nodes' provisioners keep: one per disk, those
+    /// with a PV and those without (each with its state and reason), among
+    /// them one refused long ago that no Event would still show.
+    fn disks(&self) {
+        let disk = |node: &str, path: &str, state: &str, reason: &str, pv: Option<&str>| {
+            let name = format!("{node}-{}", path.rsplit('/').next().unwrap_or(path))
+                .replace([':', '_'], "-")
+                .to_ascii_lowercase();
+            let mut status = json!({
+                "node": node, "path": path, "state": state, "reason": reason,
+                "class": "default", "deviceType": "disk", "rotational": true,
+            });
+            if let Some(pv) = pv {
+                status["persistentVolume"] = json!(pv);
+            }
+            (name, status)
+        };
+        let node1 = |n: u32| format!("{BY_PATH}{n}");
+        let pv1 = |n: u32| format!("local-node1-pci-0000-3b-00.0-ata-{n}");
+        let mut disks = vec![
+            disk(
+                "node1",
+                &node1(1),
+                "Bound",
+                "used through PersistentVolume local-node1-pci-0000-3b-00.0-ata-1 by claim app/data-db-0",
+                Some(&pv1(1)),
+            ),
+            disk(
+                "node1",
+                &node1(2),
+                "Available",
+                "offered as PersistentVolume local-node1-pci-0000-3b-00.0-ata-2",
+                Some(&pv1(2)),
+            ),
+            disk(
+                "node1",
+                &node1(3),
+                "Wiping",
+                "being wiped before PersistentVolume local-node1-pci-0000-3b-00.0-ata-3 goes (50% done)",
+                Some(&pv1(3)),
+            ),
+            disk(
+                "node1",
+                &node1(4),
+                "InUse",
+                "in use: held by dm-0; it is offered once nothing uses it (unmount it, or stop what holds it)",
+                None,
+            ),
+            disk(
+                "node1",
+                &node1(5),
+                "HasData",
+                "holds data (ext4 filesystem); wipe it or set wipeDevicesWithData",
+                None,
+            ),
+            disk(
+                "node1",
+                &node1(6),
+                "Error",
+                "the API server refused the PersistentVolume (HTTP 403): admission webhook \"pv-policy.example.com\" denied the request",
+                None,
+            ),
+            disk(
+                "node1",
+                &node1(7),
+                "Excluded",
+                "read-only (sysfs ro is 1): never offered in any class",
+                None,
+            ),
+            disk(
+                "node2",
+                "/dev/disk/by-id/nvme-eui.0001",
+                "Available",
+                "offered as PersistentVolume local-node2-nvme-eui.0001",
+                Some("local-node2-nvme-eui.0001"),
+            ),
+            disk(
+                "node2",
+                "/dev/disk/by-id/nvme-eui.0003",
+                "Excluded",
+                "selected by the classes fast and bulk: a device belongs to one class, so neither offers it (narrow their selectors)",
+                None,
+            ),
+        ];
+        disks[0].1["claim"] = json!("app/data-db-0");
+        disks[1].1["class"] = json!("hdd");
+        disks[2].1["wipeProgress"] = json!(format!("{}/{}", 25u64 << 30, 50u64 << 30));
+        let resource = "localdisks.local-pv-provisioner.cybozu.io";
+        for (name, status) in disks {
+            let node = status["node"].as_str().unwrap_or_default().to_string();
+            let object = json!({
+                "apiVersion": "local-pv-provisioner.cybozu.io/v1alpha1",
+                "kind": "LocalDisk",
+                "metadata": {"name": name, "labels": {NODE_LABEL: node}, "annotations": {NODE_NAME: node}},
+            });
+            let mut stored = self.server.create_object(resource, object);
+            stored["status"] = status;
+            self.server.replace_status(resource, stored);
+        }
     }
 
     /// One Event on Node `node` `minutes` before now.

@@ -6,6 +6,10 @@
 //! `--node`. Run with `UPDATE_GOLDEN=1` to rewrite them after a deliberate
 //! change, and read the diff.
 //!
+//! The cluster has its LocalDisks (the error devices are read from them);
+//! one test runs against a server without the CRD, where they come from
+//! the controller's Events.
+//!
 //! Also: the one line for an unreachable cluster and for a list RBAC
 //! forbids, the one line for an unknown node, and the program invoked as
 //! the kubectl plugin `kubectl-local_pv`.
@@ -92,6 +96,14 @@ fn golden(name: &str, actual: &str) {
 async fn the_table_shows_every_node_with_something_to_show() {
     let cluster = Cluster::build().await;
     golden("table.txt", &status(&cluster, &[]).await);
+}
+
+/// Without the LocalDisk CRD, the error devices come from the
+/// controller's Events, and the output says they expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_crd_error_devices_come_from_events() {
+    let cluster = Cluster::build_without_crd().await;
+    golden("table-events.txt", &status(&cluster, &[]).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

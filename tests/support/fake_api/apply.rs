@@ -1,33 +1,25 @@
-//! Server-side apply (`application/apply-patch+yaml`) and field ownership,
-//! for the resources the table marks (`applies`; `coordination.k8s.io`
-//! leases, which `kube-lease-manager` takes by applying).
+//! Server-side apply (`application/apply-patch+yaml`), for the resources
+//! the table marks (`applies`; `coordination.k8s.io` leases, which
+//! `kube-lease-manager` takes by applying). Field ownership itself, which
+//! every write records, is `fields`.
 //!
-//! As the real server does: ownership is kept in `metadata.managedFields`
-//! (`FieldsV1`), one entry per manager and operation; an apply sets the
-//! applier's fields and owns exactly the fields of its configuration
-//! (fields it owned before and no longer applies are removed unless
-//! another manager owns them too); a field the configuration sets to a
-//! value other than the live one while another manager owns it is a `409
-//! Conflict` naming the manager and the field, unless `force=true`; every
-//! other write (PUT, the other PATCH types) moves the fields it changes to
-//! its manager (`fieldManager`, else the `User-Agent` up to its first `/`)
-//! with operation `Update`, and a field it removes loses every owner. An
-//! apply needs a `fieldManager` (422 otherwise).
+//! As the real server does: an apply sets the applier's fields and owns
+//! exactly the fields of its configuration (fields it owned before and no
+//! longer applies are removed unless another manager owns them too); a
+//! field the configuration sets to a value other than the live one while
+//! another manager owns it is a `409 Conflict` naming the manager and the
+//! field, unless `force=true`. An apply needs a `fieldManager` (422
+//! otherwise).
 //!
-//! Simplifications: lists are atomic (owned and compared whole, no merge
-//! keys); only `spec`-like content and `metadata.labels`/`annotations` are
-//! owned; a create is not recorded (a created object has no owners until a
-//! later write); managedFields sent by a client are ignored.
+//! Simplifications: lists are atomic here (owned and compared whole, no
+//! merge keys).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::resources::{ApiError, ResourceDef, meta_mut};
-use super::store::now_rfc3339;
-
-/// A field: the keys from the object's root to a leaf.
-type Path = Vec<String>;
+use super::fields::{Path, entries, entry_of, fields_of, store_entries};
+use super::resources::{ApiError, ResourceDef};
 
 /// Whether a PATCH content type is server-side apply.
 pub(super) fn is_apply(content_type: &str) -> bool {
@@ -49,189 +41,6 @@ pub(super) fn update_manager(field_manager: Option<&str>, user_agent: Option<&st
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Whether a top-level key or `metadata` key is content a manager owns.
-fn owned_key(path: &[String]) -> bool {
-    match path {
-        [first, ..] if ["apiVersion", "kind", "status"].contains(&first.as_str()) => false,
-        [first, second, ..] if first == "metadata" => {
-            ["labels", "annotations"].contains(&second.as_str())
-        }
-        [first] if first == "metadata" => true,
-        _ => true,
-    }
-}
-
-/// The leaves of `value` (lists are leaves; nulls are not fields).
-fn leaves(value: &Value) -> BTreeMap<Path, Value> {
-    fn walk(value: &Value, path: &mut Path, out: &mut BTreeMap<Path, Value>) {
-        if !owned_key(path) {
-            return;
-        }
-        match value {
-            Value::Null => {}
-            Value::Object(map) if !map.is_empty() || path.is_empty() => {
-                for (key, child) in map {
-                    path.push(key.clone());
-                    walk(child, path, out);
-                    path.pop();
-                }
-            }
-            other => {
-                out.insert(path.clone(), other.clone());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(value, &mut Vec::new(), &mut out);
-    out
-}
-
-/// One entry of `managedFields`.
-#[derive(Debug, Clone)]
-struct Entry {
-    manager: String,
-    operation: String,
-    api_version: String,
-    time: String,
-    fields: BTreeSet<Path>,
-}
-
-/// A `FieldsV1` tree as paths.
-fn parse_fields(tree: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
-    let Some(map) = tree.as_object() else { return };
-    let children: Vec<(&String, &Value)> =
-        map.iter().filter(|(k, _)| k.starts_with("f:")).collect();
-    if children.is_empty() {
-        if !path.is_empty() {
-            out.insert(path.clone());
-        }
-        return;
-    }
-    for (key, child) in children {
-        path.push(key[2..].to_string());
-        parse_fields(child, path, out);
-        path.pop();
-    }
-}
-
-/// Paths as a `FieldsV1` tree.
-fn fields_tree(fields: &BTreeSet<Path>) -> Value {
-    let mut root = Map::new();
-    for path in fields {
-        let mut at = &mut root;
-        for key in path {
-            at = at
-                .entry(format!("f:{key}"))
-                .or_insert_with(|| json!({}))
-                .as_object_mut()
-                .expect("an object");
-        }
-    }
-    Value::Object(root)
-}
-
-fn entries(obj: &Value) -> Vec<Entry> {
-    let list = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    list.iter()
-        .map(|e| {
-            let mut fields = BTreeSet::new();
-            parse_fields(&e["fieldsV1"], &mut Vec::new(), &mut fields);
-            let text = |key: &str| e[key].as_str().unwrap_or_default().to_string();
-            Entry {
-                manager: text("manager"),
-                operation: text("operation"),
-                api_version: text("apiVersion"),
-                time: text("time"),
-                fields,
-            }
-        })
-        .collect()
-}
-
-fn store_entries(obj: &mut Value, entries: Vec<Entry>) {
-    let list: Vec<Value> = entries
-        .into_iter()
-        .filter(|e| !e.fields.is_empty())
-        .map(|e| {
-            json!({
-                "manager": e.manager,
-                "operation": e.operation,
-                "apiVersion": e.api_version,
-                "time": e.time,
-                "fieldsType": "FieldsV1",
-                "fieldsV1": fields_tree(&e.fields),
-            })
-        })
-        .collect();
-    let meta = meta_mut(obj);
-    if list.is_empty() {
-        meta.remove("managedFields");
-    } else {
-        meta.insert("managedFields".into(), Value::Array(list));
-    }
-}
-
-/// The entry of `manager` and `operation`, created when missing.
-fn entry_of<'a>(
-    entries: &'a mut Vec<Entry>,
-    def: &ResourceDef,
-    manager: &str,
-    operation: &str,
-) -> &'a mut Entry {
-    let position = entries
-        .iter()
-        .position(|e| e.manager == manager && e.operation == operation);
-    let index = position.unwrap_or_else(|| {
-        entries.push(Entry {
-            manager: manager.into(),
-            operation: operation.into(),
-            api_version: def.api_version(),
-            time: String::new(),
-            fields: BTreeSet::new(),
-        });
-        entries.len() - 1
-    });
-    let entry = &mut entries[index];
-    entry.time = now_rfc3339();
-    entry.api_version = def.api_version();
-    entry
-}
-
-/// Records a write that is not an apply (`old` → `new`) by `manager` in
-/// `new`'s managedFields. A write that changes no field leaves them as they
-/// were.
-pub(super) fn record_update(def: &ResourceDef, old: &Value, new: &mut Value, manager: &str) {
-    let mut owners = entries(old);
-    let (before, after) = (leaves(old), leaves(new));
-    let changed: BTreeSet<Path> = before
-        .keys()
-        .chain(after.keys())
-        .filter(|path| before.get(*path) != after.get(*path))
-        .cloned()
-        .collect();
-    if changed.is_empty() {
-        store_entries(new, owners);
-        return;
-    }
-    for entry in &mut owners {
-        entry.fields.retain(|path| !changed.contains(path));
-    }
-    let set: BTreeSet<Path> = changed
-        .into_iter()
-        .filter(|p| after.contains_key(p))
-        .collect();
-    if !set.is_empty() {
-        entry_of(&mut owners, def, manager, "Update")
-            .fields
-            .extend(set);
-    }
-    store_entries(new, owners);
-}
-
 /// Applies `config` by `manager` to `live` (`None`: the object is created);
 /// returns the object to store, or the 409 naming every conflict.
 pub(super) fn apply(
@@ -244,7 +53,10 @@ pub(super) fn apply(
     let empty = json!({});
     let live = live.unwrap_or(&empty);
     let mut owners = entries(live);
-    let (current, applied) = (leaves(live), leaves(config));
+    let (current, applied) = (
+        fields_of(live, false).leaves,
+        fields_of(config, false).leaves,
+    );
     let differs = |path: &Path| {
         current
             .get(path)
@@ -292,7 +104,7 @@ pub(super) fn apply(
             entry.fields.retain(|p| !taken.contains(p));
         }
     }
-    let mine = entry_of(&mut owners, def, manager, "Apply");
+    let mine = entry_of(&mut owners, def, manager, "Apply", None);
     mine.fields = applied.keys().cloned().collect();
     store_entries(&mut object, owners);
     Ok(object)

@@ -2,7 +2,14 @@
 //! provisioner observes (PV phases, PV/PVC protection finalizers, garbage
 //! collection of objects owned by Nodes, namespace cleanup and, when switched
 //! on, PVC binding), plus the by-hand helpers tests use to play those
-//! controllers themselves.
+//! controllers themselves. Their writes are `kube-controller-manager`'s in
+//! managedFields. The first phase of a PV (`Pending` → `Available`) is
+//! `phases`, paced like the real controller-manager; the rest polls the
+//! store every 50 ms.
+
+mod phases;
+
+pub use phases::PvPhases;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,16 +18,23 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::fields::CONTROLLER_MANAGER;
 use super::resources::{
     NAMESPACES, NODES, PVCS, PVS, RESOURCES, finalizers, meta_str, parse_quantity, str_at,
 };
-use super::store::{PV_PROTECTION, PVC_PROTECTION, Preconditions, Store};
+use super::store::{By, PV_PROTECTION, PVC_PROTECTION, Preconditions, Store};
 
 /// How often the emulated controllers look at the store.
 const POLL: Duration = Duration::from_millis(50);
 
-/// The background loop; runs until aborted.
+/// The background tasks (the polling loop and the paced PV phases); run
+/// until aborted.
 pub(super) async fn run(shared: Arc<Shared>) {
+    tokio::join!(poll(shared.clone()), phases::paced(shared));
+}
+
+/// The polling loop.
+async fn poll(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(POLL);
     loop {
         tick.tick().await;
@@ -28,14 +42,18 @@ pub(super) async fn run(shared: Arc<Shared>) {
             continue;
         }
         let bind = shared.pvc_binding.load(Ordering::SeqCst);
+        let batch = *shared.pv_phases.lock().expect("PV phases") == PvPhases::Batch;
         let mut store = shared.store.lock().expect("store");
-        reconcile(&mut store, bind);
+        reconcile(&mut store, bind, batch);
     }
 }
 
-/// One pass of every emulated controller.
-fn reconcile(store: &mut Store, bind: bool) {
-    pv_phases(store);
+/// One pass of every emulated controller (of the PV phases only when they
+/// go in batches).
+fn reconcile(store: &mut Store, bind: bool, batch_phases: bool) {
+    if batch_phases {
+        phases::batch(store);
+    }
     if bind {
         bind_claims(store);
         release_volumes(store);
@@ -46,7 +64,8 @@ fn reconcile(store: &mut Store, bind: bool) {
 }
 
 /// Applies `f` to a copy of an object and writes it back (to `/status` when
-/// `status_only`); `None` when the object is missing or the write failed.
+/// `status_only`) as kube-controller-manager; `None` when the object is
+/// missing or the write failed.
 fn modify(
     store: &mut Store,
     res: usize,
@@ -57,25 +76,12 @@ fn modify(
 ) -> Option<Value> {
     let mut obj = store.get(res, ns, name)?.clone();
     f(&mut obj);
-    store.update(res, ns, name, obj, status_only).ok()
+    let by = By::Manager(CONTROLLER_MANAGER);
+    store.update(res, ns, name, obj, status_only, by).ok()
 }
 
 fn deleting(obj: &Value) -> bool {
     !meta_str(obj, "deletionTimestamp").is_empty()
-}
-
-/// PV controller: a new PV goes from `Pending` to `Available`.
-fn pv_phases(store: &mut Store) {
-    let pending: Vec<String> = store
-        .list(PVS, None)
-        .filter(|pv| str_at(pv, "/status/phase") == "Pending" && !deleting(pv))
-        .map(|pv| meta_str(pv, "name").to_string())
-        .collect();
-    for name in pending {
-        modify(store, PVS, "", &name, true, |pv| {
-            pv["status"] = json!({"phase": "Available"})
-        });
-    }
 }
 
 fn storage(obj: &Value, pointer: &str) -> f64 {

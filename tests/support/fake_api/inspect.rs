@@ -5,7 +5,11 @@
 
 use super::faults::RecordedRequest;
 use super::resources::{self, RESOURCES};
+use super::store::By;
 use super::{FakeApiServer, controller};
+
+/// The manager of a test's writes straight to the store.
+const TEST_MANAGER: &str = "fake-api-test";
 
 impl FakeApiServer {
     /// Every request answered so far, oldest first.
@@ -41,14 +45,14 @@ impl FakeApiServer {
 
     /// Creates an object directly in the store, as if POSTed (same defaults
     /// and validation, a watch event, no request recorded); returns it as
-    /// stored. The namespace comes from `metadata.namespace`. Panics when the
-    /// server would refuse it.
+    /// stored (its fields managed by `fake-api-test`). The namespace comes
+    /// from `metadata.namespace`. Panics when the server would refuse it.
     pub fn create_object(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
         let res = resources::by_name(resource);
         let ns = resources::meta_str(&object, "namespace").to_string();
         let ns = RESOURCES[res].namespaced.then_some(ns.as_str());
         self.store()
-            .create(res, ns, object)
+            .create(res, ns, object, By::Manager(TEST_MANAGER))
             .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
     }
 
@@ -60,8 +64,20 @@ impl FakeApiServer {
         let ns = resources::meta_str(&object, "namespace").to_string();
         let name = resources::meta_str(&object, "name").to_string();
         self.store()
-            .update(res, &ns, &name, object, false)
+            .update(res, &ns, &name, object, false, By::Manager(TEST_MANAGER))
             .unwrap_or_else(|e| panic!("fake API server refused the object: {}", e.message))
+    }
+
+    /// Writes the `status` of an object directly in the store, as if PUT to
+    /// its status subresource (same checks, a watch event, no request
+    /// recorded); returns it as stored. Panics when the server would refuse it.
+    pub fn replace_status(&self, resource: &str, object: serde_json::Value) -> serde_json::Value {
+        let res = resources::by_name(resource);
+        let ns = resources::meta_str(&object, "namespace").to_string();
+        let name = resources::meta_str(&object, "name").to_string();
+        self.store()
+            .update(res, &ns, &name, object, true, By::Manager(TEST_MANAGER))
+            .unwrap_or_else(|e| panic!("fake API server refused the status: {}", e.message))
     }
 
     /// Sets `status.phase` of a PersistentVolume (as the PV controller would).

@@ -8,13 +8,15 @@
 //! - `resources`: the served resource table, `Status` errors, validation;
 //! - `store`: objects, the global resourceVersion, the change history and the
 //!   write semantics (create defaults, optimistic concurrency, status
-//!   subresource, finalizers, graceful deletion);
+//!   subresource, managedFields, finalizers, graceful deletion);
 //! - `http`: routing, verbs, discovery, watch streams (and their cuts,
 //!   between or in the middle of events), connection tracking;
 //! - `selectors`: label and field selectors; `patch`: PATCH bodies;
-//!   `apply`: server-side apply and field ownership (leases);
+//!   `fields`: `metadata.managedFields`, recorded on every write;
+//!   `apply`: server-side apply (leases);
 //! - `faults`: fault rules, latency, request log, request observer;
-//! - `controller`: the controller-manager emulation;
+//! - `controller`: the controller-manager emulation (PV phases paced like
+//!   the real one, see [`PvPhases`]);
 //! - `admission`: bearer tokens and a `ValidatingAdmissionPolicy` (opt-in);
 //! - `inspect`: the request log, stored objects, and writes a test makes
 //!   straight to the store.
@@ -37,8 +39,9 @@
 //! (lists are never paginated) and lists ignore
 //! `resourceVersion`/`resourceVersionMatch`; a strategic merge patch is
 //! applied as a merge patch; server-side apply is served for leases only
-//! (other resources refuse it with 415), and only leases carry
-//! `metadata.managedFields`; a metadata-only request
+//! (other resources refuse it with 415); `metadata.managedFields` (on
+//! every object, as on a real server) treat lists other than finalizers
+//! and owner references as atomic; a metadata-only request
 //! (`Accept: …;as=PartialObjectMetadata…`) is answered with whole objects;
 //! `DeleteOptions` other than preconditions (propagation policy, grace period,
 //! dry run) are ignored; a watch from a resourceVersion newer than the
@@ -57,6 +60,7 @@ mod admission;
 mod apply;
 mod controller;
 mod faults;
+mod fields;
 mod http;
 mod inspect;
 mod patch;
@@ -81,6 +85,7 @@ pub use admission::{
     PROVISIONER_SERVICE_ACCOUNT, Review, UserInfo, node_cleanup_policy_from_config,
     node_policy_from_config,
 };
+pub use controller::PvPhases;
 pub use faults::{FaultRule, RecordedRequest};
 
 use faults::Faults;
@@ -102,7 +107,12 @@ struct Shared {
     /// Per resource: how long after its commit a watch delivers a change.
     watch_lag: Mutex<Vec<Duration>>,
     controller_on: AtomicBool,
+    /// How the emulated PV controller settles new PVs.
+    pv_phases: Mutex<PvPhases>,
     pvc_binding: AtomicBool,
+    /// Whether the product's CRD (LocalDisks) is installed: when not, its
+    /// paths answer 404 as on a cluster without it.
+    crd_installed: AtomicBool,
     gone_as_http: AtomicBool,
     admission: admission::Admission,
 }
@@ -129,7 +139,9 @@ impl FakeApiServer {
             mid_event_cuts: AtomicU64::new(0),
             watch_lag: Mutex::new(vec![Duration::ZERO; RESOURCES.len()]),
             controller_on: AtomicBool::new(true),
+            pv_phases: Mutex::new(PvPhases::KUBE_CONTROLLER_MANAGER),
             pvc_binding: AtomicBool::new(false),
+            crd_installed: AtomicBool::new(true),
             gone_as_http: AtomicBool::new(false),
             admission: admission::Admission::default(),
         });
@@ -202,11 +214,36 @@ impl FakeApiServer {
         self.shared.controller_on.store(on, Ordering::SeqCst);
     }
 
+    /// How the emulated PV controller moves new PVs `Pending` →
+    /// `Available`: one status write per PV at kube-controller-manager's
+    /// pace ([`PvPhases::KUBE_CONTROLLER_MANAGER`], the default), at
+    /// another pace, or every pending PV at once every 50 ms
+    /// ([`PvPhases::Batch`], the fake before issue 19).
+    pub fn set_pv_phases(&self, phases: PvPhases) {
+        *self.shared.pv_phases.lock().expect("PV phases") = phases;
+    }
+
+    /// Whether every write records `metadata.managedFields` (on, the
+    /// default, as a real server does: every object returned or streamed
+    /// carries them) or only the writes to leases (off: the fake before
+    /// issue 19). Objects already stored keep theirs.
+    pub fn set_managed_fields(&self, on: bool) {
+        self.store().set_managed_fields(on);
+    }
+
     /// Switches the emulated PV binder (pending claims bound to fitting
     /// `Available` volumes; volumes of deleted claims become `Released`) on or
     /// off. Off by default; needs the controller emulation on.
     pub fn set_pvc_binding(&self, on: bool) {
         self.shared.pvc_binding.store(on, Ordering::SeqCst);
+    }
+
+    /// Installs or removes the product's CRD (LocalDisks, installed by
+    /// default). Removed, every LocalDisk path answers 404 Not Found as a
+    /// server without the CRD does; the objects stored stay for when it
+    /// comes back.
+    pub fn set_crd_installed(&self, installed: bool) {
+        self.shared.crd_installed.store(installed, Ordering::SeqCst);
     }
 
     /// How a watch from a resourceVersion older than the retained history is

@@ -1,11 +1,14 @@
 //! What the fake server knows about resources and objects. The parts:
 //! - `table`: the served resource types and lookups of them;
 //! - `errors`: the `meta/v1 Status` errors it answers with;
-//! - `validation`: the name and spec validation a real kube-apiserver runs.
+//! - `validation`: the name and spec validation a real kube-apiserver runs;
+//! - `crd`: the product's CRD (LocalDisks): schema pruning and validation,
+//!   and the Tables of its printer columns.
 //!
 //! This module itself owns the accessors of object JSON the rest of the
 //! fake shares (metadata fields, finalizers, quantities).
 
+pub(super) mod crd;
 mod errors;
 mod table;
 mod validation;
@@ -14,7 +17,8 @@ use serde_json::{Map, Value, json};
 
 pub(super) use errors::{ApiError, Cause};
 pub(super) use table::{
-    LEASES, NAMESPACES, NODES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES, by_name, find,
+    LEASES, LOCAL_DISKS, NAMESPACES, NODES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES,
+    by_name, find,
 };
 pub(super) use validation::{is_subdomain, validate_name, validate_spec};
 

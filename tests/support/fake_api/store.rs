@@ -3,10 +3,15 @@
 //! replay. This module owns the store's state, its lifecycle (seed, reset,
 //! expiry) and the one place a change is committed; the parts:
 //! - `reads`: lookups, lists and the history since a resourceVersion;
-//! - `create`: POST (names, namespaces, server metadata, defaults);
+//! - `create`: POST (names, namespaces, server metadata, managedFields,
+//!   defaults);
 //! - `update`: PUT and the write half of PATCH (optimistic concurrency, the
-//!   status subresource, server-owned metadata, generation);
+//!   status subresource, server-owned metadata, generation, managedFields,
+//!   the delete by the removal of the last finalizer);
 //! - `delete`: DELETE (preconditions, finalizers, graceful deletion).
+//!
+//! Every write that changes an object commits it with a new
+//! resourceVersion and one change in the history (one watch event).
 
 mod create;
 mod delete;
@@ -21,6 +26,7 @@ use ring::rand::SystemRandom;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::fields::API_SERVER;
 use super::resources::{ApiError, NAMESPACES, RESOURCES, meta_mut, meta_str};
 
 /// How many changes the history keeps for watch replay.
@@ -76,8 +82,23 @@ pub(super) struct Preconditions {
     pub resource_version: Option<String>,
 }
 
+/// Who makes a write, as `metadata.managedFields` records it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum By<'a> {
+    /// A write that is not an apply (POST, PUT, merge/JSON patch, the
+    /// emulated controllers), by this manager: recorded as an `Update`.
+    Manager(&'a str),
+    /// A server-side apply: the object comes with the managedFields
+    /// `apply` computed.
+    Applied,
+}
+
 /// All objects plus history.
 pub(super) struct Store {
+    /// Whether every write records `metadata.managedFields`, as a real
+    /// server does (see `fields`); `false` only for the resources that
+    /// serve apply (the fake before issue 19).
+    managed_fields: bool,
     rv: u64,
     objects: BTreeMap<Key, Value>,
     history: VecDeque<Arc<Change>>,
@@ -92,6 +113,7 @@ impl Store {
     /// An empty store with the default namespaces.
     pub fn new() -> Store {
         let mut store = Store {
+            managed_fields: true,
             rv: 0,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
@@ -106,7 +128,8 @@ impl Store {
     /// Creates the default namespaces.
     fn seed(&mut self) {
         for ns in DEFAULT_NAMESPACES {
-            self.create(NAMESPACES, None, json!({"metadata": {"name": ns}}))
+            let namespace = json!({"metadata": {"name": ns}});
+            self.create(NAMESPACES, None, namespace, By::Manager(API_SERVER))
                 .expect("seeding default namespaces");
         }
     }
@@ -120,6 +143,18 @@ impl Store {
         self.rv += 1;
         self.expire();
         self.seed();
+    }
+
+    /// Whether every write records `metadata.managedFields` (`true`, the
+    /// default, like a real server) or only the writes to resources that
+    /// serve apply.
+    pub fn set_managed_fields(&mut self, on: bool) {
+        self.managed_fields = on;
+    }
+
+    /// Whether writes to `res` record managedFields.
+    fn records_fields(&self, res: usize) -> bool {
+        self.managed_fields || RESOURCES[res].applies
     }
 
     /// Forgets the history: watches from any resourceVersion older than the

@@ -223,6 +223,11 @@ impl World {
         &self.namespace
     }
 
+    /// The kubeconfig the world and its provisioners use (for `kubectl`).
+    pub fn kubeconfig(&self) -> &std::path::Path {
+        &self.kubeconfig
+    }
+
     /// A scratch directory that lives as long as the world.
     pub fn work_dir(&self) -> &std::path::Path {
         self.work.path()

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::super::resources::RESOURCES;
+use super::super::resources::{LOCAL_DISKS, RESOURCES, crd};
 
 /// `/version`.
 pub(super) fn version_info() -> Value {
@@ -41,16 +41,23 @@ pub(super) fn group_list() -> Value {
 /// `status` subresources.
 pub(super) fn resource_list(group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for r in RESOURCES
+    for (id, r) in RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .enumerate()
+        .filter(|(_, r)| r.group == group && r.version == version)
     {
+        let short_names = if id == LOCAL_DISKS {
+            crd::short_names()
+        } else {
+            Vec::new()
+        };
         resources.push(json!({
             "name": r.plural,
             "singularName": r.kind.to_ascii_lowercase(),
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+            "shortNames": short_names,
         }));
         if r.has_status {
             resources.push(json!({

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -177,6 +178,8 @@ struct Call {
     query: HashMap<String, String>,
     route: Route,
     content_type: Option<String>,
+    /// `Accept` header (a Table asked for by `kubectl get`).
+    accept: Option<String>,
     /// `User-Agent` header.
     user_agent: Option<String>,
     /// `Host` header, echoed in `/api`.
@@ -205,6 +208,7 @@ impl Call {
             query,
             route,
             content_type: header(header::CONTENT_TYPE),
+            accept: header(header::ACCEPT),
             user_agent: header(header::USER_AGENT),
             host: header(header::HOST).unwrap_or_else(|| "127.0.0.1".to_string()),
             body,
@@ -250,6 +254,12 @@ impl Call {
                 json_response(StatusCode::OK, &discovery::resource_list(g, v))
             }
             Route::Unknown => error_response(&ApiError::no_route()),
+            Route::Object(target)
+                if target.res == resources::LOCAL_DISKS
+                    && !shared.crd_installed.load(Ordering::SeqCst) =>
+            {
+                error_response(&ApiError::no_route())
+            }
             Route::Object(target) => verbs::ObjectCall {
                 shared,
                 user,
@@ -257,6 +267,7 @@ impl Call {
                 target,
                 query: &self.query,
                 content_type: self.content_type.as_deref(),
+                accept: self.accept.as_deref(),
                 user_agent: self.user_agent.as_deref(),
                 body: &self.body,
             }

@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 
 use super::super::Shared;
 use super::super::admission::{self, UserInfo};
-use super::super::resources::{ApiError, RESOURCES, ResourceDef, meta_mut, meta_str};
+use super::super::resources::{
+    ApiError, LOCAL_DISKS, RESOURCES, ResourceDef, crd, meta_mut, meta_str,
+};
 use super::super::selectors::Selectors;
-use super::super::store::{Preconditions, Store};
+use super::super::store::{By, Preconditions, Store};
 use super::super::{apply, patch};
 use super::routing::{Target, is_watch};
 use super::{json_response, parse_body, watch};
@@ -27,6 +29,8 @@ pub(super) struct ObjectCall<'a> {
     pub(super) target: &'a Target,
     pub(super) query: &'a HashMap<String, String>,
     pub(super) content_type: Option<&'a str>,
+    /// `Accept`: a Table of a CRD's printer columns when it asks for one.
+    pub(super) accept: Option<&'a str>,
     /// `User-Agent`, which names the manager of a write without `fieldManager`.
     pub(super) user_agent: Option<&'a str>,
     pub(super) body: &'a [u8],
@@ -99,37 +103,54 @@ impl ObjectCall<'_> {
             .filter(|o| sel.matches(o))
             .cloned()
             .collect();
+        if self.table_wanted() {
+            return ok(crd::table(&items, &store.rv().to_string(), unix_now()));
+        }
         ok(list_of(self.def(), &store, items))
     }
 
     fn get(&self, name: &str) -> Result<Response, ApiError> {
         let store = self.store();
-        store
+        let found = store
             .get(self.target.res, self.ns(), name)
             .cloned()
-            .map_or_else(|| Err(ApiError::not_found(self.def(), name)), ok)
+            .ok_or_else(|| ApiError::not_found(self.def(), name))?;
+        if self.table_wanted() {
+            return ok(crd::table(&[found], &store.rv().to_string(), unix_now()));
+        }
+        ok(found)
+    }
+
+    /// Whether to answer a read with a Table (`kubectl get` of LocalDisks;
+    /// other resources answer with their objects, which kubectl prints on
+    /// its own).
+    fn table_wanted(&self) -> bool {
+        self.target.res == LOCAL_DISKS && self.target.sub.is_none() && crd::wants_table(self.accept)
     }
 
     fn create(&self) -> Result<Response, ApiError> {
         let obj = parse_body(self.body)?;
         self.admit(Some(&obj), None)?;
-        let created =
-            self.store()
-                .create(self.target.res, self.target.namespace.as_deref(), obj)?;
+        let manager = self.manager();
+        let created = self.store().create(
+            self.target.res,
+            self.target.namespace.as_deref(),
+            obj,
+            By::Manager(&manager),
+        )?;
         Ok(json_response(StatusCode::CREATED, &created))
     }
 
     fn replace(&self, name: &str) -> Result<Response, ApiError> {
-        let mut obj = parse_body(self.body)?;
+        let obj = parse_body(self.body)?;
         let t = self.target;
+        let manager = self.manager();
         let mut store = self.store();
         if let Some(old) = store.get(t.res, self.ns(), name) {
             self.admit(Some(&obj), Some(old))?;
-            if self.def().applies {
-                apply::record_update(self.def(), old, &mut obj, &self.manager());
-            }
         }
-        ok(store.update(t.res, self.ns(), name, obj, t.sub.is_some())?)
+        let by = By::Manager(&manager);
+        ok(store.update(t.res, self.ns(), name, obj, t.sub.is_some(), by)?)
     }
 
     /// The manager of a write that is not an apply.
@@ -165,10 +186,17 @@ impl ObjectCall<'_> {
         };
         self.admit(Some(&applied), live.as_ref())?;
         match live {
-            Some(_) => ok(store.update(self.target.res, self.ns(), name, applied, false)?),
+            Some(_) => ok(store.update(
+                self.target.res,
+                self.ns(),
+                name,
+                applied,
+                false,
+                By::Applied,
+            )?),
             None => {
-                let created =
-                    store.create(self.target.res, self.target.namespace.as_deref(), applied)?;
+                let ns = self.target.namespace.as_deref();
+                let created = store.create(self.target.res, ns, applied, By::Applied)?;
                 Ok(json_response(StatusCode::CREATED, &created))
             }
         }
@@ -194,10 +222,9 @@ impl ObjectCall<'_> {
             }
         }
         self.admit(Some(&patched), Some(&current))?;
-        if self.def().applies {
-            apply::record_update(self.def(), &current, &mut patched, &self.manager());
-        }
-        ok(store.update(t.res, self.ns(), name, patched, t.sub.is_some())?)
+        let manager = self.manager();
+        let by = By::Manager(&manager);
+        ok(store.update(t.res, self.ns(), name, patched, t.sub.is_some(), by)?)
     }
 
     fn delete(&self, name: &str) -> Result<Response, ApiError> {
@@ -230,6 +257,13 @@ impl ObjectCall<'_> {
         }
         ok(list_of(self.def(), &store, items))
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A 200 answer with `value`.

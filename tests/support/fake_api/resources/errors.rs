@@ -248,6 +248,16 @@ impl Cause {
         }
     }
 
+    /// `field: Unsupported value: "value": supported values: …`.
+    pub fn not_supported(field: &str, value: &str, supported: &str) -> Self {
+        Cause {
+            reason: "FieldValueNotSupported",
+            field: field.into(),
+            detail: format!("supported values: {supported}"),
+            value: Some(value.into()),
+        }
+    }
+
     /// `field: Forbidden: detail`.
     pub fn forbidden(field: &str, detail: &str) -> Self {
         Cause {
@@ -266,6 +276,10 @@ impl Cause {
                 self.value.as_deref().unwrap_or_default()
             ),
             "FieldValueRequired" => "Required value".to_string(),
+            "FieldValueNotSupported" => format!(
+                "Unsupported value: \"{}\"",
+                self.value.as_deref().unwrap_or_default()
+            ),
             _ => "Forbidden".to_string(),
         };
         if self.detail.is_empty() {

@@ -33,10 +33,16 @@ pub struct ResourceDef {
     pub extra_fields: &'static [&'static str],
     /// Name validation rule.
     pub name_rule: NameRule,
-    /// Whether server-side apply is served (with field ownership in
-    /// `metadata.managedFields`, see `apply`); other resources answer an
-    /// apply patch with 415.
+    /// Whether server-side apply is served (see `apply`); other resources
+    /// answer an apply patch with 415.
     pub applies: bool,
+    /// Whether objects carry `metadata.generation` (1 on create, bumped by
+    /// each change of their content and by the start of a graceful
+    /// deletion). The real server sets it only where the resource's
+    /// strategy does: of the resources served here, only Pods (since
+    /// v1.33); PVs, PVCs, Nodes, ConfigMaps, namespaces, events, storage
+    /// classes and leases come without it.
+    pub generation: bool,
 }
 
 impl ResourceDef {
@@ -102,6 +108,7 @@ const fn v1(
         extra_fields,
         name_rule: NameRule::Subdomain,
         applies: false,
+        generation: false,
     }
 }
 
@@ -162,17 +169,32 @@ pub const RESOURCES: &[ResourceDef] = &[
         false,
         &[],
     ),
-    v1(
-        "",
-        "pods",
-        "Pod",
-        true,
-        true,
-        &["spec.nodeName", "status.phase"],
-    ),
+    ResourceDef {
+        generation: true,
+        ..v1(
+            "",
+            "pods",
+            "Pod",
+            true,
+            true,
+            &["spec.nodeName", "status.phase"],
+        )
+    },
     ResourceDef {
         applies: true,
         ..v1("coordination.k8s.io", "leases", "Lease", true, false, &[])
+    },
+    // The product's own CRD (config/crd), as installed: see `crd`.
+    ResourceDef {
+        version: "v1alpha1",
+        ..v1(
+            "local-pv-provisioner.cybozu.io",
+            "localdisks",
+            "LocalDisk",
+            false,
+            true,
+            &[],
+        )
     },
 ];
 
@@ -188,6 +210,8 @@ pub const PVCS: usize = 4;
 pub const STORAGE_CLASSES: usize = 7;
 /// Resource id of `leases` (`coordination.k8s.io/v1`).
 pub const LEASES: usize = 9;
+/// Resource id of `localdisks` (`local-pv-provisioner.cybozu.io/v1alpha1`).
+pub const LOCAL_DISKS: usize = 10;
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {

@@ -1,11 +1,12 @@
 //! The validation a real kube-apiserver runs that the fake reproduces:
 //! object names (RFC 1123 subdomains or labels) and the basics of
-//! PersistentVolume, PersistentVolumeClaim, StorageClass and Lease specs.
+//! PersistentVolume, PersistentVolumeClaim, StorageClass and Lease specs,
+//! and the schema of the product's CRD (`crd`).
 
 use serde_json::Value;
 
 use super::table::NameRule;
-use super::{Cause, LEASES, PVCS, PVS, ResourceDef, STORAGE_CLASSES};
+use super::{Cause, LEASES, LOCAL_DISKS, PVCS, PVS, ResourceDef, STORAGE_CLASSES, crd};
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
      '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for \
@@ -50,14 +51,15 @@ pub fn validate_name(res: &ResourceDef, name: &str) -> Vec<Cause> {
     causes
 }
 
-/// Resource-specific spec validation (PersistentVolumes, claims and storage
-/// classes); other resources accept any content.
+/// Resource-specific spec validation (PersistentVolumes, claims, storage
+/// classes, leases, LocalDisks); other resources accept any content.
 pub fn validate_spec(res_id: usize, obj: &Value) -> Vec<Cause> {
     match res_id {
         PVS => validate_pv(obj.get("spec").unwrap_or(&Value::Null)),
         PVCS => validate_pvc(obj.get("spec").unwrap_or(&Value::Null)),
         STORAGE_CLASSES => validate_storage_class(obj),
         LEASES => validate_lease(obj.get("spec").unwrap_or(&Value::Null)),
+        LOCAL_DISKS => crd::validate(obj),
         _ => Vec::new(),
     }
 }

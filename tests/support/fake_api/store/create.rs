@@ -1,17 +1,19 @@
 //! POST: creating an object. The name (or one generated from
 //! `generateName`), the namespace from the path, the metadata the server
-//! owns (uid, creation timestamp, generation), validation, the namespace
-//! being there and not terminating, and the defaults and admission-plugin
+//! owns (uid, creation timestamp, generation where the real server sets
+//! one), validation, the namespace being there and not terminating, the
+//! creator's fields in managedFields, and the defaults and admission-plugin
 //! effects of the real server (PV and PVC protection finalizers, phases).
 
 use ring::rand::SecureRandom;
 use serde_json::{Map, Value, json};
 
+use super::super::fields;
 use super::super::resources::{
-    ApiError, Cause, NAMESPACES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES, meta_mut,
-    meta_str, validate_name, validate_spec,
+    ApiError, Cause, LOCAL_DISKS, NAMESPACES, PVCS, PVS, RESOURCES, ResourceDef, STORAGE_CLASSES,
+    crd, meta_mut, meta_str, validate_name, validate_spec,
 };
-use super::{ChangeKind, PV_PROTECTION, PVC_PROTECTION, Store, check_type, now_rfc3339};
+use super::{By, ChangeKind, PV_PROTECTION, PVC_PROTECTION, Store, check_type, now_rfc3339};
 
 /// Metadata only the server sets; dropped from a created object.
 const SERVER_OWNED: &[&str] = &[
@@ -51,12 +53,14 @@ impl Store {
     }
 
     /// POST: creates an object in namespace `ns` (`None` for cluster-scoped
-    /// resources) with server-set metadata.
+    /// resources) with server-set metadata, recording the fields sent as
+    /// `by`'s.
     pub fn create(
         &mut self,
         res: usize,
         ns: Option<&str>,
         mut obj: Value,
+        by: By<'_>,
     ) -> Result<Value, ApiError> {
         let def = &RESOURCES[res];
         check_type(res, &mut obj)?;
@@ -64,7 +68,14 @@ impl Store {
         let suffix = self.name_suffix();
         let name = take_name(def, meta_mut(&mut obj), &suffix)?;
         let ns = place(meta_mut(&mut obj), ns)?;
-        set_server_metadata(meta_mut(&mut obj), uid)?;
+        let applied = meta_mut(&mut obj).remove("managedFields");
+        set_server_metadata(def, meta_mut(&mut obj), uid)?;
+        if res == LOCAL_DISKS {
+            // A custom resource with a status subresource: a create
+            // ignores `.status`, and what the schema does not name goes.
+            obj.as_object_mut().expect("object").remove("status");
+            crd::prune(&mut obj);
+        }
         let mut causes = validate_name(def, &name);
         causes.extend(validate_spec(res, &obj));
         if !causes.is_empty() {
@@ -75,6 +86,18 @@ impl Store {
         }
         if self.get(res, &ns, &name).is_some() {
             return Err(ApiError::already_exists(def, &name));
+        }
+        // The real server records the fields of a create before admission
+        // and the strategy run: what they add (status, the protection
+        // finalizer) is nobody's.
+        match (by, applied) {
+            (By::Applied, Some(managed)) => {
+                meta_mut(&mut obj).insert("managedFields".into(), managed);
+            }
+            (By::Manager(manager), _) if self.records_fields(res) => {
+                fields::record_create(def, &mut obj, manager);
+            }
+            _ => {}
         }
         default_on_create(res, &mut obj);
         Ok(self.commit(res, ChangeKind::Added, obj, None))
@@ -162,8 +185,13 @@ fn place(meta: &mut Map<String, Value>, ns: Option<&str>) -> Result<String, ApiE
 }
 
 /// Sets the metadata the server owns on a new object (a resourceVersion
-/// sent with it is refused).
-fn set_server_metadata(meta: &mut Map<String, Value>, uid: String) -> Result<(), ApiError> {
+/// sent with it is refused): uid, creation time and, where the real server
+/// sets one, generation 1.
+fn set_server_metadata(
+    def: &ResourceDef,
+    meta: &mut Map<String, Value>,
+    uid: String,
+) -> Result<(), ApiError> {
     if meta
         .get("resourceVersion")
         .and_then(Value::as_str)
@@ -175,7 +203,10 @@ fn set_server_metadata(meta: &mut Map<String, Value>, uid: String) -> Result<(),
     }
     meta.insert("uid".into(), json!(uid));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-    meta.insert("generation".into(), json!(1));
+    meta.remove("generation");
+    if def.generation {
+        meta.insert("generation".into(), json!(1));
+    }
     for server_owned in SERVER_OWNED {
         meta.remove(*server_owned);
     }
@@ -203,7 +234,9 @@ fn default_on_create(res: usize, obj: &mut Value) {
             obj["status"] = json!({"phase": "Active"});
         }
         PVS => {
-            obj["status"] = json!({"phase": "Pending"});
+            // The PV strategy of a real server (v1.31+): phase `Pending`,
+            // and the time of that phase.
+            obj["status"] = json!({"phase": "Pending", "lastPhaseTransitionTime": now_rfc3339()});
             let spec = &mut obj["spec"];
             if spec.get("persistentVolumeReclaimPolicy").is_none() {
                 spec["persistentVolumeReclaimPolicy"] = json!("Retain");

@@ -79,11 +79,14 @@ fn check_preconditions(
 /// The object marked for graceful deletion.
 fn marked_deleting(res: usize, old: &Value) -> Value {
     let mut new = old.clone();
-    let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+    let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
     let meta = meta_mut(&mut new);
     meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
     meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-    meta.insert("generation".into(), json!(generation));
+    // Bumped only on objects that have one (the real server's markAsDeleting).
+    if generation > 0 {
+        meta.insert("generation".into(), json!(generation + 1));
+    }
     if res == NAMESPACES {
         new["status"]["phase"] = json!("Terminating");
     }

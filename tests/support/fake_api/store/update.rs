@@ -1,17 +1,20 @@
 //! PUT and the write half of PATCH: the name and namespace of the body
 //! against the path, optimistic concurrency on `metadata.resourceVersion`,
 //! the `status` subresource (a write to one half keeps the other), the
-//! metadata the server owns, `metadata.generation` on content changes, no
-//! new finalizers while deleting, and the removal of a deleting object
-//! whose last finalizer goes.
+//! metadata the server owns, `metadata.generation` on content changes
+//! (where the resource has one), managedFields, a PV's
+//! `lastPhaseTransitionTime`, no new finalizers while deleting, and the
+//! removal of a deleting object whose last finalizer goes.
 
 use serde_json::{Value, json};
 
+use super::super::fields;
 use super::super::resources::{
-    ApiError, Cause, RESOURCES, ResourceDef, finalizers, meta_mut, meta_str, validate_spec,
+    ApiError, Cause, LOCAL_DISKS, PVS, RESOURCES, ResourceDef, crd, finalizers, meta_mut, meta_str,
+    str_at, validate_spec,
 };
 use super::delete::blocked;
-use super::{ChangeKind, Store, check_type};
+use super::{By, ChangeKind, Store, check_type, now_rfc3339};
 
 /// Metadata a PUT cannot change: kept from the stored object.
 const KEPT_METADATA: &[&str] = &[
@@ -26,8 +29,11 @@ const KEPT_METADATA: &[&str] = &[
 
 impl Store {
     /// PUT (or the write half of PATCH): replaces the object, or only its
-    /// `.status` when `status_only`. A non-empty `metadata.resourceVersion` in
-    /// `obj` must equal the stored one.
+    /// `.status` when `status_only`, as a write `by` a manager (recorded in
+    /// managedFields) or an apply. A non-empty `metadata.resourceVersion`
+    /// in `obj` must equal the stored one. Every write that changes the
+    /// object gets a resourceVersion of its own and one watch event; one
+    /// that changes nothing is answered with the stored object.
     pub fn update(
         &mut self,
         res: usize,
@@ -35,6 +41,7 @@ impl Store {
         name: &str,
         mut obj: Value,
         status_only: bool,
+        by: By<'_>,
     ) -> Result<Value, ApiError> {
         let def = &RESOURCES[res];
         check_type(res, &mut obj)?;
@@ -52,10 +59,22 @@ impl Store {
         } else {
             replaced(def, &old, obj)
         };
-        meta_mut(&mut new).insert(
+        if res == LOCAL_DISKS {
+            // What the CRD's schema does not name is dropped, silently.
+            crd::prune(&mut new);
+        }
+        let meta = meta_mut(&mut new);
+        meta.insert(
             "resourceVersion".into(),
             json!(meta_str(&old, "resourceVersion")),
         );
+        if let By::Manager(_) = by {
+            // A client's managedFields are ignored: the stored ones go on.
+            match old.pointer("/metadata/managedFields") {
+                Some(managed) => meta.insert("managedFields".into(), managed.clone()),
+                None => meta.remove("managedFields"),
+            };
+        }
         if new == old {
             return Ok(old);
         }
@@ -63,11 +82,45 @@ impl Store {
         if !causes.is_empty() {
             return Err(ApiError::invalid(def, name, &causes));
         }
+        if let By::Manager(manager) = by
+            && self.records_fields(res)
+        {
+            let subresource = status_only.then_some("status");
+            fields::record_update(def, &old, &mut new, manager, subresource);
+        }
+        if res == PVS {
+            phase_transition(&old, &mut new);
+        }
         let deleting = !meta_str(&old, "deletionTimestamp").is_empty();
         if deleting && !blocked(res, &new) {
-            return Ok(self.commit(res, ChangeKind::Deleted, new, Some(old)));
+            // As a real server (v1.36) does: the write that removes the
+            // last finalizer of an object being deleted deletes it instead
+            // of storing it. Watchers get one DELETED event, whose object
+            // is the last state stored (finalizers still listed) at the
+            // deletion's resourceVersion, and never a MODIFIED showing the
+            // finalizers gone; the writer gets its object back.
+            let deleted = self.commit(res, ChangeKind::Deleted, old.clone(), Some(old));
+            meta_mut(&mut new).insert(
+                "resourceVersion".into(),
+                json!(meta_str(&deleted, "resourceVersion")),
+            );
+            return Ok(new);
         }
         Ok(self.commit(res, ChangeKind::Modified, new, Some(old)))
+    }
+}
+
+/// The PV status strategy of a real server (v1.31+): a write that changes
+/// `status.phase` sets `status.lastPhaseTransitionTime` to now, unless the
+/// writer set a time of its own.
+fn phase_transition(old: &Value, new: &mut Value) {
+    let phase = str_at(new, "/status/phase");
+    if phase.is_empty() || phase == str_at(old, "/status/phase") {
+        return;
+    }
+    let time = "/status/lastPhaseTransitionTime";
+    if new.pointer(time).is_none() || new.pointer(time) == old.pointer(time) {
+        new["status"]["lastPhaseTransitionTime"] = json!(now_rfc3339());
     }
 }
 
@@ -121,7 +174,7 @@ fn replaced(def: &ResourceDef, old: &Value, mut obj: Value) -> Value {
             }
         }
     }
-    if content(&obj) != content(old) {
+    if def.generation && content(&obj) != content(old) {
         let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
         meta_mut(&mut obj).insert("generation".into(), json!(generation));
     }
