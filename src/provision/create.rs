@@ -307,6 +307,7 @@ impl Provisioning {
         outcome: &mut Provisioned,
     ) -> bool {
         let mut reachable = true;
+        let mut made = Vec::new();
         for Checked {
             device,
             class,
@@ -339,9 +340,9 @@ impl Provisioning {
                         let waited = Instant::now().duration_since(seen).as_secs_f64();
                         ctx.reporter.metrics.pv_create_duration.observe(waited);
                     }
-                    ctx.reporter.created(&created);
-                    let created = ExistingPv::from_pv(&created);
-                    self.recently_created.push((Instant::now(), created));
+                    self.recently_created
+                        .push((Instant::now(), ExistingPv::from_pv(&created)));
+                    made.push(*created);
                 }
                 Some(CreateOutcome::Refused(reason)) => {
                     ctx.reporter
@@ -368,6 +369,7 @@ impl Provisioning {
                 Some(CreateOutcome::AlreadyOurs) | None => {}
             }
         }
+        ctx.reporter.created(node, &made);
         if reachable {
             self.unreachable().clear(&());
         } else {

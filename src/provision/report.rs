@@ -215,6 +215,33 @@ impl NodeReports {
     }
 }
 
+/// The note of a burst's one Node Event: how many PVs, of which classes,
+/// and the first few names.
+fn burst_note(created: &[PersistentVolume], classes: &BTreeMap<&str, usize>) -> String {
+    let by_class: Vec<String> = classes
+        .iter()
+        .map(|(class, count)| format!("{count} in class {class}"))
+        .collect();
+    let mut names: Vec<&str> = created
+        .iter()
+        .filter_map(|pv| pv.metadata.name.as_deref())
+        .collect();
+    names.sort_unstable();
+    let listed = names.len().min(BURST_NAMES_LISTED);
+    let more = names.len() - listed;
+    let tail = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "Created {} PersistentVolumes at once ({}): {}{tail}; each PV's own Events start with its next change",
+        created.len(),
+        by_class.join(", "),
+        names[..listed].join(", ")
+    )
+}
+
 /// The directory of kernel-assigned device names.
 const KERNEL_NAMES_DIR: &str = "/dev";
 
@@ -236,24 +263,51 @@ impl NodeReports {
     }
 }
 
+/// Most PVs one pass creates that each get a `Provisioned` Event of their
+/// own; a larger burst (a cold start, a shelf of disks plugged in) gets one
+/// `Provisioned` Event on the Node instead, so a thousand devices cost one
+/// Event write, not a thousand.
+pub const PROVISIONED_EVENTS_PER_PASS: usize = 10;
+
+/// PV names a burst's Node Event lists before "and N more".
+const BURST_NAMES_LISTED: usize = 5;
+
 impl Reporter {
-    /// A PV was created.
-    pub fn created(&self, created: &PersistentVolume) {
-        let name = created.metadata.name.as_deref().unwrap_or_default();
-        let path = local_path(created).unwrap_or_default();
-        self.metrics.pvs_created.inc();
-        let class = class_of(created);
-        tracing::info!(pv = %name, device = %path, %class, "created PersistentVolume");
+    /// The PVs one pass created: counted and logged each, and told as
+    /// Events by [`PROVISIONED_EVENTS_PER_PASS`]'s rule.
+    pub fn created(&self, node: &ObjectReference, created: &[PersistentVolume]) {
+        let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+        for pv in created {
+            let name = pv.metadata.name.as_deref().unwrap_or_default();
+            let path = local_path(pv).unwrap_or_default();
+            let class = class_of(pv);
+            self.metrics.pvs_created.inc();
+            tracing::info!(pv = %name, device = %path, %class, "created PersistentVolume");
+            *classes.entry(class).or_default() += 1;
+        }
+        if created.len() <= PROVISIONED_EVENTS_PER_PASS {
+            for pv in created {
+                let path = local_path(pv).unwrap_or_default();
+                self.events.publish(
+                    &pv.object_ref(&()),
+                    Severity::Normal,
+                    reasons::PROVISIONED,
+                    "Create",
+                    &format!(
+                        "Created for device {path} on node {}{}",
+                        self.node_name,
+                        in_class(class_of(pv))
+                    ),
+                );
+            }
+            return;
+        }
         self.events.publish(
-            &created.object_ref(&()),
+            node,
             Severity::Normal,
             reasons::PROVISIONED,
             "Create",
-            &format!(
-                "Created for device {path} on node {}{}",
-                self.node_name,
-                in_class(class)
-            ),
+            &burst_note(created, &classes),
         );
     }
 

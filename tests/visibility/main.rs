@@ -19,6 +19,8 @@
 //! - `device_loss`: devices unplugged and plugged back: `DeviceMissing`,
 //!   `DeviceReturned`, `WipeSkipped`, `DevicesDiscovered` on change only;
 //! - `history`: two tenants of one device in a row, in the third PV's history;
+//! - `burst`: a pass that creates many PVs tells it in one Node Event, a
+//!   single new disk on its PV;
 //! - `healthy`: a healthy node's page (and node-cleanup's) has every family
 //!   the dashboard and the alert rules read, the failure counters at 0;
 //! - `promtool`: `promtool check metrics` on a live page after a lifecycle,
@@ -33,6 +35,7 @@ mod support;
 #[path = "../clean_offer/common.rs"]
 mod clean_offer;
 
+mod burst;
 mod common;
 mod device_loss;
 mod failures;
