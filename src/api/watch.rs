@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures::SinkExt;
 use futures::StreamExt;
 use futures::channel::mpsc;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::Api;
 use kube::Resource;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -98,14 +99,16 @@ where
         Self::drive(api, config, setup, reflector::store(), trim, None)
     }
 
-    /// Starts watching `api` with `config`, with a subscription for a second consumer.
+    /// Starts watching `api` with `config`, keeping what `trim` leaves of
+    /// each object, with a subscription for a second consumer.
     pub fn spawn_shared(
         api: Api<K>,
         config: watcher::Config,
         setup: WatchSetup<'_>,
+        trim: fn(&mut K),
     ) -> (Self, Subscription<K>) {
         let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
-        let watched = Self::drive(api, config, setup, reflector::store(), |_| {}, Some(sender));
+        let watched = Self::drive(api, config, setup, reflector::store(), trim, Some(sender));
         (watched, subscription)
     }
 
@@ -166,6 +169,23 @@ where
             _health: health,
         }
     }
+}
+
+/// Keeps of this node's Node what the program reads: its metadata (name,
+/// UID, labels, annotations), without `managedFields`. A real server's Node
+/// carries its images, conditions and addresses, and changes every few
+/// seconds with the kubelet's heartbeats; none of that is kept.
+pub fn trim_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.spec = None;
+    node.status = None;
+}
+
+/// Keeps a PV without `managedFields`, which a real server sends with every
+/// object and event (about as large as the rest of a PV) and the program
+/// never reads.
+pub fn trim_pv(pv: &mut PersistentVolume) {
+    pv.metadata.managed_fields = None;
 }
 
 /// Where a shared watch hands its objects on, and the store it reads them

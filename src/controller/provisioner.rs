@@ -63,11 +63,17 @@ impl NodeWatches {
         let on_node = watcher::Config::default()
             .fields(&format!("spec.nodeName={node}"))
             .any_semantic();
-        let nodes = Watched::spawn(Api::all(client.clone()), by_name, setup("node"));
+        let nodes = Watched::spawn_trimmed(
+            Api::all(client.clone()),
+            by_name,
+            setup("node"),
+            crate::api::watch::trim_node,
+        );
         let (pvs, pv_stream) = Watched::spawn_shared(
             Api::all(client.clone()),
             by_label,
             setup("persistentvolumes"),
+            crate::api::watch::trim_pv,
         );
         let pods = Watched::spawn_trimmed(
             Api::all(client.clone()),
