@@ -47,8 +47,8 @@ use crate::table::Table;
 /// Size of each device.
 const DEVICE_BYTES: u64 = 4 << 20;
 /// The program's open watches: its Node, its PVs, its spec ConfigMap, its
-/// node's Pods.
-pub(crate) const PROGRAM_WATCHES: f64 = 4.0;
+/// node's Pods, its LocalDisks.
+pub(crate) const PROGRAM_WATCHES: f64 = 5.0;
 /// Bookmarks per watch and minute: the fake API server sends one a second
 /// (`BOOKMARK_INTERVAL` in `tests/support/fake_api/http/watch.rs`),
 /// kube-apiserver one a minute (its cacher's `defaultBookmarkFrequency`).
@@ -66,6 +66,9 @@ pub(crate) struct StartUp {
     pub(crate) created: Duration,
     /// Process start → last PV seen `Available`.
     pub(crate) available: Duration,
+    /// Process start → a LocalDisk with its status for every device
+    /// (`None` on a cluster, whose CRD may be absent).
+    pub(crate) disks: Option<Duration>,
     /// CPU time from start until the last PV was seen.
     pub(crate) cpu_created: f64,
     /// CPU time from start until every PV was `Available`.
@@ -188,15 +191,16 @@ async fn cold_start(
     let cpu_created = cpu_seconds(pid);
     // The window after the start and the way to all Available overlap
     // (in churn mode 1000 PVs take about 50 s to settle): both at once.
-    let ((available, cpu_available), (cpu_window, rss_window, peak_window)) = tokio::join!(
+    let ((available, cpu_available), disks, (cpu_window, rss_window, peak_window)) = tokio::join!(
         async {
             let at = timeline.all_live(count, Some("Available"), LIMIT).await;
             (at - started, cpu_seconds(pid))
         },
+        all_disks(options, &stage, count, started),
         async {
             tokio::time::sleep_until((started + options.cold_window).into()).await;
             (cpu_seconds(pid), rss_mib(pid), peak_rss_mib(pid))
-        }
+        },
     );
     let cpu_quiet = wait_until_quiet(pid, Duration::from_secs(2), Duration::from_secs(30)).await;
     let (rss_anon, rss_file) = rss_split_mib(pid);
@@ -204,6 +208,7 @@ async fn cold_start(
         first,
         created,
         available,
+        disks,
         cpu_created,
         cpu_available,
         cpu_quiet,
@@ -222,6 +227,36 @@ async fn cold_start(
     };
     stage.close(process).await;
     (start_up, measured)
+}
+
+/// When the fake API server (read directly every 10 ms) holds a LocalDisk
+/// with a status for each of the `count` devices; `None` on a cluster.
+async fn all_disks(
+    options: &Options,
+    stage: &Stage,
+    count: usize,
+    started: Instant,
+) -> Option<Duration> {
+    if options.on_cluster() {
+        return None;
+    }
+    let deadline = started + LIMIT;
+    loop {
+        let written = stage
+            .world
+            .server()
+            .objects("localdisks.local-pv-provisioner.cybozu.io")
+            .iter()
+            .filter(|disk| disk.get("status").is_some())
+            .count();
+        if written >= count {
+            return Some(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            panic!("bench: {written} of {count} LocalDisks written after {LIMIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Watches the settled process for the idle window.
