@@ -39,9 +39,9 @@ pub struct ResourceDef {
     /// Whether objects carry `metadata.generation` (1 on create, bumped by
     /// each change of their content and by the start of a graceful
     /// deletion). The real server sets it only where the resource's
-    /// strategy does: of the resources served here, only Pods (since
-    /// v1.33); PVs, PVCs, Nodes, ConfigMaps, namespaces, events, storage
-    /// classes and leases come without it.
+    /// strategy does: of the resources served here, Pods (since v1.33) and
+    /// custom resources; PVs, PVCs, Nodes, ConfigMaps, namespaces, events,
+    /// storage classes and leases come without it.
     pub generation: bool,
 }
 
@@ -184,9 +184,11 @@ pub const RESOURCES: &[ResourceDef] = &[
         applies: true,
         ..v1("coordination.k8s.io", "leases", "Lease", true, false, &[])
     },
-    // The product's own CRD (config/crd), as installed: see `crd`.
+    // The product's own CRD (config/crd), as installed: see `crd`. Custom
+    // resources always carry `metadata.generation` on a real server.
     ResourceDef {
         version: "v1alpha1",
+        generation: true,
         ..v1(
             "local-pv-provisioner.cybozu.io",
             "localdisks",
