@@ -9,6 +9,7 @@ use local_pv_provisioner::provision::report::PROVISIONED_EVENTS_PER_PASS;
 
 use crate::clean_offer::wait_available;
 use crate::common::*;
+use crate::support::world::waits::{WAIT, eventually};
 use crate::support::world::{QUICK_POLLING, polling};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +25,16 @@ async fn a_burst_of_pvs_is_one_node_event_and_a_single_disk_its_own() {
         let pv = wait_available(world, &setup.pv_name(entry)).await;
         uids.push(pv.uid().expect("a UID"));
     }
+    // Events are sent off the loop: wait for the burst's, then count.
+    eventually(
+        "the burst's Provisioned Event on the Node",
+        WAIT,
+        || async {
+            let notes = node_notes(world, "Provisioned", "vis-burst").await;
+            (!notes.is_empty()).then_some(())
+        },
+    )
+    .await;
     let notes = node_notes(world, "Provisioned", "vis-burst").await;
     assert_eq!(notes.len(), 1, "one Event for the burst: {notes:#?}");
     let count = names.len();
