@@ -1,7 +1,9 @@
 //! Narrow watches kept as in-memory stores: the one Node by name, this
 //! node's PVs by label, the one PV spec ConfigMap by name. Each runs as a
-//! task that feeds a reflector store, wakes the reconciler on every change
-//! and records in a [`WatchHealth`] whether it is failing. The PV watch is
+//! task that feeds a reflector store, wakes the reconciler on every change,
+//! records which objects each event touched ([`ChangedNames`], for work per
+//! object rather than per wake-up) and records in a [`WatchHealth`] whether
+//! it is failing. The PV watch is
 //! shared: the cleanup controller gets its objects from the same watch, so
 //! a node costs the API server one PV watch, not two.
 //!
@@ -25,10 +27,11 @@
 //! seen as a flaky fault test (`tests/clean_offer/vanished.rs` now fails on
 //! that code every time).
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::SinkExt;
 use futures::StreamExt;
@@ -55,6 +58,47 @@ const SHARED_BUFFER: usize = 1024;
 /// object in the store.
 pub type Subscription<K> = mpsc::Receiver<K>;
 
+/// What a watch changed since its consumer last looked: the objects (by
+/// name) it applied or deleted, or everything after a full list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Touched {
+    /// These objects changed (none: nothing did).
+    Names(BTreeSet<String>),
+    /// A full list arrived: any object may have changed.
+    All,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched::Names(BTreeSet::new())
+    }
+}
+
+/// Where a watch records what it [touched](Touched), for a consumer that
+/// does work per object rather than per wake-up.
+#[derive(Debug, Default)]
+pub struct ChangedNames {
+    touched: Mutex<Touched>,
+}
+
+impl ChangedNames {
+    fn record(&self, name: Option<&str>) {
+        let mut touched = self.touched.lock().expect("changed names");
+        match (&mut *touched, name) {
+            (Touched::Names(names), Some(name)) => {
+                names.insert(name.to_string());
+            }
+            (Touched::Names(_), None) => *touched = Touched::All,
+            (Touched::All, _) => {}
+        }
+    }
+
+    /// Takes what changed since the last call.
+    pub fn take(&self) -> Touched {
+        std::mem::take(&mut *self.touched.lock().expect("changed names"))
+    }
+}
+
 /// A running watch and its store.
 pub struct Watched<K: Resource + 'static>
 where
@@ -62,6 +106,8 @@ where
 {
     /// The objects seen, kept current by the watch.
     pub store: Store<K>,
+    /// The objects it changed since the consumer last looked.
+    pub changes: Arc<ChangedNames>,
     synced: Arc<AtomicBool>,
     relists: Arc<AtomicU64>,
     task: JoinHandle<()>,
@@ -146,6 +192,7 @@ where
             .boxed();
         let synced = Arc::new(AtomicBool::new(false));
         let relists = Arc::new(AtomicU64::new(0));
+        let changes = Arc::new(ChangedNames::default());
         let task = tokio::spawn(run_watch(
             events,
             Probe { api, params: probe },
@@ -155,6 +202,7 @@ where
                 health: health.clone(),
                 synced: synced.clone(),
                 relists: relists.clone(),
+                changes: changes.clone(),
             },
             subscriber.map(|sender| Forward {
                 sender,
@@ -163,6 +211,7 @@ where
         ));
         Watched {
             store,
+            changes,
             synced,
             relists,
             task,
@@ -237,6 +286,7 @@ struct Reporting {
     health: Arc<WatchHealth>,
     synced: Arc<AtomicBool>,
     relists: Arc<AtomicU64>,
+    changes: Arc<ChangedNames>,
 }
 
 async fn run_watch<K>(
@@ -254,6 +304,7 @@ async fn run_watch<K>(
         health,
         synced,
         relists,
+        changes,
     } = reporting;
     loop {
         let event = if health.is_failing() {
@@ -282,9 +333,16 @@ async fn run_watch<K>(
                 {
                     forward = None;
                 }
-                if matches!(event, watcher::Event::InitDone) {
-                    relists.fetch_add(1, Ordering::Relaxed);
-                    synced.store(true, Ordering::Relaxed);
+                match &event {
+                    watcher::Event::InitDone => {
+                        changes.record(None);
+                        relists.fetch_add(1, Ordering::Relaxed);
+                        synced.store(true, Ordering::Relaxed);
+                    }
+                    watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                        changes.record(object.meta().name.as_deref());
+                    }
+                    _ => {}
                 }
                 health.set_failing(false);
                 trigger.notify_one();

@@ -41,14 +41,16 @@ struct NodeWatches {
 }
 
 impl NodeWatches {
-    /// Starts the watches of `node`; the PV stream is shared with the cleanup.
+    /// Starts the watches of `node`; the PV stream is shared with the
+    /// cleanup. The Node's changes notify `trigger`; the PVs' and pods'
+    /// notify `volumes` (the loop does work per changed object).
     fn start(
         client: &Client,
         node: &str,
-        trigger: &Arc<Notify>,
+        (trigger, volumes): (&Arc<Notify>, &Arc<Notify>),
         health: &Health,
     ) -> (Self, Subscription<PersistentVolume>) {
-        let setup = |what| WatchSetup {
+        let setup = |what, trigger: &Arc<Notify>| WatchSetup {
             what,
             trigger: trigger.clone(),
             health,
@@ -66,19 +68,19 @@ impl NodeWatches {
         let nodes = Watched::spawn_trimmed(
             Api::all(client.clone()),
             by_name,
-            setup("node"),
+            setup("node", trigger),
             crate::api::watch::trim_node,
         );
         let (pvs, pv_stream) = Watched::spawn_shared(
             Api::all(client.clone()),
             by_label,
-            setup("persistentvolumes"),
+            setup("persistentvolumes", volumes),
             crate::api::watch::trim_pv,
         );
         let pods = Watched::spawn_trimmed(
             Api::all(client.clone()),
             on_node,
-            setup("pods"),
+            setup("pods", volumes),
             crate::observe::volumes::strip_pod,
         );
         (NodeWatches { nodes, pvs, pods }, pv_stream)
@@ -95,7 +97,9 @@ pub async fn run(
 ) {
     metrics.initialize(crate::cleanup::report::wipe_failure_reasons());
     let trigger = Arc::new(Notify::new());
-    let (watches, pv_stream) = NodeWatches::start(&client, &settings.node_name, &trigger, &health);
+    let volumes = Arc::new(Notify::new());
+    let (watches, pv_stream) =
+        NodeWatches::start(&client, &settings.node_name, (&trigger, &volumes), &health);
     let (events, event_sender) =
         EventPublisher::start(client.clone(), &settings.instance, metrics.clone());
     let reporter = Reporter::new(events, metrics.clone(), &settings.node_name);
@@ -122,6 +126,8 @@ pub async fn run(
     let stores = Stores {
         nodes: watches.nodes.store.clone(),
         pods: watches.pods.store.clone(),
+        pod_changes: watches.pods.changes.clone(),
+        pv_changes: watches.pvs.changes.clone(),
     };
     let mut reconciler = Reconciler::new(&ctx, client, health.clone(), stores);
     // The first reconcile needs only the Node (to start the ConfigMap's
@@ -138,7 +144,7 @@ pub async fn run(
         }
     }
     if started {
-        provision(&ctx, &mut reconciler, &mut shutdown).await;
+        provision(&ctx, &mut reconciler, &volumes, &mut shutdown).await;
     }
     tracing::info!("shutting down");
     health.set_stopping();
@@ -151,11 +157,12 @@ pub async fn run(
     event_sender.finish(EVENTS_GRACE).await;
 }
 
-/// The loop: reconcile, then wait for a change, a poll tick, the time the
-/// reconcile asked for, or shutdown.
+/// The loop: reconcile, then wait for a change (of the PVs or pods:
+/// `volumes`), a poll tick, the time the reconcile asked for, or shutdown.
 async fn provision(
     ctx: &Context,
     reconciler: &mut Reconciler,
+    volumes: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     let mut poll = tokio::time::interval(ctx.settings.polling_interval);
@@ -165,7 +172,6 @@ async fn provision(
     loop {
         let created = ctx.reporter.metrics.pvs_created.get();
         let next = reconciler.reconcile(ctx, wake).await;
-        ctx.reporter.metrics.reconciles.inc();
         if wake == Wake::Poll || ctx.reporter.metrics.pvs_created.get() != created {
             // After a burst of work (creates, a full rescan), before waiting.
             crate::controller::memory::return_free_memory();
@@ -179,6 +185,7 @@ async fn provision(
         wake = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = ctx.trigger.notified() => Wake::Change,
+            _ = volumes.notified() => Wake::Volumes,
             _ = poll.tick() => Wake::Poll,
             _ = asked => Wake::Change,
         };

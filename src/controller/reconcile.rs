@@ -3,8 +3,18 @@
 //! create the missing PVs, report. It returns when it wants to run again
 //! (a retry or a device-loss deadline); the loop in [`crate::controller::provisioner`]
 //! also runs it on every change and poll tick.
+//!
+//! A change of this node's PVs or pods costs work for the objects that
+//! changed: their metrics, the released and kept counts, the LocalDisks
+//! that stand for them. A pass follows only when a PV changed what a pass
+//! reads (its [pass key](ExistingPv::pass_key): a PV added or gone, its
+//! path, device, class or deletion; the phase and claim of a PV whose
+//! device is missing) or after a full list. A real controller-manager
+//! moves each new PV from `Pending` to `Available` in an update of its
+//! own; a thousand of them cost a thousand small updates, not a thousand
+//! passes over every PV.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume, Pod};
@@ -14,7 +24,7 @@ use kube::{Api, Client, Resource};
 use tokio::time::Instant;
 
 use crate::api::context::Context;
-use crate::api::watch::{WatchSetup, Watched};
+use crate::api::watch::{ChangedNames, Touched, WatchSetup, Watched};
 use crate::discover::devices::Scan;
 use crate::discover::scanner::Scanner;
 use crate::inventory::desired::{Sources, desired};
@@ -38,6 +48,9 @@ pub enum Wake {
     Poll,
     /// A watched change, a retry or a deadline.
     Change,
+    /// A change of this node's PVs or pods: work per changed object, and a
+    /// pass only when one changed what a pass reads.
+    Volumes,
 }
 
 /// The node's spec, once resolved.
@@ -56,6 +69,69 @@ pub struct Stores {
     pub nodes: Store<Node>,
     /// This node's pods, trimmed to the claims they mount.
     pub pods: Store<Pod>,
+    /// The pods their watch changed since the last look.
+    pub pod_changes: Arc<ChangedNames>,
+    /// The PVs their watch changed since the last look.
+    pub pv_changes: Arc<ChangedNames>,
+}
+
+/// The node's PVs that wait for their cleanup, and those kept, as gauges
+/// kept per PV.
+#[derive(Default)]
+struct PvCounts {
+    released: HashSet<String>,
+    kept: HashSet<String>,
+}
+
+impl PvCounts {
+    /// Counts every PV of `pvs` (a pass).
+    fn set_all(
+        &mut self,
+        metrics: &crate::observe::metrics::Metrics,
+        pvs: &[Arc<PersistentVolume>],
+    ) {
+        self.released.clear();
+        self.kept.clear();
+        for pv in pvs {
+            self.count(pv.metadata.name.as_deref().unwrap_or_default(), Some(pv));
+        }
+        self.publish(metrics);
+    }
+
+    /// Counts the PVs `changed` again (by name, with the PV unless it went).
+    fn update(
+        &mut self,
+        metrics: &crate::observe::metrics::Metrics,
+        changed: &[(String, Option<Arc<PersistentVolume>>)],
+    ) {
+        for (name, pv) in changed {
+            self.count(name, pv.as_deref());
+        }
+        self.publish(metrics);
+    }
+
+    fn count(&mut self, name: &str, pv: Option<&PersistentVolume>) {
+        let mark = |set: &mut HashSet<String>, on: bool| {
+            if on {
+                set.insert(name.to_string());
+            } else {
+                set.remove(name);
+            }
+        };
+        mark(
+            &mut self.released,
+            pv.is_some_and(crate::cleanup::decide::needs_cleanup),
+        );
+        mark(
+            &mut self.kept,
+            pv.is_some_and(crate::cleanup::decide::is_kept),
+        );
+    }
+
+    fn publish(&self, metrics: &crate::observe::metrics::Metrics) {
+        metrics.released_pending.set(self.released.len() as i64);
+        metrics.kept_pvs.set(self.kept.len() as i64);
+    }
 }
 
 /// The provisioning state that lives from one reconcile to the next.
@@ -70,6 +146,14 @@ pub struct Reconciler {
     provisioning: Provisioning,
     reports: NodeReports,
     inventory: Inventory,
+    counts: PvCounts,
+    /// The pass key of each PV the last complete pass read (none: the
+    /// last pass stopped early, so any PV change needs a pass).
+    keys: Option<HashMap<String, ExistingPv>>,
+    /// The PVs whose device the last complete pass found missing.
+    missing: BTreeSet<String>,
+    /// When the last pass asked to run again.
+    next_at: Option<Instant>,
 }
 
 impl Reconciler {
@@ -87,22 +171,78 @@ impl Reconciler {
             provisioning: Provisioning::default(),
             reports: NodeReports::new(ctx.reporter.clone()),
             inventory,
+            counts: PvCounts::default(),
+            keys: None,
+            missing: BTreeSet::new(),
+            next_at: None,
         }
     }
 
-    /// Runs one reconcile; returns when it wants to run again.
-    #[tracing::instrument(name = "reconcile", skip_all, fields(node = %ctx.settings.node_name))]
+    /// Does what `wake` asks: the work for changed PVs and pods, and a pass
+    /// when needed; returns when it wants to run again.
     pub async fn reconcile(&mut self, ctx: &Context, wake: Wake) -> Option<Instant> {
+        if wake == Wake::Volumes && !self.volumes_changed(ctx) {
+            return self.next_at;
+        }
+        self.keys = None;
+        let next = self.pass(ctx, wake).await;
+        ctx.reporter.metrics.reconciles.inc();
+        self.next_at = next;
+        next
+    }
+
+    /// The work for the PVs and pods their watches changed, per object:
+    /// their metrics, then (when no pass is needed) the counts and the
+    /// LocalDisks that stand for them. Returns whether a pass is needed.
+    fn volumes_changed(&mut self, ctx: &Context) -> bool {
+        let metrics = &ctx.reporter.metrics;
+        if self.stores.pod_changes.take() != Touched::default() {
+            self.volumes.update_pods(metrics, &self.stores.pods.state());
+        }
+        let names = match self.stores.pv_changes.take() {
+            Touched::All => {
+                let pods = self.stores.pods.state();
+                self.volumes.update(metrics, &ctx.pvs.state(), &pods);
+                return true;
+            }
+            Touched::Names(names) => names,
+        };
+        let changed: Vec<(String, Option<Arc<PersistentVolume>>)> = names
+            .into_iter()
+            .map(|name| {
+                let pv = ctx.pvs.get(&ObjectRef::new(&name));
+                (name, pv)
+            })
+            .collect();
+        self.volumes.update_pvs(metrics, &changed);
+        let Some(keys) = &self.keys else {
+            return true;
+        };
+        let pass_reads_it = changed.iter().any(|(name, pv)| {
+            let key = pv
+                .as_deref()
+                .map(|pv| ExistingPv::from_pv(pv).pass_key(self.missing.contains(name)));
+            keys.get(name) != key.as_ref()
+        });
+        if pass_reads_it {
+            return true;
+        }
+        self.counts.update(metrics, &changed);
+        let pvs: Vec<Arc<PersistentVolume>> =
+            changed.into_iter().filter_map(|(_, pv)| pv).collect();
+        self.inventory.refresh(&pvs, &self.missing);
+        false
+    }
+
+    /// One pass over the node; returns when it wants to run again.
+    #[tracing::instrument(name = "reconcile", skip_all, fields(node = %ctx.settings.node_name))]
+    async fn pass(&mut self, ctx: &Context, wake: Wake) -> Option<Instant> {
         if wake == Wake::Poll {
             self.provisioning.rescan();
         }
         // One snapshot of this node's PVs, once they are listed.
         let synced = ctx.pv_relists.load(std::sync::atomic::Ordering::Relaxed) > 0;
         let pvs = synced.then(|| ctx.pvs.state());
-        if let Some(pvs) = &pvs {
-            let pods = self.stores.pods.state();
-            self.volumes.update(&ctx.reporter.metrics, pvs, &pods);
-        }
         let name = ObjectRef::new(&ctx.settings.node_name);
         let Some(node) = self.stores.nodes.get(&name) else {
             ctx.set_paused(true);
@@ -139,16 +279,7 @@ impl Reconciler {
         wake: Wake,
     ) -> Option<Instant> {
         let node_ref = node.object_ref(&());
-        ctx.reporter.metrics.released_pending.set(
-            pvs.iter()
-                .filter(|pv| crate::cleanup::decide::needs_cleanup(pv))
-                .count() as i64,
-        );
-        ctx.reporter.metrics.kept_pvs.set(
-            pvs.iter()
-                .filter(|pv| crate::cleanup::decide::is_kept(pv))
-                .count() as i64,
-        );
+        self.counts.set_all(&ctx.reporter.metrics, pvs);
         let existing = self.provisioning.existing(pvs);
         let full = wake == Wake::Poll;
         let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);
@@ -226,6 +357,17 @@ impl Reconciler {
         };
         self.inventory
             .set(owner, desired(&sources, &self.inventory.names()));
+        self.keys = Some(
+            existing
+                .iter()
+                .chain(self.provisioning.recently_created())
+                .map(|pv| {
+                    let key = pv.pass_key(scanned.missing.contains(&pv.name));
+                    (pv.name.clone(), key)
+                })
+                .collect(),
+        );
+        self.missing = scanned.missing;
         self.record(true, provisioned.api_reachable);
         recheck_at
             .into_iter()

@@ -1,9 +1,10 @@
 //! Event-driven discovery: an inotify watch on `deviceDir` turns entries
 //! created, removed, renamed or retargeted (udev replaces a link by a
 //! rename) into [`Changes`] for the [device cache](crate::discover::cache) and
-//! wakes the provisioning loop. A burst (udev creating dozens of links)
-//! becomes one wake-up: after the first event the watch waits until the
-//! directory is quiet for [`QUIET`] (at most [`MAX_DELAY`]). A `deviceDir`
+//! wakes the provisioning loop at once: a new disk waits for nothing but
+//! its pass. A burst (udev creating dozens of links) costs few passes: the
+//! events that arrive while a pass runs are taken together by the next one
+//! (the loop's wake-ups coalesce). A `deviceDir`
 //! that does not exist yet is watched from its nearest existing parent, and
 //! a directory that is removed or replaced is watched again; an event queue
 //! overflow means "rescan everything". The poll stays the safety net.
@@ -18,21 +19,14 @@ use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent};
 use regex::Regex;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::discover::cache::Changes;
-
-/// How long the directory must be quiet before the loop is woken.
-pub const QUIET: Duration = Duration::from_millis(10);
-/// The longest a burst delays the wake-up.
-pub const MAX_DELAY: Duration = Duration::from_millis(100);
 
 /// The changes seen since the loop last took them.
 #[derive(Debug, Default)]
@@ -155,8 +149,8 @@ struct Watching {
     filter: Regex,
 }
 
-/// Watches the directory until the task is aborted: each burst of changes
-/// is added to `pending` and notifies `trigger`.
+/// Watches the directory until the task is aborted: each batch of events
+/// read is added to `pending` and notifies `trigger`.
 async fn watch(watching: Watching, pending: Arc<PendingChanges>, trigger: Arc<Notify>) {
     let dir = &watching.dir;
     let mut first = true;
@@ -176,7 +170,7 @@ async fn watch(watching: Watching, pending: Arc<PendingChanges>, trigger: Arc<No
         }
         first = false;
         loop {
-            let Some(events) = read_burst(&fd).await else {
+            let Some(events) = read_some(&fd).await else {
                 tracing::warn!(dir = %dir.display(), "the inotify watch of deviceDir failed; the poll still rescans");
                 return;
             };
@@ -192,7 +186,7 @@ async fn watch(watching: Watching, pending: Arc<PendingChanges>, trigger: Arc<No
     }
 }
 
-/// What a burst of events means: the changes, and whether the watch must be
+/// What a batch of events means: the changes, and whether the watch must be
 /// set up again (the directory appeared, went away or was replaced).
 fn interpret(events: &[InotifyEvent], target: &Target, filter: &Regex) -> (Changes, bool) {
     if *target == Target::Parent {
@@ -217,21 +211,6 @@ fn interpret(events: &[InotifyEvent], target: &Target, filter: &Regex) -> (Chang
     (changes, reestablish)
 }
 
-/// Reads events until the directory is quiet for [`QUIET`], at most [`MAX_DELAY`].
-async fn read_burst(fd: &AsyncFd<InotifyFd>) -> Option<Vec<InotifyEvent>> {
-    let mut events = read_some(fd).await?;
-    let deadline = Instant::now() + MAX_DELAY;
-    while Instant::now() < deadline {
-        let quiet = (Instant::now() + QUIET).min(deadline);
-        match tokio::time::timeout_at(quiet, read_some(fd)).await {
-            Ok(Some(more)) => events.extend(more),
-            Ok(None) => return None,
-            Err(_) => break,
-        }
-    }
-    Some(events)
-}
-
 /// Waits for events and reads them.
 async fn read_some(fd: &AsyncFd<InotifyFd>) -> Option<Vec<InotifyEvent>> {
     loop {
@@ -253,6 +232,8 @@ async fn read_some(fd: &AsyncFd<InotifyFd>) -> Option<Vec<InotifyEvent>> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// Waits for the watch to wake the loop; the limit only ends a broken test.

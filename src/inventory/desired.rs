@@ -109,16 +109,7 @@ pub fn desired(sources: &Sources<'_>, names: &HashMap<String, String>) -> Vec<De
                 status.reason = "found, but its state is not known yet".into();
             }
         }
-        status.conditions = vec![DiskCondition {
-            kind: "Offered".into(),
-            status: if status.state.is_offered() {
-                "True"
-            } else {
-                "False"
-            }
-            .into(),
-            reason: (!status.state.is_offered()).then(|| status.state.as_str().to_string()),
-        }];
+        status.conditions = conditions(status.state);
         out.push(Desired {
             name,
             class,
@@ -126,6 +117,29 @@ pub fn desired(sources: &Sources<'_>, names: &HashMap<String, String>) -> Vec<De
         });
     }
     out
+}
+
+/// `disk` again after a change of its PV `pv` that a pass would not act on
+/// (its phase, claim, annotations or deletion): what the PV says is read
+/// again, what the device says is kept. The object must stand for `pv`
+/// (its `persistentVolume`), or for none yet (a PV this process just
+/// created); `missing` is the last pass's missing PVs.
+pub fn refresh_from_pv(disk: &mut Desired, pv: &PersistentVolume, missing: &BTreeSet<String>) {
+    let status = &mut disk.status;
+    status.wipe_count = 0;
+    status.last_wipe = None;
+    status.wipe_progress = None;
+    from_pv(status, pv, missing);
+    status.conditions = conditions(status.state);
+}
+
+/// The conditions of a disk in `state`.
+fn conditions(state: DiskState) -> Vec<DiskCondition> {
+    vec![DiskCondition {
+        kind: "Offered".into(),
+        status: if state.is_offered() { "True" } else { "False" }.into(),
+        reason: (!state.is_offered()).then(|| state.as_str().to_string()),
+    }]
 }
 
 /// Every matching entry of each class's directory, by path, with the class
@@ -427,6 +441,78 @@ mod tests {
             .find(|d| d.status.path == path)
             .unwrap_or_else(|| panic!("no disk {path}: {disks:?}"))
             .status
+    }
+
+    /// A PV's change that needs no pass (phase, claim, history, deletion,
+    /// progress) refreshed on the last object gives what a full pass gives.
+    #[test]
+    fn a_refresh_from_the_pv_equals_a_fresh_pass() {
+        let spec = spec();
+        let devices = vec![device("a", 1)];
+        let scans = vec![Scan {
+            devices: devices.clone(),
+            problems: vec![],
+        }];
+        let classified = Classified {
+            devices: vec![devices],
+            problems: vec![],
+        };
+        let claim = json!({"spec": {"claimRef": {"namespace": "ns", "name": "db"}}});
+        let wiped = crate::observe::history::DeviceHistory {
+            wipes: 2,
+            last_wipe: Some(crate::observe::history::WipeRecord {
+                at: "2026-12-07T00:00:00Z".into(),
+                regions: "0-1099511627776".into(),
+                duration_seconds: 3.0,
+            }),
+            claims: vec![],
+        };
+        let history = json!({"metadata": {"annotations": {
+            crate::observe::history::HISTORY_ANNOTATION: serde_json::to_string(&wiped).unwrap()}}});
+        let deleting = json!({"metadata": {
+            "deletionTimestamp": "2026-12-07T00:00:00Z",
+            "annotations": {"local-pv-provisioner.cybozu.io/wipe-progress": "512/1024"}}});
+        let versions = [
+            pv("local-n1-a", "a", "Pending", json!({})),
+            pv("local-n1-a", "a", "Available", history.clone()),
+            pv("local-n1-a", "a", "Bound", claim.clone()),
+            pv("local-n1-a", "a", "Released", claim.clone()),
+            pv("local-n1-a", "a", "Released", deleting),
+            pv("local-n1-a", "a", "Available", json!({})),
+        ];
+        let pass = |pv: &Arc<PersistentVolume>, missing: &BTreeSet<String>| {
+            let pvs = vec![pv.clone()];
+            let sources = Sources {
+                node: "n1",
+                spec: &spec,
+                scans: &scans,
+                classified: &classified,
+                problems: &[],
+                pvs: &pvs,
+                missing,
+            };
+            desired(&sources, &HashMap::new())
+        };
+        let none = {
+            let sources = Sources {
+                node: "n1",
+                spec: &spec,
+                scans: &scans,
+                classified: &classified,
+                problems: &[],
+                pvs: &[],
+                missing: &BTreeSet::new(),
+            };
+            desired(&sources, &HashMap::new())
+        };
+        assert_eq!(none[0].status.persistent_volume, None, "being created");
+        for missing in [BTreeSet::new(), BTreeSet::from(["local-n1-a".to_string()])] {
+            let mut disks = none.clone();
+            for version in &versions {
+                refresh_from_pv(&mut disks[0], version, &missing);
+                assert_eq!(disks, pass(version, &missing), "after {version:?}");
+            }
+        }
     }
 
     #[test]

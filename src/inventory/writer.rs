@@ -9,7 +9,11 @@
 //!
 //! It runs as a task of its own, off the provisioning loop: a reconcile
 //! hands it the latest desired objects and goes on, so a cold start's
-//! thousand objects never delay a PV. It watches this node's objects (label
+//! thousand objects never delay a PV. Its work follows what changed: it
+//! looks only at the objects that changed since it last looked, in what is
+//! wanted or in its watch (every object after a full list, a retry or a
+//! pause), and a PV change a pass would not act on is read into the one
+//! object that stands for the PV ([`Inventory::refresh`]). It watches this node's objects (label
 //! selector), so a restart rewrites nothing that is still right; what it
 //! wrote counts as written until the watch shows it, so a lagging watch
 //! never makes it write twice (a create it has not shown for 30 s counts as
@@ -18,23 +22,24 @@
 //! or on the next change; a cluster without the CRD (404)
 //! is told once and looked at again every 5 minutes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::desired::Desired;
+use super::desired::{Desired, refresh_from_pv};
 use crate::api::requests::ApiRequests;
-use crate::api::watch::{WatchSetup, Watched};
+use crate::api::watch::{Touched, WatchSetup, Watched};
 use crate::backoff::INVENTORY_RETRY;
 use crate::error::{Operation, status_code};
 use crate::objects::localdisk::{GROUP, KIND, LocalDisk, LocalDiskStatus, VERSION};
@@ -63,12 +68,32 @@ pub struct Owner {
     pub label_value: String,
 }
 
-/// The latest desired objects, for the node `owner`.
-type Wanted = Option<(Owner, Vec<Desired>)>;
+/// The objects the node's disks should have now, and which of them changed
+/// since the writer last looked.
+#[derive(Default)]
+struct Wanted {
+    /// The node they are written for (none before the first pass).
+    owner: Option<Owner>,
+    /// Each object by name.
+    disks: BTreeMap<String, Desired>,
+    /// The name of the object of each path.
+    by_path: HashMap<String, String>,
+    /// What changed since the writer last looked.
+    touched: Touched,
+}
+
+impl Wanted {
+    fn touch(&mut self, name: &str) {
+        if let Touched::Names(names) = &mut self.touched {
+            names.insert(name.to_string());
+        }
+    }
+}
 
 /// The node's inventory writer.
 pub struct Inventory {
-    wanted: watch::Sender<Wanted>,
+    wanted: Arc<Mutex<Wanted>>,
+    wake: Arc<Notify>,
     store: Arc<Mutex<Option<Store<LocalDisk>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -80,16 +105,21 @@ impl Inventory {
     pub fn start(client: &Client, label_value: &str, requests: ApiRequests) -> Inventory {
         let api: Api<LocalDisk> = Api::all(client.clone());
         let store = Arc::new(Mutex::new(None));
-        let (wanted, receiver) = watch::channel(None);
+        let wanted = Arc::new(Mutex::new(Wanted::default()));
+        let wake = Arc::new(Notify::new());
         let task = tokio::spawn(run(
             api,
             format!("{NODE_LABEL}={label_value}"),
             requests,
-            receiver,
+            Wish {
+                wanted: wanted.clone(),
+                wake: wake.clone(),
+            },
             store.clone(),
         ));
         Inventory {
             wanted,
+            wake,
             store,
             task,
         }
@@ -109,16 +139,76 @@ impl Inventory {
             .collect()
     }
 
-    /// Hands over the objects the node's disks should have now.
+    /// Hands over every object the node's disks should have now (a pass);
+    /// the writer looks at those that differ from the last ones.
     pub fn set(&self, owner: Owner, desired: Vec<Desired>) {
-        let next = Some((owner, desired));
-        self.wanted.send_if_modified(|current| {
-            let changed = *current != next;
-            if changed {
-                *current = next;
+        let mut wanted = self.wanted.lock().expect("inventory wanted");
+        if wanted.owner.as_ref() != Some(&owner) {
+            wanted.owner = Some(owner);
+            wanted.touched = Touched::All;
+        }
+        let mut disks = BTreeMap::new();
+        for disk in desired {
+            if wanted.disks.get(&disk.name) != Some(&disk) {
+                wanted.touch(&disk.name);
             }
-            changed
-        });
+            disks.insert(disk.name.clone(), disk);
+        }
+        let gone: Vec<String> = wanted
+            .disks
+            .keys()
+            .filter(|name| !disks.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            wanted.touch(&name);
+        }
+        wanted.by_path = disks
+            .values()
+            .map(|disk| (disk.status.path.clone(), disk.name.clone()))
+            .collect();
+        wanted.disks = disks;
+        let changed = wanted.touched != Touched::default();
+        drop(wanted);
+        if changed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Reads the PVs `pvs` again into the objects that stand for them,
+    /// after changes a pass would not act on (see
+    /// [`refresh_from_pv`]); `missing` is the last pass's missing PVs. The
+    /// writer looks at those objects only.
+    pub fn refresh(&self, pvs: &[Arc<PersistentVolume>], missing: &BTreeSet<String>) {
+        let mut wanted = self.wanted.lock().expect("inventory wanted");
+        let mut changed = false;
+        for pv in pvs {
+            let Some(path) = crate::objects::pv::local_path(pv) else {
+                continue;
+            };
+            let Some(name) = wanted.by_path.get(path).cloned() else {
+                continue;
+            };
+            let Some(disk) = wanted.disks.get_mut(&name) else {
+                continue;
+            };
+            // The object of another PV of the path (one being deleted) waits for the pass that follows.
+            if disk.status.persistent_volume.is_some()
+                && disk.status.persistent_volume != pv.metadata.name
+            {
+                continue;
+            }
+            let before = disk.status.clone();
+            refresh_from_pv(disk, pv, missing);
+            if disk.status != before {
+                wanted.touch(&name);
+                changed = true;
+            }
+        }
+        drop(wanted);
+        if changed {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -126,6 +216,12 @@ impl Drop for Inventory {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The writer's side of what is wanted.
+struct Wish {
+    wanted: Arc<Mutex<Wanted>>,
+    wake: Arc<Notify>,
 }
 
 /// A status this task wrote, and when.
@@ -169,7 +265,7 @@ async fn run(
     api: Api<LocalDisk>,
     selector: String,
     requests: ApiRequests,
-    mut wanted: watch::Receiver<Wanted>,
+    wish: Wish,
     store: Arc<Mutex<Option<Store<LocalDisk>>>>,
 ) {
     let mut told = false;
@@ -216,15 +312,25 @@ async fn run(
         retry_at: None,
         failures: 0,
     };
+    // What changed while the writer could not look (not listed yet, paused).
+    let mut pending = Touched::All;
     loop {
         // A retry stays due until it fires (a wake-up for another reason
         // while paused must not lose it).
         let retry = writer.retry_at;
         tokio::select! {
-            result = wanted.changed() => if result.is_err() { return },
+            () = wish.wake.notified() => {}
             () = changed.notified() => {}
-            () = sleep_until(retry), if retry.is_some() => writer.retry_at = None,
+            () = sleep_until(retry), if retry.is_some() => {
+                writer.retry_at = None;
+                pending = Touched::All;
+            }
         }
+        merge(&mut pending, writer.watched.changes.take());
+        merge(
+            &mut pending,
+            std::mem::take(&mut wish.wanted.lock().expect("inventory wanted").touched),
+        );
         if !writer.watched.is_synced()
             || writer
                 .paused_until
@@ -232,23 +338,37 @@ async fn run(
         {
             continue;
         }
-        let Some((owner, desired)) = wanted.borrow_and_update().clone() else {
-            continue;
-        };
-        writer.apply(&owner, desired).await;
+        let touched = std::mem::take(&mut pending);
+        writer.apply(&wish.wanted, touched).await;
+    }
+}
+
+/// Adds `more` to what `into` says changed.
+fn merge(into: &mut Touched, more: Touched) {
+    match (&mut *into, more) {
+        (Touched::All, _) => {}
+        (_, Touched::All) => *into = Touched::All,
+        (Touched::Names(names), Touched::Names(more)) => names.extend(more),
     }
 }
 
 impl Writer {
-    /// Makes the node's objects what `desired` says.
-    async fn apply(&mut self, owner: &Owner, desired: Vec<Desired>) {
-        let observed: BTreeMap<String, Arc<LocalDisk>> = self
-            .watched
-            .store
-            .state()
-            .into_iter()
-            .filter_map(|disk| Some((disk.metadata.name.clone()?, disk)))
-            .collect();
+    /// Makes the node's objects `touched` (every one: [`Touched::All`])
+    /// what `wanted` says.
+    async fn apply(&mut self, wanted: &Mutex<Wanted>, touched: Touched) {
+        let store = &self.watched.store;
+        let observed: BTreeMap<String, Arc<LocalDisk>> = match &touched {
+            Touched::All => store
+                .state()
+                .into_iter()
+                .filter_map(|disk| Some((disk.metadata.name.clone()?, disk)))
+                .collect(),
+            Touched::Names(names) => names
+                .iter()
+                .chain(self.written.keys())
+                .filter_map(|name| Some((name.clone(), store.get(&ObjectRef::new(name))?)))
+                .collect(),
+        };
         // A write counts until the watch shows it; one the watch has not
         // shown at all (a create) for long was undone by someone.
         self.written
@@ -256,7 +376,24 @@ impl Writer {
                 Some(disk) => disk.status.as_ref() != Some(&written.status),
                 None => written.at.elapsed() < WATCH_CATCH_UP,
             });
-        let writes = self.writes(owner, desired, &observed);
+        let writes = {
+            let wanted = wanted.lock().expect("inventory wanted");
+            let Some(owner) = wanted.owner.clone() else {
+                return;
+            };
+            let desired: Vec<&Desired> = match &touched {
+                Touched::All => wanted.disks.values().collect(),
+                Touched::Names(names) => names
+                    .iter()
+                    .filter_map(|name| wanted.disks.get(name))
+                    .collect(),
+            };
+            let gone: Vec<(&String, &Arc<LocalDisk>)> = observed
+                .iter()
+                .filter(|(name, _)| !wanted.disks.contains_key(*name))
+                .collect();
+            self.writes(&owner, &desired, &observed, &gone)
+        };
         if self.written.keys().any(|name| !observed.contains_key(name)) {
             // Look again once a create the watch has not shown counts as undone.
             self.retry_at = Some(Instant::now() + WATCH_CATCH_UP);
@@ -304,20 +441,20 @@ impl Writer {
         }
     }
 
-    /// The writes that make `observed` what `desired` says.
+    /// The writes that make `observed` what `desired` says, and delete
+    /// `gone` (observed, not wanted).
     fn writes(
         &self,
         owner: &Owner,
-        desired: Vec<Desired>,
+        desired: &[&Desired],
         observed: &BTreeMap<String, Arc<LocalDisk>>,
+        gone: &[(&String, &Arc<LocalDisk>)],
     ) -> Vec<Write> {
         let mut writes = Vec::new();
-        let mut kept = std::collections::BTreeSet::new();
         for disk in desired {
-            kept.insert(disk.name.clone());
             let Some(current) = observed.get(&disk.name) else {
                 if !self.written.contains_key(&disk.name) {
-                    writes.push(Write::Create(Box::new(disk), owner.clone()));
+                    writes.push(Write::Create(Box::new((*disk).clone()), owner.clone()));
                 }
                 continue;
             };
@@ -340,13 +477,10 @@ impl Writer {
                     disk.name.clone(),
                     current.metadata.uid.clone(),
                 ));
-                continue;
             }
         }
-        for (name, disk) in observed {
-            if !kept.contains(name) {
-                writes.push(Write::Delete(name.clone(), disk.metadata.uid.clone()));
-            }
+        for (name, disk) in gone {
+            writes.push(Write::Delete((*name).clone(), disk.metadata.uid.clone()));
         }
         writes
     }

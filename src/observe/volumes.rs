@@ -1,4 +1,5 @@
-//! Who uses which disk, as metrics kept in step with the watches: one
+//! Who uses which disk, as metrics kept in step with the watches, one PV
+//! (or the node's pods) at a time: one
 //! `local_pv_provisioner_volume_info` series per PV of this node (device,
 //! storage class, volume mode, phase, claim), its capacity in bytes, and one
 //! `local_pv_provisioner_volume_consumer_info` series per pod on this node
@@ -7,11 +8,10 @@
 //! this node's pods only (field selector `spec.nodeName`), stripped to what
 //! is needed here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, PodSpec, Volume};
-use prometheus::IntGaugeVec;
 
 use crate::objects::pv::local_path;
 use crate::objects::quantity;
@@ -19,12 +19,23 @@ use crate::observe::metrics::Metrics;
 
 type Labels = Vec<String>;
 
-/// The series currently shown.
+/// A claim by `(namespace, name)`.
+type ClaimKey = (String, String);
+
+/// The series currently shown, per PV, kept so that a change of one PV
+/// costs work for that PV only.
 #[derive(Debug, Default)]
 pub struct VolumeMetrics {
-    info: BTreeSet<Labels>,
-    capacity: BTreeSet<String>,
-    consumers: BTreeSet<Labels>,
+    /// Each PV's `volume_info` labels.
+    info: HashMap<String, Labels>,
+    /// Each PV's capacity series.
+    capacity: HashMap<String, i64>,
+    /// Each PV's claim, when it has one.
+    claims: HashMap<String, ClaimKey>,
+    /// Each PV's `volume_consumer_info` labels, one set per pod.
+    consumers: HashMap<String, BTreeSet<Labels>>,
+    /// The pods of this node by the claim they mount.
+    mounts: HashMap<ClaimKey, BTreeSet<String>>,
 }
 
 /// Keeps of a pod only what the consumer metric needs: its name,
@@ -57,9 +68,9 @@ pub fn strip_pod(pod: &mut Pod) {
     });
 }
 
-/// The `(namespace, name)` of each claim the pods mount, with the pod.
-fn mounts(pods: &[Arc<Pod>]) -> Vec<(String, String, String)> {
-    let mut found = Vec::new();
+/// The pods (by name) that mount each claim.
+fn mounts(pods: &[Arc<Pod>]) -> HashMap<ClaimKey, BTreeSet<String>> {
+    let mut found: HashMap<ClaimKey, BTreeSet<String>> = HashMap::new();
     for pod in pods {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -69,7 +80,10 @@ fn mounts(pods: &[Arc<Pod>]) -> Vec<(String, String, String)> {
             .flatten()
             .filter_map(|v| v.persistent_volume_claim.as_ref())
         {
-            found.push((namespace.clone(), claim.claim_name.clone(), name.clone()));
+            found
+                .entry((namespace.clone(), claim.claim_name.clone()))
+                .or_default()
+                .insert(name.clone());
         }
     }
     found
@@ -99,78 +113,134 @@ fn capacity(pv: &PersistentVolume) -> Option<i64> {
     quantity::bytes(&quantity.0).and_then(|bytes| i64::try_from(bytes).ok())
 }
 
+fn claim_key(pv: &PersistentVolume) -> Option<ClaimKey> {
+    let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
+    Some((claim.namespace.clone()?, claim.name.clone()?))
+}
+
 impl VolumeMetrics {
     /// Shows the series for `pvs` and `pods`, removing those that went away.
     pub fn update(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>], pods: &[Arc<Pod>]) {
-        let info: BTreeSet<Labels> = pvs.iter().map(|pv| info_labels(pv)).collect();
-        show_ones(&metrics.volume_info, &mut self.info, info);
-        let mut capacity_now = BTreeSet::new();
-        for pv in pvs {
-            let name = pv.metadata.name.clone().unwrap_or_default();
-            if let Some(bytes) = capacity(pv) {
-                metrics
-                    .volume_capacity
-                    .with_label_values(&[&name])
-                    .set(bytes);
-                capacity_now.insert(name);
-            }
-        }
-        replace(&mut self.capacity, capacity_now, |name, on| {
-            if !on {
-                let _ = metrics.volume_capacity.remove_label_values(&[name]);
-            }
-        });
-        let mounted = mounts(pods);
-        let consumers: BTreeSet<Labels> = pvs
+        self.mounts = mounts(pods);
+        let live: HashSet<&str> = pvs
             .iter()
-            .filter_map(|pv| {
-                let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
-                let (namespace, name) = (claim.namespace.clone()?, claim.name.clone()?);
-                let pv_name = pv.metadata.name.clone()?;
-                Some(
-                    mounted
-                        .iter()
-                        .filter(move |(ns, c, _)| *ns == namespace && *c == name)
-                        .map(move |(ns, _, pod)| vec![pv_name.clone(), ns.clone(), pod.clone()]),
-                )
-            })
-            .flatten()
+            .filter_map(|pv| pv.metadata.name.as_deref())
             .collect();
-        show_ones(
-            &metrics.volume_consumer_info,
-            &mut self.consumers,
-            consumers,
-        );
-    }
-}
-
-/// Makes the series of `gauges` valued 1 exactly those of `wanted` (label
-/// values), `shown` being those shown so far.
-fn show_ones(gauges: &IntGaugeVec, shown: &mut BTreeSet<Labels>, wanted: BTreeSet<Labels>) {
-    replace(shown, wanted, |labels, on| {
-        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-        if on {
-            gauges.with_label_values(&labels).set(1);
-        } else {
-            let _ = gauges.remove_label_values(&labels);
+        let gone: BTreeSet<String> = self
+            .info
+            .keys()
+            .chain(self.capacity.keys())
+            .chain(self.consumers.keys())
+            .filter(|name| !live.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in &gone {
+            self.show(metrics, name, None);
         }
-    });
+        for pv in pvs {
+            self.show(
+                metrics,
+                pv.metadata.name.as_deref().unwrap_or_default(),
+                Some(pv),
+            );
+        }
+    }
+
+    /// Shows the series of the PVs `changed` (by name, with the PV unless
+    /// it went): work for those PVs only.
+    pub fn update_pvs(
+        &mut self,
+        metrics: &Metrics,
+        changed: &[(String, Option<Arc<PersistentVolume>>)],
+    ) {
+        for (name, pv) in changed {
+            self.show(metrics, name, pv.as_deref());
+        }
+    }
+
+    /// After a change of this node's pods: the consumers of every PV that
+    /// has a claim.
+    pub fn update_pods(&mut self, metrics: &Metrics, pods: &[Arc<Pod>]) {
+        self.mounts = mounts(pods);
+        let claimed: BTreeSet<String> = self
+            .claims
+            .keys()
+            .chain(self.consumers.keys())
+            .cloned()
+            .collect();
+        for name in &claimed {
+            self.show_consumers(metrics, name);
+        }
+    }
+
+    /// Makes the series of PV `name` what `pv` says (none when it went).
+    fn show(&mut self, metrics: &Metrics, name: &str, pv: Option<&PersistentVolume>) {
+        let info = pv.map(info_labels);
+        if self.info.get(name) != info.as_ref() {
+            if let Some(old) = self.info.remove(name) {
+                let _ = metrics.volume_info.remove_label_values(&as_strs(&old));
+            }
+            if let Some(new) = info {
+                metrics.volume_info.with_label_values(&as_strs(&new)).set(1);
+                self.info.insert(name.to_string(), new);
+            }
+        }
+        let bytes = pv.and_then(capacity);
+        if self.capacity.get(name) != bytes.as_ref() {
+            match bytes {
+                Some(bytes) => {
+                    metrics
+                        .volume_capacity
+                        .with_label_values(&[name])
+                        .set(bytes);
+                    self.capacity.insert(name.to_string(), bytes);
+                }
+                None => {
+                    let _ = metrics.volume_capacity.remove_label_values(&[name]);
+                    self.capacity.remove(name);
+                }
+            }
+        }
+        match pv.and_then(claim_key) {
+            Some(claim) => self.claims.insert(name.to_string(), claim),
+            None => self.claims.remove(name),
+        };
+        self.show_consumers(metrics, name);
+    }
+
+    /// Makes the consumer series of PV `name` the pods that mount its claim.
+    fn show_consumers(&mut self, metrics: &Metrics, name: &str) {
+        let wanted: BTreeSet<Labels> = self
+            .claims
+            .get(name)
+            .and_then(|claim| Some((claim, self.mounts.get(claim)?)))
+            .map(|((namespace, _), pods)| {
+                pods.iter()
+                    .map(|pod| vec![name.to_string(), namespace.clone(), pod.clone()])
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shown = self.consumers.remove(name).unwrap_or_default();
+        for gone in shown.difference(&wanted) {
+            let _ = metrics
+                .volume_consumer_info
+                .remove_label_values(&as_strs(gone));
+        }
+        for new in wanted.difference(&shown) {
+            metrics
+                .volume_consumer_info
+                .with_label_values(&as_strs(new))
+                .set(1);
+        }
+        if !wanted.is_empty() {
+            self.consumers.insert(name.to_string(), wanted);
+        }
+    }
 }
 
-/// Makes `shown` equal `wanted`, calling `apply(item, false)` for each item
-/// that goes and `apply(item, true)` for each that comes.
-fn replace<T: Ord + Clone>(
-    shown: &mut BTreeSet<T>,
-    wanted: BTreeSet<T>,
-    mut apply: impl FnMut(&T, bool),
-) {
-    for gone in shown.difference(&wanted) {
-        apply(gone, false);
-    }
-    for new in wanted.difference(shown) {
-        apply(new, true);
-    }
-    *shown = wanted;
+/// Label values as the prometheus API takes them.
+fn as_strs(labels: &[String]) -> Vec<&str> {
+    labels.iter().map(String::as_str).collect()
 }
 
 #[cfg(test)]
@@ -235,6 +305,50 @@ mod tests {
             "the deleted PV's series are gone"
         );
         assert!(!text.contains("volume_consumer_info{"), "the pod is gone");
+    }
+
+    /// Changes applied one PV (or the pods) at a time show what a full
+    /// update of the same objects shows.
+    #[test]
+    fn changes_one_at_a_time_show_what_a_full_update_shows() {
+        let metrics = Metrics::new("n1");
+        let mut shown = VolumeMetrics::default();
+        let pods = vec![pod("ns", "web-0", "data")];
+        shown.update(
+            &metrics,
+            &[pv("a", "Available", None), pv("b", "Available", None)],
+            &pods,
+        );
+        let bound = pv("a", "Bound", Some(("ns", "data")));
+        shown.update_pvs(
+            &metrics,
+            &[
+                ("a".to_string(), Some(bound.clone())),
+                ("b".to_string(), None),
+            ],
+        );
+        let more_pods = vec![pod("ns", "web-0", "data"), pod("ns", "web-1", "data")];
+        shown.update_pods(&metrics, &more_pods);
+        let fresh = Metrics::new("n1");
+        VolumeMetrics::default().update(&fresh, &[bound], &more_pods);
+        let volume_lines = |text: String| -> Vec<String> {
+            text.lines()
+                .filter(|line| line.contains("volume_") && !line.starts_with('#'))
+                .map(str::to_string)
+                .collect()
+        };
+        let partial = volume_lines(metrics.render());
+        assert!(
+            partial.iter().any(|l| l.contains(r#"pod="web-1""#)),
+            "{partial:#?}"
+        );
+        assert!(
+            !partial
+                .iter()
+                .any(|l| l.contains(r#"persistentvolume="b""#)),
+            "{partial:#?}"
+        );
+        assert_eq!(partial, volume_lines(fresh.render()));
     }
 
     #[test]

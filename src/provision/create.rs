@@ -148,6 +148,11 @@ impl Provisioning {
             .collect()
     }
 
+    /// The PVs this process created that the watch has not shown yet.
+    pub fn recently_created(&self) -> impl Iterator<Item = &ExistingPv> {
+        self.recently_created.iter().map(|(_, pv)| pv)
+    }
+
     /// A full rescan: devices known to hold data are probed again.
     pub fn rescan(&mut self) {
         self.offers.forget();

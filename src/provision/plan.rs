@@ -48,6 +48,19 @@ impl ExistingPv {
             .collect()
     }
 
+    /// What a pass reads of this PV: everything but its phase and whether
+    /// it is claimed, which only device loss reads, and only of a PV whose
+    /// device is missing (`device_missing`). A PV change that keeps this
+    /// key changes no plan, create or delete.
+    pub fn pass_key(&self, device_missing: bool) -> ExistingPv {
+        let mut key = self.clone();
+        if !device_missing {
+            key.phase = None;
+            key.claimed = false;
+        }
+        key
+    }
+
     /// Extracts the facts from a PV object.
     pub fn from_pv(pv: &PersistentVolume) -> Self {
         ExistingPv {
