@@ -30,6 +30,9 @@ use crate::observe::report::Reporter;
 
 /// How long shutdown waits for in-flight cleanups to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long the loop must be quiet after work (a stream of PV changes as
+/// new PVs settle one by one) before the memory it freed is given back.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
 /// How long shutdown waits for queued Events to be sent.
 const EVENTS_GRACE: Duration = Duration::from_secs(2);
 
@@ -172,22 +175,42 @@ async fn provision(
     loop {
         let created = ctx.reporter.metrics.pvs_created.get();
         let next = reconciler.reconcile(ctx, wake).await;
-        if wake == Wake::Poll || ctx.reporter.metrics.pvs_created.get() != created {
-            // After a burst of work (creates, a full rescan), before waiting.
+        // When to give back the memory the work freed: at once after a
+        // burst (creates, a full rescan), else once the loop has been
+        // quiet for a while (a stream of PV changes as new PVs settle).
+        let mut trim_at = if wake == Wake::Poll || ctx.reporter.metrics.pvs_created.get() != created
+        {
             crate::controller::memory::return_free_memory();
+            None
+        } else {
+            Some(Instant::now() + QUIET_BEFORE_TRIM)
+        };
+        loop {
+            let asked = async move {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at.max(Instant::now())).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let trim = async move {
+                match trim_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            wake = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = ctx.trigger.notified() => Wake::Change,
+                _ = volumes.notified() => Wake::Volumes,
+                _ = poll.tick() => Wake::Poll,
+                _ = asked => Wake::Change,
+                _ = trim => {
+                    crate::controller::memory::return_free_memory();
+                    trim_at = None;
+                    continue;
+                }
+            };
+            break;
         }
-        let asked = async move {
-            match next {
-                Some(at) => tokio::time::sleep_until(at.max(Instant::now())).await,
-                None => std::future::pending().await,
-            }
-        };
-        wake = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            _ = ctx.trigger.notified() => Wake::Change,
-            _ = volumes.notified() => Wake::Volumes,
-            _ = poll.tick() => Wake::Poll,
-            _ = asked => Wake::Change,
-        };
     }
 }
