@@ -480,37 +480,26 @@ mod tests {
             pv("local-n1-a", "a", "Released", deleting),
             pv("local-n1-a", "a", "Available", json!({})),
         ];
-        let pass = |pv: &Arc<PersistentVolume>, missing: &BTreeSet<String>| {
-            let pvs = vec![pv.clone()];
+        let pass = |pvs: &[Arc<PersistentVolume>], missing: &BTreeSet<String>| {
             let sources = Sources {
                 node: "n1",
                 spec: &spec,
                 scans: &scans,
                 classified: &classified,
                 problems: &[],
-                pvs: &pvs,
+                pvs,
                 missing,
             };
             desired(&sources, &HashMap::new())
         };
-        let none = {
-            let sources = Sources {
-                node: "n1",
-                spec: &spec,
-                scans: &scans,
-                classified: &classified,
-                problems: &[],
-                pvs: &[],
-                missing: &BTreeSet::new(),
-            };
-            desired(&sources, &HashMap::new())
-        };
+        let none = pass(&[], &BTreeSet::new());
         assert_eq!(none[0].status.persistent_volume, None, "being created");
         for missing in [BTreeSet::new(), BTreeSet::from(["local-n1-a".to_string()])] {
             let mut disks = none.clone();
             for version in &versions {
                 refresh_from_pv(&mut disks[0], version, &missing);
-                assert_eq!(disks, pass(version, &missing), "after {version:?}");
+                let fresh = pass(std::slice::from_ref(version), &missing);
+                assert_eq!(disks, fresh, "after {version:?}");
             }
         }
     }
