@@ -23,6 +23,8 @@
 //!   single new disk on its PV;
 //! - `healthy`: a healthy node's page (and node-cleanup's) has every family
 //!   the dashboard and the alert rules read, the failure counters at 0;
+//! - `proportional`: a claim binding is shown per PV without a reconcile
+//!   pass, a PV that goes brings one;
 //! - `promtool`: `promtool check metrics` on a live page after a lifecycle,
 //!   and on a page with every metric family (`promtool_run` runs it).
 
@@ -45,3 +47,4 @@ mod lifecycle;
 mod page;
 mod promtool;
 mod promtool_run;
+mod proportional;
