@@ -45,6 +45,10 @@ pub struct Context {
     /// PVs (by UID) this process released after their cleanup: a lagging
     /// watch event about one of them is ignored.
     released: Mutex<BTreeSet<String>>,
+    /// PVs (by UID) this process sent a successful `DELETE` for: until the
+    /// watch shows their deletion, a stale view of one of them as Released
+    /// sends no second `DELETE`.
+    deletes_sent: Mutex<BTreeSet<String>>,
     /// Histories of devices whose PV went, until their next PV carries them.
     histories: Mutex<HashMap<String, DeviceHistory>>,
     /// Whether the node is paused (no usable PV spec, or no Node): no PV is
@@ -76,6 +80,7 @@ impl Context {
             cancel: Arc::new(AtomicBool::new(false)),
             cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
             released: Mutex::default(),
+            deletes_sent: Mutex::default(),
             histories: Mutex::default(),
             paused: watch::Sender::new(true),
         }
@@ -93,15 +98,36 @@ impl Context {
     /// Records that the PV `uid` was released after its cleanup; forgets
     /// the UIDs no longer in the store.
     pub fn mark_released(&self, uid: &str) {
-        let live: BTreeSet<String> = self
-            .pvs
-            .state()
-            .iter()
-            .filter_map(|pv| pv.metadata.uid.clone())
-            .collect();
+        let live = self.live_uids();
         let mut released = self.released.lock().expect("released lock");
         released.retain(|uid| live.contains(uid));
         released.insert(uid.to_string());
+    }
+
+    /// Records that this process deleted the PV `uid` (the API server
+    /// accepted the `DELETE`); forgets the UIDs no longer in the store.
+    pub fn mark_delete_sent(&self, uid: &str) {
+        let live = self.live_uids();
+        let mut sent = self.deletes_sent.lock().expect("deletes lock");
+        sent.retain(|uid| live.contains(uid));
+        sent.insert(uid.to_string());
+    }
+
+    /// Whether this process already deleted the PV `uid`.
+    pub fn delete_sent(&self, uid: &str) -> bool {
+        self.deletes_sent
+            .lock()
+            .expect("deletes lock")
+            .contains(uid)
+    }
+
+    /// The UIDs of the PVs in the store.
+    fn live_uids(&self) -> BTreeSet<String> {
+        self.pvs
+            .state()
+            .iter()
+            .filter_map(|pv| pv.metadata.uid.clone())
+            .collect()
     }
 
     /// Whether this process released the PV `uid` after its cleanup.

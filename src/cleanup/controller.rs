@@ -200,7 +200,13 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
                 pv.metadata.uid.clone(),
                 pv.metadata.resource_version.clone(),
             );
-            if ctx.api.delete_pv(name, uid, version).await? {
+            let key = uid.clone().unwrap_or_default();
+            if ctx.delete_sent(&key) {
+                // The store lags behind the DELETE this process sent (a
+                // bulk look at every PV can come before the watch event).
+                tracing::debug!("the PV's DELETE was sent; waiting for the watch to show it");
+            } else if ctx.api.delete_pv(name, uid, version).await? {
+                ctx.mark_delete_sent(&key);
                 ctx.reporter.released(pv);
             } else {
                 tracing::debug!("the PV changed since it was seen Released; looking again");
