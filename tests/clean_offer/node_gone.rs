@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::common::*;
 use crate::moments::{Moments, Watch};
 use crate::support::world::inspect::phase;
+use crate::support::world::waits::{WAIT, eventually};
 use crate::support::world::{QUICK_POLLING, World, polling};
 
 /// Size of each device.
@@ -73,11 +74,20 @@ async fn assert_collected(world: &World, idle_pv: &str, used_pv: &str) {
         note.ends_with(": never claimed, released without a wipe"),
         "{note}"
     );
-    let patches = world.requests("patch", "persistentvolumes");
-    let of_idle: Vec<_> = patches
-        .iter()
-        .filter(|r| r.object_name() == Some(idle_pv))
-        .collect();
+    // The fake logs a request once it has answered it: the release can be
+    // seen on the object an instant before it is in the log.
+    let of_idle = eventually("the release in the request log", WAIT, || async {
+        let of_idle: Vec<_> = world
+            .requests("patch", "persistentvolumes")
+            .into_iter()
+            .filter(|r| r.object_name() == Some(idle_pv))
+            .collect();
+        of_idle
+            .iter()
+            .any(|r| removes_entry(r.body.as_ref()))
+            .then_some(of_idle)
+    })
+    .await;
     let recorded = of_idle.iter().position(|r| records_skip(r.body.as_ref()));
     let released = of_idle.iter().position(|r| removes_entry(r.body.as_ref()));
     assert!(
