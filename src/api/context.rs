@@ -17,6 +17,24 @@ use crate::device::blockdev::DeviceNumber;
 use crate::observe::history::DeviceHistory;
 use crate::observe::report::Reporter;
 
+/// UIDs of PVs this process did something to, kept while the PVs are in
+/// the store (each new entry forgets those that are gone).
+#[derive(Default)]
+struct UidMemory(Mutex<BTreeSet<String>>);
+
+impl UidMemory {
+    /// Remembers `uid`; forgets the UIDs not in `live`.
+    fn remember(&self, uid: &str, live: &BTreeSet<String>) {
+        let mut uids = self.0.lock().expect("uid memory lock");
+        uids.retain(|uid| live.contains(uid));
+        uids.insert(uid.to_string());
+    }
+
+    fn contains(&self, uid: &str) -> bool {
+        self.0.lock().expect("uid memory lock").contains(uid)
+    }
+}
+
 /// Shared state of one node's controller.
 pub struct Context {
     /// The validated flags.
@@ -44,11 +62,11 @@ pub struct Context {
     pub pv_relists: Arc<AtomicU64>,
     /// PVs (by UID) this process released after their cleanup: a lagging
     /// watch event about one of them is ignored.
-    released: Mutex<BTreeSet<String>>,
+    released: UidMemory,
     /// PVs (by UID) this process sent a successful `DELETE` for: until the
     /// watch shows their deletion, a stale view of one of them as Released
     /// sends no second `DELETE`.
-    deletes_sent: Mutex<BTreeSet<String>>,
+    deletes_sent: UidMemory,
     /// Histories of devices whose PV went, until their next PV carries them.
     histories: Mutex<HashMap<String, DeviceHistory>>,
     /// Whether the node is paused (no usable PV spec, or no Node): no PV is
@@ -79,8 +97,8 @@ impl Context {
             full_wipes: tokio::sync::Semaphore::new(full_wipes),
             cancel: Arc::new(AtomicBool::new(false)),
             cleanup_backoff: Mutex::new(BackoffTable::new(CLEANUP_RETRY)),
-            released: Mutex::default(),
-            deletes_sent: Mutex::default(),
+            released: UidMemory::default(),
+            deletes_sent: UidMemory::default(),
             histories: Mutex::default(),
             paused: watch::Sender::new(true),
         }
@@ -98,27 +116,18 @@ impl Context {
     /// Records that the PV `uid` was released after its cleanup; forgets
     /// the UIDs no longer in the store.
     pub fn mark_released(&self, uid: &str) {
-        let live = self.live_uids();
-        let mut released = self.released.lock().expect("released lock");
-        released.retain(|uid| live.contains(uid));
-        released.insert(uid.to_string());
+        self.released.remember(uid, &self.live_uids());
     }
 
     /// Records that this process deleted the PV `uid` (the API server
     /// accepted the `DELETE`); forgets the UIDs no longer in the store.
     pub fn mark_delete_sent(&self, uid: &str) {
-        let live = self.live_uids();
-        let mut sent = self.deletes_sent.lock().expect("deletes lock");
-        sent.retain(|uid| live.contains(uid));
-        sent.insert(uid.to_string());
+        self.deletes_sent.remember(uid, &self.live_uids());
     }
 
     /// Whether this process already deleted the PV `uid`.
     pub fn delete_sent(&self, uid: &str) -> bool {
-        self.deletes_sent
-            .lock()
-            .expect("deletes lock")
-            .contains(uid)
+        self.deletes_sent.contains(uid)
     }
 
     /// The UIDs of the PVs in the store.
@@ -132,7 +141,7 @@ impl Context {
 
     /// Whether this process released the PV `uid` after its cleanup.
     pub fn is_released(&self, uid: &str) -> bool {
-        self.released.lock().expect("released lock").contains(uid)
+        self.released.contains(uid)
     }
 
     /// Keeps the history of the device of `pv` (which goes) for its next PV.

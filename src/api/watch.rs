@@ -74,6 +74,33 @@ impl Default for Touched {
     }
 }
 
+impl Touched {
+    /// Adds object `name` (none: an object without a name, so everything).
+    pub fn insert(&mut self, name: Option<&str>) {
+        match (&mut *self, name) {
+            (Touched::Names(names), Some(name)) => {
+                names.insert(name.to_string());
+            }
+            (Touched::Names(_), None) => *self = Touched::All,
+            (Touched::All, _) => {}
+        }
+    }
+
+    /// Adds what `more` says changed.
+    pub fn merge(&mut self, more: Touched) {
+        match (&mut *self, more) {
+            (Touched::All, _) => {}
+            (_, Touched::All) => *self = Touched::All,
+            (Touched::Names(names), Touched::Names(more)) => names.extend(more),
+        }
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Touched::Names(names) if names.is_empty())
+    }
+}
+
 /// Where a watch records what it [touched](Touched), for a consumer that
 /// does work per object rather than per wake-up.
 #[derive(Debug, Default)]
@@ -83,14 +110,7 @@ pub struct ChangedNames {
 
 impl ChangedNames {
     fn record(&self, name: Option<&str>) {
-        let mut touched = self.touched.lock().expect("changed names");
-        match (&mut *touched, name) {
-            (Touched::Names(names), Some(name)) => {
-                names.insert(name.to_string());
-            }
-            (Touched::Names(_), None) => *touched = Touched::All,
-            (Touched::All, _) => {}
-        }
+        self.touched.lock().expect("changed names").insert(name);
     }
 
     /// Takes what changed since the last call.

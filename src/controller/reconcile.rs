@@ -32,6 +32,7 @@ use crate::inventory::writer::{Inventory, Owner};
 use crate::objects::pv::HOSTNAME_LABEL;
 use crate::objects::spec::NodeSpec;
 use crate::observe::health::{Health, ReconcileHealth};
+use crate::observe::metrics::Metrics;
 use crate::observe::volumes::VolumeMetrics;
 use crate::provision::build::NodeFacts;
 use crate::provision::classes::classify;
@@ -85,11 +86,7 @@ struct PvCounts {
 
 impl PvCounts {
     /// Counts every PV of `pvs` (a pass).
-    fn set_all(
-        &mut self,
-        metrics: &crate::observe::metrics::Metrics,
-        pvs: &[Arc<PersistentVolume>],
-    ) {
+    fn set_all(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>]) {
         self.released.clear();
         self.kept.clear();
         for pv in pvs {
@@ -99,11 +96,7 @@ impl PvCounts {
     }
 
     /// Counts the PVs `changed` again (by name, with the PV unless it went).
-    fn update(
-        &mut self,
-        metrics: &crate::observe::metrics::Metrics,
-        changed: &[(String, Option<Arc<PersistentVolume>>)],
-    ) {
+    fn update(&mut self, metrics: &Metrics, changed: &[(String, Option<Arc<PersistentVolume>>)]) {
         for (name, pv) in changed {
             self.count(name, pv.as_deref());
         }
@@ -128,7 +121,7 @@ impl PvCounts {
         );
     }
 
-    fn publish(&self, metrics: &crate::observe::metrics::Metrics) {
+    fn publish(&self, metrics: &Metrics) {
         metrics.released_pending.set(self.released.len() as i64);
         metrics.kept_pvs.set(self.kept.len() as i64);
     }
@@ -196,9 +189,7 @@ impl Reconciler {
     /// LocalDisks that stand for them. Returns whether a pass is needed.
     fn volumes_changed(&mut self, ctx: &Context) -> bool {
         let metrics = &ctx.reporter.metrics;
-        if self.stores.pod_changes.take() != Touched::default() {
-            self.volumes.update_pods(metrics, &self.stores.pods.state());
-        }
+        let pods_changed = !self.stores.pod_changes.take().is_empty();
         let names = match self.stores.pv_changes.take() {
             Touched::All => {
                 let pods = self.stores.pods.state();
@@ -207,6 +198,9 @@ impl Reconciler {
             }
             Touched::Names(names) => names,
         };
+        if pods_changed {
+            self.volumes.update_pods(metrics, &self.stores.pods.state());
+        }
         let changed: Vec<(String, Option<Arc<PersistentVolume>>)> = names
             .into_iter()
             .map(|name| {

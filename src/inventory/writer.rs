@@ -82,14 +82,6 @@ struct Wanted {
     touched: Touched,
 }
 
-impl Wanted {
-    fn touch(&mut self, name: &str) {
-        if let Touched::Names(names) = &mut self.touched {
-            names.insert(name.to_string());
-        }
-    }
-}
-
 /// The node's inventory writer.
 pub struct Inventory {
     wanted: Arc<Mutex<Wanted>>,
@@ -150,7 +142,7 @@ impl Inventory {
         let mut disks = BTreeMap::new();
         for disk in desired {
             if wanted.disks.get(&disk.name) != Some(&disk) {
-                wanted.touch(&disk.name);
+                wanted.touched.insert(Some(&disk.name));
             }
             disks.insert(disk.name.clone(), disk);
         }
@@ -161,14 +153,14 @@ impl Inventory {
             .cloned()
             .collect();
         for name in gone {
-            wanted.touch(&name);
+            wanted.touched.insert(Some(&name));
         }
         wanted.by_path = disks
             .values()
             .map(|disk| (disk.status.path.clone(), disk.name.clone()))
             .collect();
         wanted.disks = disks;
-        let changed = wanted.touched != Touched::default();
+        let changed = !wanted.touched.is_empty();
         drop(wanted);
         if changed {
             self.wake.notify_one();
@@ -201,7 +193,7 @@ impl Inventory {
             let before = disk.status.clone();
             refresh_from_pv(disk, pv, missing);
             if disk.status != before {
-                wanted.touch(&name);
+                wanted.touched.insert(Some(&name));
                 changed = true;
             }
         }
@@ -326,11 +318,10 @@ async fn run(
                 pending = Touched::All;
             }
         }
-        merge(&mut pending, writer.watched.changes.take());
-        merge(
-            &mut pending,
-            std::mem::take(&mut wish.wanted.lock().expect("inventory wanted").touched),
-        );
+        pending.merge(writer.watched.changes.take());
+        pending.merge(std::mem::take(
+            &mut wish.wanted.lock().expect("inventory wanted").touched,
+        ));
         if !writer.watched.is_synced()
             || writer
                 .paused_until
@@ -340,15 +331,6 @@ async fn run(
         }
         let touched = std::mem::take(&mut pending);
         writer.apply(&wish.wanted, touched).await;
-    }
-}
-
-/// Adds `more` to what `into` says changed.
-fn merge(into: &mut Touched, more: Touched) {
-    match (&mut *into, more) {
-        (Touched::All, _) => {}
-        (_, Touched::All) => *into = Touched::All,
-        (Touched::Names(names), Touched::Names(more)) => names.extend(more),
     }
 }
 
