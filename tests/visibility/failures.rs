@@ -41,9 +41,12 @@ async fn creates_refused_or_unreachable_are_counted_by_reason() {
     wait_available(&setup.world, &flaky).await;
     let with = setup.on_node();
     let reason = |r: &'static str| [("node", node), ("reason", r)];
+    // The PV watch's events reach the metrics an instant after the API
+    // shows the PVs: wait for both series too.
     let page = wait_page(&setup.process, "both create failures counted", |p| {
         p.value("pv_create_failures_total", &reason("refused")) >= Some(1.0)
             && p.value("pv_create_failures_total", &reason("unreachable")) == Some(1.0)
+            && p.series("volume_info", &with).len() >= 2
     })
     .await;
     assert_eq!(page.value("pvs_created_total", &with), Some(2.0));
