@@ -5,10 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::api::requests::ApiRequests;
 use crate::backoff::{BackoffTable, CLEANUP_RETRY};
@@ -174,26 +176,86 @@ impl Context {
     }
 }
 
+/// How long a finished wipe is remembered: longer than any scan takes, so
+/// a scan that found the device locked by it still knows whose lock it was.
+const FINISHED_WIPE_MEMORY: Duration = Duration::from_secs(60);
+
 /// The devices being wiped: discovery must not offer them, and two PVs of
 /// one device are never wiped at once.
 #[derive(Debug, Default)]
 pub struct WipesInFlight {
-    devices: Mutex<BTreeSet<DeviceNumber>>,
+    devices: Mutex<WipeRecord>,
+}
+
+/// The wipes running now, and when each recently finished one ended.
+#[derive(Debug, Default)]
+struct WipeRecord {
+    running: BTreeSet<DeviceNumber>,
+    finished: Vec<(DeviceNumber, Instant)>,
 }
 
 impl WipesInFlight {
     /// Claims `device` for a wipe; `false` when one is already in flight.
     pub fn claim(&self, device: DeviceNumber) -> bool {
-        self.devices.lock().expect("wipes lock").insert(device)
+        self.devices
+            .lock()
+            .expect("wipes lock")
+            .running
+            .insert(device)
     }
 
-    /// Releases `device` after its wipe.
+    /// Releases `device` after its wipe (and after its device lock is let go).
     pub fn release(&self, device: DeviceNumber) {
-        self.devices.lock().expect("wipes lock").remove(&device);
+        let now = Instant::now();
+        let mut record = self.devices.lock().expect("wipes lock");
+        record.running.remove(&device);
+        record
+            .finished
+            .retain(|(_, ended)| now.duration_since(*ended) < FINISHED_WIPE_MEMORY);
+        record.finished.push((device, now));
     }
 
-    /// The devices being wiped now.
-    pub fn snapshot(&self) -> BTreeSet<DeviceNumber> {
-        self.devices.lock().expect("wipes lock").clone()
+    /// The devices one of our wipes held at some moment since `since`:
+    /// those being wiped now and those whose wipe ended after it. A scan
+    /// that began at `since` may have found any of them locked by our own
+    /// wipe, even when that wipe has ended by the time the scan is read.
+    pub fn since(&self, since: Instant) -> BTreeSet<DeviceNumber> {
+        let record = self.devices.lock().expect("wipes lock");
+        let ended_since = record
+            .finished
+            .iter()
+            .filter(|(_, ended)| *ended >= since)
+            .map(|(device, _)| *device);
+        record.running.iter().copied().chain(ended_since).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wipe_that_ended_during_a_scan_still_counts_for_that_scan() {
+        let wipes = WipesInFlight::default();
+        let device = DeviceNumber { major: 7, minor: 3 };
+        let other = DeviceNumber { major: 7, minor: 4 };
+        assert!(wipes.claim(device));
+        assert!(!wipes.claim(device), "one wipe per device at a time");
+        let scan_began = Instant::now();
+        assert_eq!(wipes.since(scan_began), BTreeSet::from([device]));
+        wipes.release(device);
+        assert_eq!(
+            wipes.since(scan_began),
+            BTreeSet::from([device]),
+            "the scan that began while the wipe held the device still knows it"
+        );
+        let next_scan = Instant::now();
+        assert!(
+            wipes.since(next_scan).is_empty(),
+            "a scan that began after the wipe ended sees the device free"
+        );
+        assert!(wipes.claim(device), "released devices can be claimed again");
+        assert!(wipes.claim(other));
+        assert_eq!(wipes.since(next_scan), BTreeSet::from([device, other]));
     }
 }

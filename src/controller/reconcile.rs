@@ -277,6 +277,7 @@ impl Reconciler {
         let existing = self.provisioning.existing(pvs);
         let full = wake == Wake::Poll;
         let watch = ctx.settings.watch_device_dir.then_some(&ctx.trigger);
+        let scan_began = Instant::now();
         let scanned = match self
             .scanner
             .scan(
@@ -328,6 +329,7 @@ impl Reconciler {
             classified: &classified,
             existing: &existing,
             node: &node_ref,
+            scan_began,
         };
         let provisioned = self
             .provisioning

@@ -114,6 +114,9 @@ pub struct Inputs<'a> {
     pub existing: &'a [ExistingPv],
     /// The Node, for Events.
     pub node: &'a ObjectReference,
+    /// When the scan began: a device our own wipe held at any moment since
+    /// is not offered and not reported.
+    pub scan_began: Instant,
 }
 
 impl Provisioning {
@@ -180,7 +183,7 @@ impl Provisioning {
             &inputs.spec.classes,
             inputs.classified,
             inputs.existing,
-            &ctx.wipes.snapshot(),
+            &ctx.wipes.since(inputs.scan_began),
             &self.held,
         );
         for group in &decided.collisions {
