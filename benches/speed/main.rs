@@ -37,6 +37,7 @@
 //! | `LPP_BENCH_COLD_DEVICES` | `200,1000` | device counts of the cold starts |
 //! | `LPP_BENCH_COLD_RUNS` | `3` | cold starts per count (medians reported) |
 //! | `LPP_BENCH_COLD_WINDOW_SECS` | `30` | window after each cold start over which CPU and RSS are read (s; issue 19 measured 30 s) |
+//! | `LPP_PROGRAM` | this build's binary | the program to start instead, for example the container image's static musl build |
 //! | `LPP_BENCH_IDLE_SECS` | `30` | length of each idle window (s) |
 //! | `KUBECONFIG` | (unset) | run against this cluster instead of the fake API server |
 //! | `LPP_BENCH_ALLOW_FOREIGN_NODES` | (unset) | `1`: run on a cluster that has Nodes of its own |

@@ -70,6 +70,9 @@ pub struct Options {
     pub churn: bool,
     /// The window after a cold start over which CPU and RSS are read.
     pub cold_window: Duration,
+    /// The program measured (`LPP_PROGRAM`, read by the test support when
+    /// it starts the process); `None`: this build's binary.
+    pub program: Option<String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -154,6 +157,7 @@ impl Options {
             self_cluster: var("LPP_BENCH_SELF_CLUSTER").as_deref() == Some("1"),
             churn: switch("LPP_BENCH_CHURN", true),
             cold_window: Duration::from_secs(number("LPP_BENCH_COLD_WINDOW_SECS", 30).max(1)),
+            program: var("LPP_PROGRAM"),
         }
     }
 
@@ -208,8 +212,14 @@ impl Options {
                 self.churn_text()
             ),
         };
+        let program = self
+            .program
+            .as_deref()
+            .map_or("this build's binary".to_string(), |path| {
+                format!("`{path}`")
+            });
         format!(
-            "Backend: {backend}; {} samples per latency measure, {} wipe rounds; machine: {}",
+            "Backend: {backend}; program: {program}; {} samples per latency measure, {} wipe rounds; machine: {}",
             self.samples,
             self.wipe_rounds,
             machine()

@@ -250,11 +250,22 @@ pub fn trim_node(node: &mut Node) {
     node.status = None;
 }
 
-/// Keeps a PV without `managedFields`, which a real server sends with every
-/// object and event (about as large as the rest of a PV) and the program
-/// never reads.
+/// Keeps of a PV what the program reads, without what only costs memory
+/// in a store of hundreds: `managedFields`, which a real server sends with
+/// every object and event (about as large as the rest of a PV), and the
+/// parts the program writes once at create and never reads again (its
+/// owner reference, node affinity, access modes, reclaim policy and mount
+/// options). Everything sent back to the API server is built afresh or
+/// patched by field, never taken from the store.
 pub fn trim_pv(pv: &mut PersistentVolume) {
     pv.metadata.managed_fields = None;
+    pv.metadata.owner_references = None;
+    if let Some(spec) = pv.spec.as_mut() {
+        spec.node_affinity = None;
+        spec.access_modes = None;
+        spec.persistent_volume_reclaim_policy = None;
+        spec.mount_options = None;
+    }
 }
 
 /// Where a shared watch hands its objects on, and the store it reads them
@@ -403,6 +414,47 @@ mod tests {
             "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": version},
         }))
         .expect("a PV")
+    }
+
+    #[test]
+    fn a_stored_pv_keeps_what_the_program_reads() {
+        let mut stored: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {
+                "name": "local-n1-disk0", "uid": "u1", "resourceVersion": "7",
+                "labels": {"local-pv-provisioner.cybozu.io/node": "n1"},
+                "annotations": {"local-pv-provisioner.cybozu.io/device-number": "7:0"},
+                "finalizers": ["kubernetes.io/pv-protection"],
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "n"}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update"}],
+            },
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "local": {"path": "/dev/disks/disk0"},
+                "claimRef": {"namespace": "a", "name": "b"},
+                "storageClassName": "local", "volumeMode": "Block",
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "mountOptions": ["noatime"],
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}},
+            },
+            "status": {"phase": "Bound"},
+        }))
+        .expect("a PV");
+        let mut kept = stored.clone();
+        trim_pv(&mut stored);
+        kept.metadata.managed_fields = None;
+        kept.metadata.owner_references = None;
+        let spec = kept.spec.as_mut().expect("spec");
+        spec.node_affinity = None;
+        spec.access_modes = None;
+        spec.persistent_volume_reclaim_policy = None;
+        spec.mount_options = None;
+        assert_eq!(stored, kept, "only the unread parts go");
+        let spec = stored.spec.as_ref().expect("spec");
+        assert!(spec.local.is_some() && spec.claim_ref.is_some() && spec.capacity.is_some());
+        assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
+        assert!(stored.metadata.finalizers.is_some() && stored.metadata.annotations.is_some());
     }
 
     /// Applies `event` to the store as the reflector does, then hands it on.

@@ -40,6 +40,14 @@ pub struct ProvisionerOptions<'a> {
     pub log_dir: &'a Path,
 }
 
+/// The program the tests and benchmarks start: this build's binary, or the
+/// one `LPP_PROGRAM` names (for example the container image's static musl
+/// build, measured by the speed benchmark as shipped).
+fn program() -> std::ffi::OsString {
+    std::env::var_os("LPP_PROGRAM")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_local-pv-provisioner").into())
+}
+
 /// Numbers the log files of the processes one test binary starts.
 static STARTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -55,7 +63,7 @@ impl ProvisionerProcess {
             .log_dir
             .join(format!("provisioner-{node_part}-{number}.log"));
         let log = File::create(&log_path).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_local-pv-provisioner"));
+        let mut command = Command::new(program());
         command
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -96,7 +104,7 @@ impl ProvisionerProcess {
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let log_path = log_dir.join(format!("node-cleanup-{pod}-{number}.log"));
         let log = File::create(&log_path).expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_local-pv-provisioner"));
+        let mut command = Command::new(program());
         command
             .arg("node-cleanup")
             .env_clear()
