@@ -14,7 +14,7 @@
 //! own; a thousand of them cost a thousand small updates, not a thousand
 //! passes over every PV.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume, Pod};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::api::context::Context;
 use crate::api::watch::{ChangedNames, Touched, WatchSetup, Watched};
+use crate::controller::pv_counts::PvCounts;
 use crate::discover::devices::Scan;
 use crate::discover::scanner::Scanner;
 use crate::inventory::desired::{Sources, desired};
@@ -32,7 +33,6 @@ use crate::inventory::writer::{Inventory, Owner};
 use crate::objects::pv::HOSTNAME_LABEL;
 use crate::objects::spec::NodeSpec;
 use crate::observe::health::{Health, ReconcileHealth};
-use crate::observe::metrics::Metrics;
 use crate::observe::volumes::VolumeMetrics;
 use crate::provision::build::NodeFacts;
 use crate::provision::classes::classify;
@@ -74,57 +74,6 @@ pub struct Stores {
     pub pod_changes: Arc<ChangedNames>,
     /// The PVs their watch changed since the last look.
     pub pv_changes: Arc<ChangedNames>,
-}
-
-/// The node's PVs that wait for their cleanup, and those kept, as gauges
-/// kept per PV.
-#[derive(Default)]
-struct PvCounts {
-    released: HashSet<String>,
-    kept: HashSet<String>,
-}
-
-impl PvCounts {
-    /// Counts every PV of `pvs` (a pass).
-    fn set_all(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>]) {
-        self.released.clear();
-        self.kept.clear();
-        for pv in pvs {
-            self.count(pv.metadata.name.as_deref().unwrap_or_default(), Some(pv));
-        }
-        self.publish(metrics);
-    }
-
-    /// Counts the PVs `changed` again (by name, with the PV unless it went).
-    fn update(&mut self, metrics: &Metrics, changed: &[(String, Option<Arc<PersistentVolume>>)]) {
-        for (name, pv) in changed {
-            self.count(name, pv.as_deref());
-        }
-        self.publish(metrics);
-    }
-
-    fn count(&mut self, name: &str, pv: Option<&PersistentVolume>) {
-        let mark = |set: &mut HashSet<String>, on: bool| {
-            if on {
-                set.insert(name.to_string());
-            } else {
-                set.remove(name);
-            }
-        };
-        mark(
-            &mut self.released,
-            pv.is_some_and(crate::cleanup::decide::needs_cleanup),
-        );
-        mark(
-            &mut self.kept,
-            pv.is_some_and(crate::cleanup::decide::is_kept),
-        );
-    }
-
-    fn publish(&self, metrics: &Metrics) {
-        metrics.released_pending.set(self.released.len() as i64);
-        metrics.kept_pvs.set(self.kept.len() as i64);
-    }
 }
 
 /// The provisioning state that lives from one reconcile to the next.
