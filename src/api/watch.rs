@@ -1,6 +1,8 @@
 //! Narrow watches kept as in-memory stores: the one Node by name, this
 //! node's PVs by label, the one PV spec ConfigMap by name. Each runs as a
-//! task that feeds a reflector store, wakes the reconciler on every change,
+//! task that feeds a reflector store, wakes the reconciler on every change
+//! (the Node's only on a change of what is kept of it, not on its status
+//! reports),
 //! records which objects each event touched ([`ChangedNames`], for work per
 //! object rather than per wake-up) and records in a [`WatchHealth`] whether
 //! it is failing. The PV watch is
@@ -27,7 +29,7 @@
 //! seen as a flaky fault test (`tests/clean_offer/vanished.rs` now fails on
 //! that code every time).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +41,7 @@ use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::Api;
 use kube::Resource;
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -119,6 +121,49 @@ impl ChangedNames {
     }
 }
 
+/// What a distinct watch last let through of each object (trimmed, without
+/// its resourceVersion), to drop updates that change nothing kept.
+struct Distinct<K> {
+    last: HashMap<String, K>,
+}
+
+impl<K> Default for Distinct<K> {
+    fn default() -> Self {
+        Distinct {
+            last: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Resource + Clone + PartialEq> Distinct<K> {
+    /// Whether `event` goes on to the store and the consumer: every event
+    /// but an update equal to what was last let through of that object.
+    fn keep(&mut self, event: &Result<watcher::Event<K>, watcher::Error>) -> bool {
+        let object = match event {
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => object,
+            Ok(watcher::Event::Delete(object)) => {
+                self.last.remove(&Self::key(object));
+                return true;
+            }
+            Ok(watcher::Event::Init) => {
+                self.last.clear();
+                return true;
+            }
+            _ => return true,
+        };
+        let mut bare = object.clone();
+        bare.meta_mut().resource_version = None;
+        let unchanged = self.last.get(&Self::key(object)) == Some(&bare);
+        let is_update = matches!(event, Ok(watcher::Event::Apply(_)));
+        self.last.insert(Self::key(object), bare);
+        !(unchanged && is_update)
+    }
+
+    fn key(object: &K) -> String {
+        object.meta().name.clone().unwrap_or_default()
+    }
+}
+
 /// A running watch and its store.
 pub struct Watched<K: Resource + 'static>
 where
@@ -162,7 +207,32 @@ where
         setup: WatchSetup<'_>,
         trim: fn(&mut K),
     ) -> Self {
-        Self::drive(api, config, setup, reflector::store(), trim, None)
+        let source = move |api, config| watcher(api, config).modify(trim);
+        Self::drive(api, config, setup, source, None)
+    }
+
+    /// Starts watching `api` with `config`, keeping only what `trim` leaves
+    /// of each object, and waking the consumer only when that changed: an
+    /// update that changes nothing kept but the resourceVersion (a Node's
+    /// status reports, its image list, its conditions) is dropped before
+    /// the store and costs no reconcile. Keeps one trimmed copy of each
+    /// object to compare with; for watches of a few small objects.
+    pub fn spawn_trimmed_distinct(
+        api: Api<K>,
+        config: watcher::Config,
+        setup: WatchSetup<'_>,
+        trim: fn(&mut K),
+    ) -> Self
+    where
+        K: PartialEq,
+    {
+        let source = move |api, config| {
+            let mut seen = Distinct::default();
+            watcher(api, config)
+                .modify(trim)
+                .filter(move |event| std::future::ready(seen.keep(event)))
+        };
+        Self::drive(api, config, setup, source, None)
     }
 
     /// Starts watching `api` with `config`, keeping what `trim` leaves of
@@ -174,7 +244,8 @@ where
         trim: fn(&mut K),
     ) -> (Self, Subscription<K>) {
         let (sender, subscription) = mpsc::channel(SHARED_BUFFER);
-        let watched = Self::drive(api, config, setup, reflector::store(), trim, Some(sender));
+        let source = move |api, config| watcher(api, config).modify(trim);
+        let watched = Self::drive(api, config, setup, source, Some(sender));
         (watched, subscription)
     }
 
@@ -188,14 +259,17 @@ where
         self.synced.load(Ordering::Relaxed)
     }
 
-    fn drive(
+    fn drive<S>(
         api: Api<K>,
         config: watcher::Config,
         setup: WatchSetup<'_>,
-        (store, writer): (Store<K>, Writer<K>),
-        trim: fn(&mut K),
+        source: impl FnOnce(Api<K>, watcher::Config) -> S,
         subscriber: Option<mpsc::Sender<K>>,
-    ) -> Self {
+    ) -> Self
+    where
+        S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    {
+        let (store, writer) = reflector::store();
         let health = Arc::new(WatchHealth::default());
         setup.health.track(&health);
         // While failing, a cheap one-item list every few seconds tells when
@@ -207,7 +281,7 @@ where
             limit: Some(1),
             ..Default::default()
         };
-        let events = reflector::reflector(writer, watcher(api.clone(), config).modify(trim))
+        let events = reflector::reflector(writer, source(api.clone(), config))
             .default_backoff()
             .boxed();
         let synced = Arc::new(AtomicBool::new(false));
@@ -242,8 +316,9 @@ where
 
 /// Keeps of this node's Node what the program reads: its metadata (name,
 /// UID, labels, annotations), without `managedFields`. A real server's Node
-/// carries its images, conditions and addresses, and changes every few
-/// seconds with the kubelet's heartbeats; none of that is kept.
+/// carries its images, conditions and addresses, and changes with the
+/// kubelet's status reports; none of that is kept, and the Node's watch
+/// ([`Watched::spawn_trimmed_distinct`]) wakes nothing for a report.
 pub fn trim_node(node: &mut Node) {
     node.metadata.managed_fields = None;
     node.spec = None;
@@ -407,6 +482,8 @@ mod tests {
     use kube::runtime::controller::{Action, Controller};
     use serde_json::json;
 
+    use kube::runtime::reflector::store::Writer;
+
     use super::*;
 
     fn pv(name: &str, version: &str) -> PersistentVolume {
@@ -414,6 +491,44 @@ mod tests {
             "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": version},
         }))
         .expect("a PV")
+    }
+
+    #[test]
+    fn a_distinct_watch_drops_updates_that_change_nothing_kept() {
+        let mut seen = Distinct::default();
+        let node = |version: &str, zone: &str| {
+            let mut node: Node = serde_json::from_value(json!({
+                "metadata": {"name": "n1", "uid": "u1", "resourceVersion": version,
+                             "labels": {"topology.kubernetes.io/zone": zone}},
+                "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+            }))
+            .expect("a Node");
+            trim_node(&mut node);
+            node
+        };
+        let apply = |node| Ok(watcher::Event::Apply(node));
+        assert!(seen.keep(&Ok(watcher::Event::Init)));
+        assert!(seen.keep(&Ok(watcher::Event::InitApply(node("1", "a")))));
+        assert!(
+            seen.keep(&Ok(watcher::Event::InitDone)),
+            "a relist always wakes"
+        );
+        assert!(
+            !seen.keep(&apply(node("2", "a"))),
+            "a status report: only the resourceVersion moved in what is kept"
+        );
+        assert!(seen.keep(&apply(node("3", "b"))), "a label changed");
+        assert!(!seen.keep(&apply(node("4", "b"))));
+        assert!(seen.keep(&Ok(watcher::Event::Delete(node("5", "b")))));
+        assert!(
+            seen.keep(&apply(node("6", "b"))),
+            "created again after a delete"
+        );
+        assert!(seen.keep(&Ok(watcher::Event::Init)));
+        assert!(
+            seen.keep(&Ok(watcher::Event::InitApply(node("7", "b")))),
+            "every object of a relist reaches the store"
+        );
     }
 
     #[test]

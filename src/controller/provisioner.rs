@@ -68,7 +68,7 @@ impl NodeWatches {
         let on_node = watcher::Config::default()
             .fields(&format!("spec.nodeName={node}"))
             .any_semantic();
-        let nodes = Watched::spawn_trimmed(
+        let nodes = Watched::spawn_trimmed_distinct(
             Api::all(client.clone()),
             by_name,
             setup("node", trigger),

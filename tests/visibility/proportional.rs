@@ -2,7 +2,9 @@
 //! would not act on (its phase and claim as a claim binds, an annotation)
 //! is shown in that PV's metric series and its LocalDisk without a whole
 //! reconcile pass; a PV that goes brings a pass, which offers its device
-//! again. The polling interval is the default (5 minutes), so
+//! again. A Node status report (what a kubelet writes every few minutes)
+//! costs no pass; a Node label change does. The polling interval is the
+//! default (5 minutes), so
 //! `reconciles_total` moves only for passes the program chose to run.
 
 use kube::ResourceExt;
@@ -96,5 +98,51 @@ async fn a_claim_binding_costs_no_pass_and_a_pv_that_goes_brings_one() {
     assert!(
         after > passes,
         "the PV that went brought a pass ({passes} → {after})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_status_report_costs_no_pass_and_a_label_change_brings_one() {
+    use k8s_openapi::api::core::v1::Node as KubeNode;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    let setup = node_with("vis-nodestatus", &["disk0"], vec![], |_| {}).await;
+    let world = &setup.world;
+    wait_available(world, &setup.pv_name("disk0")).await;
+    let passes = setup
+        .process
+        .value("reconciles_total")
+        .await
+        .expect("the pass counter");
+    let nodes: Api<KubeNode> = Api::all(world.client().clone());
+
+    // What a kubelet writes every few minutes and on every condition or
+    // image change: the Node's status, nothing the program keeps.
+    for beat in 0..10 {
+        let report = serde_json::json!({"status": {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": format!("kubelet is posting ready status (report {beat})"),
+        }]}});
+        nodes
+            .patch_status(&setup.node, &PatchParams::default(), &Patch::Merge(&report))
+            .await
+            .expect("the Node's status report");
+    }
+    // Then a change a pass reads, on the same watch, after the reports.
+    let label = serde_json::json!({"metadata": {"labels": {"example.com/rack": "r7"}}});
+    nodes
+        .patch(&setup.node, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .expect("the Node's label");
+    eventually("the label change's pass", WAIT, || async {
+        (setup.process.value("reconciles_total").await? > passes).then_some(())
+    })
+    .await;
+    assert_eq!(
+        setup.process.value("reconciles_total").await,
+        Some(passes + 1.0),
+        "one pass, for the label; the status reports came first on the Node watch, and a \
+         pass for any of them would have counted before the label's"
     );
 }
