@@ -139,24 +139,33 @@ impl<K: Resource + Clone + PartialEq> Distinct<K> {
     /// Whether `event` goes on to the store and the consumer: every event
     /// but an update equal to what was last let through of that object.
     fn keep(&mut self, event: &Result<watcher::Event<K>, watcher::Error>) -> bool {
-        let object = match event {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => object,
-            Ok(watcher::Event::Delete(object)) => {
-                self.last.remove(&Self::key(object));
-                return true;
-            }
+        match event {
             Ok(watcher::Event::Init) => {
                 self.last.clear();
-                return true;
+                true
             }
-            _ => return true,
-        };
+            Ok(watcher::Event::Delete(object)) => {
+                self.last.remove(&Self::key(object));
+                true
+            }
+            Ok(watcher::Event::InitApply(object)) => {
+                self.remember(object);
+                true
+            }
+            Ok(watcher::Event::Apply(object)) => self.remember(object),
+            _ => true,
+        }
+    }
+
+    /// Records `object` without its resourceVersion; whether that differs
+    /// from what was recorded of it before.
+    fn remember(&mut self, object: &K) -> bool {
         let mut bare = object.clone();
         bare.meta_mut().resource_version = None;
-        let unchanged = self.last.get(&Self::key(object)) == Some(&bare);
-        let is_update = matches!(event, Ok(watcher::Event::Apply(_)));
-        self.last.insert(Self::key(object), bare);
-        !(unchanged && is_update)
+        let key = Self::key(object);
+        let changed = self.last.get(&key) != Some(&bare);
+        self.last.insert(key, bare);
+        changed
     }
 
     fn key(object: &K) -> String {
@@ -480,9 +489,8 @@ mod tests {
 
     use k8s_openapi::api::core::v1::PersistentVolume;
     use kube::runtime::controller::{Action, Controller};
-    use serde_json::json;
-
     use kube::runtime::reflector::store::Writer;
+    use serde_json::json;
 
     use super::*;
 
