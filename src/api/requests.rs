@@ -13,6 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
+use crate::api::watch::trim_pv;
 use crate::error::{ApiError, Operation, status_code};
 use crate::objects::pv::NODE_LABEL;
 use crate::observe::metrics::Metrics;
@@ -20,7 +21,8 @@ use crate::observe::metrics::Metrics;
 /// How a PV create ended.
 #[derive(Debug)]
 pub enum CreateOutcome {
-    /// Created; the object as the API server returned it.
+    /// Created; the object as the API server returned it, trimmed like the
+    /// PV store's ([`trim_pv`]).
     Created(Box<PersistentVolume>),
     /// A PV of this node already holds the name (the watch lags behind).
     AlreadyOurs,
@@ -118,7 +120,13 @@ impl ApiRequests {
     ) -> CreateOutcome {
         let name = pv.metadata.name.clone().unwrap_or_default();
         let error = match self.pvs.create(&PostParams::default(), pv).await {
-            Ok(created) => return CreateOutcome::Created(Box::new(created)),
+            Ok(mut created) => {
+                // Kept until the whole pass is settled: a cold start holds
+                // a thousand of these at once, each with the server's
+                // managedFields.
+                trim_pv(&mut created);
+                return CreateOutcome::Created(Box::new(created));
+            }
             Err(error) => error,
         };
         match classify_create_error(&error) {

@@ -15,7 +15,7 @@ use crate::discover::devices::{DeviceProblem, ProblemKind, scan_devices};
 use crate::objects::naming::node_label_value;
 use crate::objects::spec::{
     KEY_DEVICE_CLASSES, KEY_DEVICE_DIR, KEY_DEVICE_NAME_FILTER, KEY_FS_TYPE,
-    KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, parse_node_spec,
+    KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, PvSpec, parse_node_spec,
 };
 use crate::provision::build::NodeFacts;
 use crate::provision::classes::{Classified, classify};
@@ -63,7 +63,7 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         &BTreeSet::new(),
         &[],
     );
-    let probes = probe_candidates(&mut decided, &classified);
+    let probes = probe_candidates(&mut decided, &classified, &spec.classes);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -89,11 +89,13 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
             if planned.class != index {
                 continue;
             }
-            let path = crate::objects::pv::local_path(&planned.pv).unwrap_or_default();
-            let _ = writeln!(out, "# {path}: {probe}");
+            let Some(device) = classified.device_at(&planned.path) else {
+                continue;
+            };
+            let _ = writeln!(out, "# {}: {probe}", planned.path.display());
             out.push_str("---\n");
             out.push_str(
-                &serde_yaml_ng::to_string(&planned.pv)
+                &serde_yaml_ng::to_string(&planned.pv(&facts, &spec.classes, device))
                     .map_err(|error| format!("cannot render YAML: {error}"))?,
             );
         }
@@ -141,26 +143,23 @@ fn say_skipped(out: &mut String, problem: &DeviceProblem) {
 /// Probes each device the plan would offer, as the controller does before
 /// a first offer; devices that are not blank move to the plan's problems.
 /// Returns what the probe said about each PV left to create.
-fn probe_candidates(decided: &mut Plan, classified: &Classified) -> Vec<String> {
+fn probe_candidates(
+    decided: &mut Plan,
+    classified: &Classified,
+    classes: &[PvSpec],
+) -> Vec<String> {
     let mut kept = Vec::new();
     let mut said = Vec::new();
     for planned in std::mem::take(&mut decided.create) {
-        let path = crate::objects::pv::local_path(&planned.pv)
-            .unwrap_or_default()
-            .to_string();
-        let device = classified
-            .devices
-            .iter()
-            .flatten()
-            .find(|d| d.path.to_str() == Some(&path));
+        let device = classified.device_at(&planned.path);
         let result = device.map(|d| crate::device::probe::probe_device(&d.resolved));
         match result {
             Some(Ok(probe)) if probe.refusal().is_some() => {
                 decided.problems.push(DeviceProblem {
                     name: device.map(|d| d.name.clone()).unwrap_or_default(),
-                    path: path.into(),
+                    path: planned.path.clone(),
                     reason: probe.refusal().unwrap_or_default(),
-                    class: Some(crate::objects::pv::class_of(&planned.pv).to_string()),
+                    class: Some(classes[planned.class].class.clone()),
                     ..Default::default()
                 });
             }

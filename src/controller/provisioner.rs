@@ -33,6 +33,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How long the loop must be quiet after work (a stream of PV changes as
 /// new PVs settle one by one) before the memory it freed is given back.
 const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(1);
+/// The longest a stream of work that is never quiet for
+/// [`QUIET_BEFORE_TRIM`] keeps the memory it freed (a thousand new PVs move
+/// to `Available` one by one over most of a minute).
+const BUSY_TRIM_INTERVAL: Duration = Duration::from_secs(5);
 /// How long shutdown waits for queued Events to be sent.
 const EVENTS_GRACE: Duration = Duration::from_secs(2);
 
@@ -172,18 +176,21 @@ async fn provision(
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     poll.tick().await;
     let mut wake = Wake::Poll;
+    let mut trimmed_at = Instant::now();
     loop {
         let created = ctx.reporter.metrics.pvs_created.get();
         let next = reconciler.reconcile(ctx, wake).await;
         // When to give back the memory the work freed: at once after a
         // burst (creates, a full rescan), else once the loop has been
-        // quiet for a while (a stream of PV changes as new PVs settle).
+        // quiet for a while, and during a long stream of PV changes (new
+        // PVs settling) every few seconds.
         let mut trim_at = if wake == Wake::Poll || ctx.reporter.metrics.pvs_created.get() != created
         {
             crate::controller::memory::return_free_memory();
+            trimmed_at = Instant::now();
             None
         } else {
-            Some(Instant::now() + QUIET_BEFORE_TRIM)
+            Some((Instant::now() + QUIET_BEFORE_TRIM).min(trimmed_at + BUSY_TRIM_INTERVAL))
         };
         loop {
             let asked = async move {
@@ -206,6 +213,7 @@ async fn provision(
                 _ = asked => Wake::Change,
                 _ = trim => {
                     crate::controller::memory::return_free_memory();
+                    trimmed_at = Instant::now();
                     trim_at = None;
                     continue;
                 }

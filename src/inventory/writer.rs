@@ -292,7 +292,7 @@ async fn run(
             // The inventory never makes the pod unready.
             health: &Health::default(),
         },
-        |disk| disk.metadata.managed_fields = None,
+        keep_what_is_read,
     );
     *store.lock().expect("inventory store") = Some(watched.store.clone());
     let mut writer = Writer {
@@ -358,6 +358,11 @@ impl Writer {
                 Some(disk) => disk.status.as_ref() != Some(&written.status),
                 None => written.at.elapsed() < WATCH_CATCH_UP,
             });
+        // A cold start writes every object at once; the table would keep
+        // room for all of them (about 1 KB each) for good.
+        if self.written.capacity() > 4 * self.written.len().max(16) {
+            self.written.shrink_to_fit();
+        }
         let writes = {
             let wanted = wanted.lock().expect("inventory wanted");
             let Some(owner) = wanted.owner.clone() else {
@@ -453,8 +458,8 @@ impl Writer {
                 writes.push(Write::Status(disk.name.clone(), patch));
             }
             // A disk that changed class is made again with its new label.
-            let labels = current.metadata.labels.clone().unwrap_or_default();
-            if labels.get(DEVICE_CLASS_LABEL) != disk.class.as_ref() {
+            let class = current.metadata.labels.as_ref();
+            if class.and_then(|labels| labels.get(DEVICE_CLASS_LABEL)) != disk.class.as_ref() {
                 writes.push(Write::Delete(
                     disk.name.clone(),
                     current.metadata.uid.clone(),
@@ -523,6 +528,20 @@ async fn perform(api: &Api<LocalDisk>, write: Write) -> Outcome {
                 .filter(|error| status_code(error) != Some(404));
             (None, error, Operation::DeleteLocalDisk)
         }
+    }
+}
+
+/// Keeps of a watched object what the writer reads: its name, UID,
+/// resourceVersion, class label and status (a thousand disks' labels,
+/// annotations and owner would otherwise stay in memory twice, once here and
+/// once in what is wanted).
+fn keep_what_is_read(disk: &mut LocalDisk) {
+    let meta = &mut disk.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == DEVICE_CLASS_LABEL);
     }
 }
 

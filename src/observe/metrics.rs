@@ -11,6 +11,7 @@
 use prometheus::core::Collector;
 
 use crate::error::Operation;
+use crate::observe::volumes::VolumeSeries;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -58,12 +59,9 @@ pub struct Metrics {
     pub wipe_progress: prometheus::GaugeVec,
     /// PVs kept although their device is missing (Bound, Released, reserved).
     pub missing_devices: IntGauge,
-    /// One series per PV of this node, labelled with what it is and who claims it.
-    pub volume_info: IntGaugeVec,
-    /// Each PV's capacity in bytes.
-    pub volume_capacity: IntGaugeVec,
-    /// One series per pod on this node that mounts a PV's claim.
-    pub volume_consumer_info: IntGaugeVec,
+    /// The per-PV series: `volume_info` (what each PV is and who claims
+    /// it), `volume_capacity_bytes` and `volume_consumer_info`.
+    pub volumes: VolumeSeries,
     /// Failed API requests made by the reconciler, by operation.
     pub api_errors: IntCounterVec,
     /// API writes the server refused with 403 (RBAC, an admission policy), by operation.
@@ -170,9 +168,7 @@ impl Metrics {
             kept_pvs: r.gauge("kept_pvs", "Released PersistentVolumes of this node kept with their data (release policy Keep) until a wipe is requested."),
             wipe_progress: r.register(prometheus::GaugeVec::new(r.opts("wipe_progress_ratio", "Progress of each full wipe running on this node, from 0 to 1."), &["persistentvolume"]).expect("valid gauge")),
             missing_devices: r.gauge("missing_devices", "PersistentVolumes of this node kept although their device is missing."),
-            volume_info: r.gauges("volume_info", "One series per PersistentVolume of this node: its device, class, mode, phase and claim.", &VOLUME_INFO_LABELS),
-            volume_capacity: r.gauges("volume_capacity_bytes", "Capacity of each PersistentVolume of this node, in bytes.", &["persistentvolume"]),
-            volume_consumer_info: r.gauges("volume_consumer_info", "One series per pod on this node that mounts a PersistentVolume's claim.", &VOLUME_CONSUMER_LABELS),
+            volumes: r.register(VolumeSeries::new(PREFIX, node)),
             api_errors: r.counters("api_errors_total", "Failed Kubernetes API requests, by operation.", "operation"),
             writes_denied: r.counters("writes_denied_total", "API writes refused with 403 (RBAC or an admission policy such as the node restriction), by operation.", "operation"),
             reconciles: r.counter("reconciles_total", "Reconcile passes finished, whatever their outcome."),

@@ -7,33 +7,162 @@
 //! away is removed, not left at a stale value. The pods come from a watch of
 //! this node's pods only (field selector `spec.nodeName`), stripped to what
 //! is needed here.
+//!
+//! These families are kept as plain label values ([`VolumeSeries`]) and
+//! turned into samples only when `/metrics` is read: the prometheus
+//! crate's vectors keep a metric object with its own copy of every label
+//! name and value per series, about 1.3 KB per PV, for good.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod, PodSpec, Volume};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
 
 use crate::objects::pv::local_path;
 use crate::objects::quantity;
-use crate::observe::metrics::Metrics;
+use crate::observe::metrics::{Metrics, VOLUME_CONSUMER_LABELS, VOLUME_INFO_LABELS};
 
 type Labels = Vec<String>;
 
 /// A claim by `(namespace, name)`.
 type ClaimKey = (String, String);
 
-/// The series currently shown, per PV, kept so that a change of one PV
-/// costs work for that PV only.
+/// The series `/metrics` shows for this node's PVs: `volume_info`,
+/// `volume_capacity_bytes` and `volume_consumer_info`, kept as label values
+/// and turned into samples when scraped. Clones share the series.
+#[derive(Clone)]
+pub struct VolumeSeries {
+    shown: Arc<Mutex<Shown>>,
+    /// The three families' descriptions, in the order above.
+    descs: Arc<[Desc; 3]>,
+}
+
+/// The label values of every series shown, per PV.
 #[derive(Debug, Default)]
-pub struct VolumeMetrics {
+struct Shown {
     /// Each PV's `volume_info` labels.
     info: HashMap<String, Labels>,
-    /// Each PV's capacity series.
+    /// Each PV's capacity in bytes.
     capacity: HashMap<String, i64>,
-    /// Each PV's claim, when it has one.
-    claims: HashMap<String, ClaimKey>,
     /// Each PV's `volume_consumer_info` labels, one set per pod.
     consumers: HashMap<String, BTreeSet<Labels>>,
+}
+
+impl VolumeSeries {
+    /// The families named `<prefix>_volume_...`, labelled with `node`.
+    pub fn new(prefix: &str, node: &str) -> Self {
+        let desc = |name: &str, help: &str, labels: &[&str]| {
+            Desc::new(
+                format!("{prefix}_{name}"),
+                help.to_string(),
+                labels.iter().map(|label| label.to_string()).collect(),
+                HashMap::from([("node".to_string(), node.to_string())]),
+            )
+            .expect("valid metric description")
+        };
+        VolumeSeries {
+            shown: Arc::default(),
+            descs: Arc::new([
+                desc(
+                    "volume_info",
+                    "One series per PersistentVolume of this node: its device, class, mode, phase and claim.",
+                    &VOLUME_INFO_LABELS,
+                ),
+                desc(
+                    "volume_capacity_bytes",
+                    "Capacity of each PersistentVolume of this node, in bytes.",
+                    &["persistentvolume"],
+                ),
+                desc(
+                    "volume_consumer_info",
+                    "One series per pod on this node that mounts a PersistentVolume's claim.",
+                    &VOLUME_CONSUMER_LABELS,
+                ),
+            ]),
+        }
+    }
+
+    fn shown(&self) -> MutexGuard<'_, Shown> {
+        self.shown
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Collector for VolumeSeries {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let shown = self.shown();
+        let [info, capacity, consumers] = &*self.descs;
+        vec![
+            family(
+                info,
+                shown.info.values().map(|labels| (labels.as_slice(), 1)),
+            ),
+            family(
+                capacity,
+                shown
+                    .capacity
+                    .iter()
+                    .map(|(name, bytes)| (std::slice::from_ref(name), *bytes)),
+            ),
+            family(
+                consumers,
+                shown
+                    .consumers
+                    .values()
+                    .flatten()
+                    .map(|labels| (labels.as_slice(), 1)),
+            ),
+        ]
+    }
+}
+
+/// A gauge family of `desc` with one sample per `(label values, value)`,
+/// its label pairs sorted by name as the prometheus crate's own are.
+fn family<'a>(desc: &Desc, series: impl Iterator<Item = (&'a [String], i64)>) -> MetricFamily {
+    let samples = series
+        .map(|(values, value)| {
+            let mut labels: Vec<proto::LabelPair> = desc
+                .variable_labels
+                .iter()
+                .zip(values)
+                .map(|(name, value)| {
+                    let mut pair = proto::LabelPair::default();
+                    pair.set_name(name.clone());
+                    pair.set_value(value.clone());
+                    pair
+                })
+                .chain(desc.const_label_pairs.iter().cloned())
+                .collect();
+            labels.sort_by(|a, b| a.name().cmp(b.name()));
+            let mut gauge = proto::Gauge::default();
+            gauge.set_value(value as f64);
+            let mut sample = proto::Metric::from_label(labels);
+            sample.set_gauge(gauge);
+            sample
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(MetricType::GAUGE);
+    family.set_metric(samples);
+    family
+}
+
+/// What the reconciler knows besides the series: each PV's claim and the
+/// pods that mount each claim, so that a change of one PV costs work for
+/// that PV only.
+#[derive(Debug, Default)]
+pub struct VolumeMetrics {
+    /// Each PV's claim, when it has one.
+    claims: HashMap<String, ClaimKey>,
     /// The pods of this node by the claim they mount.
     mounts: HashMap<ClaimKey, BTreeSet<String>>,
 }
@@ -126,14 +255,18 @@ impl VolumeMetrics {
             .iter()
             .filter_map(|pv| pv.metadata.name.as_deref())
             .collect();
-        let gone: BTreeSet<String> = self
-            .info
-            .keys()
-            .chain(self.capacity.keys())
-            .chain(self.consumers.keys())
-            .filter(|name| !live.contains(name.as_str()))
-            .cloned()
-            .collect();
+        let gone: BTreeSet<String> = {
+            let shown = metrics.volumes.shown();
+            shown
+                .info
+                .keys()
+                .chain(shown.capacity.keys())
+                .chain(shown.consumers.keys())
+                .chain(self.claims.keys())
+                .filter(|name| !live.contains(name.as_str()))
+                .cloned()
+                .collect()
+        };
         for name in &gone {
             self.show(metrics, name, None);
         }
@@ -165,7 +298,7 @@ impl VolumeMetrics {
         let claimed: BTreeSet<String> = self
             .claims
             .keys()
-            .chain(self.consumers.keys())
+            .chain(metrics.volumes.shown().consumers.keys())
             .cloned()
             .collect();
         for name in &claimed {
@@ -175,41 +308,25 @@ impl VolumeMetrics {
 
     /// Makes the series of PV `name` what `pv` says (none when it went).
     fn show(&mut self, metrics: &Metrics, name: &str, pv: Option<&PersistentVolume>) {
-        let info = pv.map(info_labels);
-        if self.info.get(name) != info.as_ref() {
-            if let Some(old) = self.info.remove(name) {
-                let _ = metrics.volume_info.remove_label_values(&as_strs(&old));
-            }
-            if let Some(new) = info {
-                metrics.volume_info.with_label_values(&as_strs(&new)).set(1);
-                self.info.insert(name.to_string(), new);
-            }
-        }
-        let bytes = pv.and_then(capacity);
-        if self.capacity.get(name) != bytes.as_ref() {
-            match bytes {
-                Some(bytes) => {
-                    metrics
-                        .volume_capacity
-                        .with_label_values(&[name])
-                        .set(bytes);
-                    self.capacity.insert(name.to_string(), bytes);
-                }
-                None => {
-                    let _ = metrics.volume_capacity.remove_label_values(&[name]);
-                    self.capacity.remove(name);
-                }
-            }
-        }
         match pv.and_then(claim_key) {
             Some(claim) => self.claims.insert(name.to_string(), claim),
             None => self.claims.remove(name),
         };
+        let mut shown = metrics.volumes.shown();
+        match pv.map(info_labels) {
+            Some(info) => shown.info.insert(name.to_string(), info),
+            None => shown.info.remove(name),
+        };
+        match pv.and_then(capacity) {
+            Some(bytes) => shown.capacity.insert(name.to_string(), bytes),
+            None => shown.capacity.remove(name),
+        };
+        drop(shown);
         self.show_consumers(metrics, name);
     }
 
     /// Makes the consumer series of PV `name` the pods that mount its claim.
-    fn show_consumers(&mut self, metrics: &Metrics, name: &str) {
+    fn show_consumers(&self, metrics: &Metrics, name: &str) {
         let wanted: BTreeSet<Labels> = self
             .claims
             .get(name)
@@ -220,27 +337,13 @@ impl VolumeMetrics {
                     .collect()
             })
             .unwrap_or_default();
-        let shown = self.consumers.remove(name).unwrap_or_default();
-        for gone in shown.difference(&wanted) {
-            let _ = metrics
-                .volume_consumer_info
-                .remove_label_values(&as_strs(gone));
-        }
-        for new in wanted.difference(&shown) {
-            metrics
-                .volume_consumer_info
-                .with_label_values(&as_strs(new))
-                .set(1);
-        }
-        if !wanted.is_empty() {
-            self.consumers.insert(name.to_string(), wanted);
+        let mut shown = metrics.volumes.shown();
+        if wanted.is_empty() {
+            shown.consumers.remove(name);
+        } else {
+            shown.consumers.insert(name.to_string(), wanted);
         }
     }
-}
-
-/// Label values as the prometheus API takes them.
-fn as_strs(labels: &[String]) -> Vec<&str> {
-    labels.iter().map(String::as_str).collect()
 }
 
 #[cfg(test)]

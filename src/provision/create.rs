@@ -6,7 +6,6 @@
 //! created PV counts as existing until the watch shows it, so a lagging
 //! store never causes a second create.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,8 +22,7 @@ use crate::api::requests::CreateOutcome;
 use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::device::probe::ProbeResult;
 use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
-use crate::objects::pv::local_path;
-use crate::objects::spec::NodeSpec;
+use crate::objects::spec::{NodeSpec, PvSpec};
 use crate::observe::history;
 use crate::observe::metrics::{CREATE_REFUSED, CREATE_UNREACHABLE};
 use crate::provision::build::NodeFacts;
@@ -71,27 +69,20 @@ fn device_key(device: &Device) -> String {
 }
 
 /// `pv`, carrying the history of its device when the device had a PV before.
-fn with_history<'a>(
-    ctx: &Context,
-    device: &Device,
-    pv: &'a PersistentVolume,
-) -> Cow<'a, PersistentVolume> {
-    let Some(carried) = ctx.history_for(&device_key(device)) else {
-        return Cow::Borrowed(pv);
-    };
-    let mut pv = pv.clone();
-    pv.metadata.annotations.get_or_insert_default().insert(
-        history::HISTORY_ANNOTATION.to_string(),
-        history::to_annotation(&carried),
-    );
-    Cow::Owned(pv)
+fn with_history(ctx: &Context, device: &Device, mut pv: PersistentVolume) -> PersistentVolume {
+    if let Some(carried) = ctx.history_for(&device_key(device)) {
+        pv.metadata.annotations.get_or_insert_default().insert(
+            history::HISTORY_ANNOTATION.to_string(),
+            history::to_annotation(&carried),
+        );
+    }
+    pv
 }
 
 /// One candidate after its check (and create).
 struct Checked<'a> {
     device: Device,
-    class: usize,
-    pv: &'a PersistentVolume,
+    planned: &'a Planned,
     /// The probe's result and the verdict on it, or why it could not probe.
     judged: Result<(ProbeResult, Verdict), String>,
     created: Option<CreateOutcome>,
@@ -208,8 +199,11 @@ impl Provisioning {
         if !candidates.is_empty() && !waiting {
             outcome.api_reachable = Some(match self.confirm_node(ctx, inputs.facts).await {
                 Ok(true) => {
-                    let results = self.check_and_create(ctx, inputs.spec, candidates).await;
-                    self.settle(ctx, results, inputs.node, reports, &mut outcome)
+                    let results = self
+                        .check_and_create(ctx, inputs.facts, inputs.spec, candidates)
+                        .await;
+                    let classes = &inputs.spec.classes;
+                    self.settle(ctx, results, (inputs.node, classes), reports, &mut outcome)
                 }
                 Ok(false) => true,
                 Err(()) => false,
@@ -255,6 +249,7 @@ impl Provisioning {
     async fn check_and_create<'a>(
         &self,
         ctx: &Context,
+        facts: &NodeFacts,
         spec: &NodeSpec,
         candidates: Vec<(Device, &'a Planned)>,
     ) -> Vec<Checked<'a>> {
@@ -269,7 +264,6 @@ impl Provisioning {
             .map(|(device, planned)| {
                 let rules = rules[planned.class].clone();
                 let known = self.offers.known(&device, &rules);
-                let (class, pv) = (planned.class, &planned.pv);
                 async move {
                     let probe = match known {
                         Some(result) => Ok(result),
@@ -281,6 +275,7 @@ impl Provisioning {
                     });
                     let created = match &judged {
                         Ok((_, Verdict::Offer)) if !unreachable.load(Ordering::Relaxed) => {
+                            let pv = planned.pv(facts, &spec.classes, &device);
                             let pv = with_history(ctx, &device, pv);
                             let created = ctx.api.create_pv(&pv, &ctx.pvs, &ctx.label_value).await;
                             if matches!(created, CreateOutcome::Unreachable(_)) {
@@ -292,8 +287,7 @@ impl Provisioning {
                     };
                     Checked {
                         device,
-                        class,
-                        pv,
+                        planned,
                         judged,
                         created,
                     }
@@ -310,7 +304,7 @@ impl Provisioning {
         &mut self,
         ctx: &Context,
         results: Vec<Checked<'_>>,
-        node: &ObjectReference,
+        (node, classes): (&ObjectReference, &[PvSpec]),
         reports: &mut NodeReports,
         outcome: &mut Provisioned,
     ) -> bool {
@@ -318,13 +312,13 @@ impl Provisioning {
         let mut made = Vec::new();
         for Checked {
             device,
-            class,
-            pv,
+            planned,
             judged,
             created,
         } in results
         {
-            let path = PathBuf::from(local_path(pv).unwrap_or_default());
+            let (class, path) = (planned.class, planned.path.clone());
+            let class_name = classes[class].class.as_str();
             let (result, verdict) = match judged {
                 Ok(judged) => judged,
                 Err(error) => {
@@ -335,7 +329,7 @@ impl Provisioning {
             self.offers.record(&device, &result);
             if let Verdict::NotOffered(mut problem) = verdict {
                 outcome.not_available(class);
-                problem.class = Some(crate::objects::pv::class_of(pv).to_string());
+                problem.class = Some(class_name.to_string());
                 outcome.problems.push(problem);
                 continue;
             }
@@ -358,7 +352,7 @@ impl Provisioning {
                         .pv_create_failures
                         .with_label_values(&[CREATE_REFUSED])
                         .inc();
-                    let problem = refused_pv_problem(pv, &path, reason);
+                    let problem = refused_pv_problem(class_name, &path, reason);
                     self.refused_backoff().record_failure(&path, Instant::now());
                     reports.create_refused(node, &problem);
                     self.refused.insert(path, problem.clone());
@@ -395,10 +389,7 @@ impl Provisioning {
         outcome: &mut Provisioned,
     ) -> Vec<(Device, &'a Planned)> {
         let now = Instant::now();
-        let paths: BTreeSet<PathBuf> = planned
-            .iter()
-            .filter_map(|planned| local_path(&planned.pv).map(PathBuf::from))
-            .collect();
+        let paths: BTreeSet<PathBuf> = planned.iter().map(|planned| planned.path.clone()).collect();
         self.refused.retain(|path, _| paths.contains(path));
         self.first_seen.retain(|path, _| paths.contains(path));
         for path in &paths {
@@ -413,7 +404,7 @@ impl Provisioning {
             .collect();
         let mut due = Vec::new();
         for planned in planned {
-            let path = PathBuf::from(local_path(&planned.pv).unwrap_or_default());
+            let path = planned.path.clone();
             let waiting = self.refused_backoff().remaining(&path, now).is_some();
             match self.refused.get(&path) {
                 Some(problem) if waiting => {
@@ -442,11 +433,7 @@ impl Provisioned {
 }
 
 /// The device problem of a PV the API server would not take.
-fn refused_pv_problem(
-    pv: &PersistentVolume,
-    path: &std::path::Path,
-    reason: String,
-) -> DeviceProblem {
+fn refused_pv_problem(class: &str, path: &std::path::Path, reason: String) -> DeviceProblem {
     DeviceProblem {
         name: path
             .file_name()
@@ -456,6 +443,6 @@ fn refused_pv_problem(
         reason,
         number: None,
         kind: ProblemKind::Refused,
-        class: Some(crate::objects::pv::class_of(pv).to_string()),
+        class: Some(class.to_string()),
     }
 }

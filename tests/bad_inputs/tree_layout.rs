@@ -201,9 +201,15 @@ pub fn plan_one_class(node: &str, spec: &PvSpec, scan: &Scan, existing: &[Existi
 /// Plans `scan` on an empty cluster and checks the PVs: valid, distinct
 /// names, paths inside `dir`; returns entry name → PV name.
 pub fn planned_names(node: &str, dir: &Path, scan: &Scan) -> BTreeMap<String, String> {
-    let decided = plan_one_class(node, &spec_for(dir, ".*"), scan, &[]);
+    let classes = [spec_for(dir, ".*")];
+    let decided = plan_one_class(node, &classes[0], scan, &[]);
+    let classified = classify(&classes, std::slice::from_ref(scan));
     let mut names = BTreeMap::new();
-    for pv in decided.create.iter().map(|planned| &planned.pv) {
+    for planned in &decided.create {
+        let device = classified
+            .device_at(&planned.path)
+            .expect("a planned device");
+        let pv = planned.pv(&facts(node), &classes, device);
         let name = pv.metadata.name.clone().unwrap();
         assert!(is_dns1123_subdomain(&name), "{name}");
         let path = PathBuf::from(&pv.spec.as_ref().unwrap().local.as_ref().unwrap().path);

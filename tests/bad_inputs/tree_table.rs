@@ -219,7 +219,7 @@ fn check_plan(tree: &Tree, found: &Scan, filter: &str, expected: &Plan) {
             let later_names: Vec<String> = later
                 .create
                 .iter()
-                .map(|planned| planned.pv.metadata.name.clone().unwrap())
+                .map(|planned| planned.name.clone())
                 .collect();
             let others: Vec<String> = names
                 .iter()

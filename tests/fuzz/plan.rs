@@ -7,6 +7,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
+use k8s_openapi::api::core::v1::PersistentVolume;
 use local_pv_provisioner::device::blockdev::DeviceNumber;
 use local_pv_provisioner::device::facts::DeviceFacts;
 use local_pv_provisioner::discover::devices::{Device, Scan};
@@ -122,13 +123,15 @@ fn decision_holds(
     devices: &[Device],
     existing: &[ExistingPv],
     decided: &Plan,
+    built: &[PersistentVolume],
 ) -> Result<(), TestCaseError> {
     let existing_names: HashSet<&str> = existing.iter().map(|pv| pv.name.as_str()).collect();
     let covered_paths: HashSet<&PathBuf> =
         existing.iter().filter_map(|pv| pv.path.as_ref()).collect();
     let mut names = HashSet::new();
     let mut paths = HashSet::new();
-    for pv in decided.create.iter().map(|planned| &planned.pv) {
+    prop_assert_eq!(built.len(), decided.create.len());
+    for pv in built {
         let name = pv.metadata.name.clone().unwrap();
         prop_assert!(valid_subdomain(&name), "{}", name);
         prop_assert!(names.insert(name.clone()), "two PVs named {}", name);
@@ -178,6 +181,15 @@ proptest! {
         let classes = [block_spec()];
         let classified = classify(&classes, &[scan]);
         let decided = plan(&facts(&node), &classes, &classified, &existing, &BTreeSet::new(), &[]);
-        decision_holds(&node, &devices, &existing, &decided)?;
+        // The PVs as the controller builds them just before each create.
+        let built: Vec<PersistentVolume> = decided
+            .create
+            .iter()
+            .map(|planned| {
+                let device = classified.device_at(&planned.path).expect("a planned device");
+                planned.pv(&facts(&node), &classes, device)
+            })
+            .collect();
+        decision_holds(&node, &devices, &existing, &decided, &built)?;
     }
 }

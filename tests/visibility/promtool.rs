@@ -6,7 +6,11 @@
 //! metric family. promtool comes with Debian's `prometheus` package, which
 //! `.ci/run` installs; without it these tests fail, saying so.
 
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
 use local_pv_provisioner::observe::metrics::Metrics;
+use local_pv_provisioner::observe::volumes::{VolumeMetrics, strip_pod};
 
 use crate::clean_offer::{claim_and_wait, wait_available, wait_recreated};
 use crate::common::*;
@@ -73,25 +77,22 @@ async fn a_live_metrics_page_after_a_lifecycle_passes_promtool() {
 #[test]
 fn every_metric_family_with_a_sample_passes_promtool() {
     let metrics = Metrics::new("node-a");
-    let labels = [
-        "local-node-a-sda",
-        "/dev/disk/by-path/sda",
-        "local-storage",
-        "Block",
-        "Bound",
-        "ns",
-        "data",
-    ];
-    metrics.volume_info.with_label_values(&labels).set(1);
-    metrics
-        .volume_capacity
-        .with_label_values(&[labels[0]])
-        .set(1 << 30);
-    let consumer = [labels[0], "ns", "web-0"];
-    metrics
-        .volume_consumer_info
-        .with_label_values(&consumer)
-        .set(1);
+    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "local-node-a-sda"},
+        "spec": {"capacity": {"storage": "1Gi"}, "local": {"path": "/dev/disk/by-path/sda"},
+                 "storageClassName": "local-storage", "volumeMode": "Block",
+                 "claimRef": {"namespace": "ns", "name": "data"}},
+        "status": {"phase": "Bound"},
+    }))
+    .expect("a PV");
+    let mut pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web-0", "namespace": "ns"},
+        "spec": {"containers": [{"name": "c", "image": "i"}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]},
+    }))
+    .expect("a pod");
+    strip_pod(&mut pod);
+    VolumeMetrics::default().update(&metrics, &[Arc::new(pv)], &[Arc::new(pod)]);
     metrics
         .pv_create_failures
         .with_label_values(&["refused"])
