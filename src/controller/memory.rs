@@ -2,9 +2,12 @@
 //! to eight per core), raises its mmap threshold after large frees, and
 //! keeps freed memory for reuse: after a burst of work (a cold start with
 //! hundreds of devices, a batch of probes) tens of MiB would stay resident
-//! for good. Two heaps, a fixed threshold (large buffers are mapped and
+//! for good. One heap, a fixed threshold (large buffers are mapped and
 //! unmapped at once) and a trim after each burst keep a node's controller
-//! flat. musl's allocator (the container image) has none of these habits,
+//! flat. One heap rather than two costs some CPU when the runtime's threads
+//! allocate at once (a cold start: about 0.3 CPU-s more for 1000 devices)
+//! and saves about 1 MiB at 1000 PVs (BENCH.md, issue 19's third round):
+//! the steady cost of every node is memory, the start-up burst is once. musl's allocator (the container image) has none of these habits,
 //! and there these functions do nothing.
 
 /// Tunes the allocator; call before any thread starts.
@@ -12,7 +15,7 @@ pub fn limit_allocator_caches() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
     unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
         nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
