@@ -203,7 +203,7 @@ impl Provisioning {
                         .check_and_create(ctx, inputs.facts, inputs.spec, candidates)
                         .await;
                     let classes = &inputs.spec.classes;
-                    self.settle(ctx, results, (inputs.node, classes), reports, &mut outcome)
+                    self.settle(ctx, results, inputs.node, classes, reports, &mut outcome)
                 }
                 Ok(false) => true,
                 Err(()) => false,
@@ -304,7 +304,8 @@ impl Provisioning {
         &mut self,
         ctx: &Context,
         results: Vec<Checked<'_>>,
-        (node, classes): (&ObjectReference, &[PvSpec]),
+        node: &ObjectReference,
+        classes: &[PvSpec],
         reports: &mut NodeReports,
         outcome: &mut Provisioned,
     ) -> bool {
