@@ -18,7 +18,7 @@ use crate::objects::spec::{
     KEY_STORAGE_CLASS_NAME, KEY_VOLUME_MODE, PvSpec, parse_node_spec,
 };
 use crate::provision::build::NodeFacts;
-use crate::provision::classes::{Classified, classify};
+use crate::provision::classes::classify;
 use crate::provision::plan::{Plan, plan};
 
 /// Runs the dry run and returns what to print, or a one-line error.
@@ -63,7 +63,7 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
         &BTreeSet::new(),
         &[],
     );
-    let probes = probe_candidates(&mut decided, &classified, &spec.classes);
+    let probes = probe_candidates(&mut decided, &spec.classes);
 
     let mut out = String::new();
     let _ = writeln!(
@@ -89,13 +89,10 @@ pub fn run_scan(args: &ScanArgs) -> Result<String, String> {
             if planned.class != index {
                 continue;
             }
-            let Some(device) = classified.device_at(&planned.path) else {
-                continue;
-            };
-            let _ = writeln!(out, "# {}: {probe}", planned.path.display());
+            let _ = writeln!(out, "# {}: {probe}", planned.device.path.display());
             out.push_str("---\n");
             out.push_str(
-                &serde_yaml_ng::to_string(&planned.pv(&facts, &spec.classes, device))
+                &serde_yaml_ng::to_string(&planned.pv(&facts, &spec.classes))
                     .map_err(|error| format!("cannot render YAML: {error}"))?,
             );
         }
@@ -143,33 +140,27 @@ fn say_skipped(out: &mut String, problem: &DeviceProblem) {
 /// Probes each device the plan would offer, as the controller does before
 /// a first offer; devices that are not blank move to the plan's problems.
 /// Returns what the probe said about each PV left to create.
-fn probe_candidates(
-    decided: &mut Plan,
-    classified: &Classified,
-    classes: &[PvSpec],
-) -> Vec<String> {
+fn probe_candidates(decided: &mut Plan, classes: &[PvSpec]) -> Vec<String> {
     let mut kept = Vec::new();
     let mut said = Vec::new();
     for planned in std::mem::take(&mut decided.create) {
-        let device = classified.device_at(&planned.path);
-        let result = device.map(|d| crate::device::probe::probe_device(&d.resolved));
-        match result {
-            Some(Ok(probe)) if probe.refusal().is_some() => {
+        match crate::device::probe::probe_device(&planned.device.resolved) {
+            Ok(probe) if probe.refusal().is_some() => {
                 decided.problems.push(DeviceProblem {
-                    name: device.map(|d| d.name.clone()).unwrap_or_default(),
-                    path: planned.path.clone(),
+                    name: planned.device.name.clone(),
+                    path: planned.device.path.clone(),
                     reason: probe.refusal().unwrap_or_default(),
                     class: Some(classes[planned.class].class.clone()),
                     ..Default::default()
                 });
             }
-            Some(Err(error)) => {
+            Err(error) => {
                 said.push(format!(
                     "probe failed ({error}); the controller would retry"
                 ));
                 kept.push(planned);
             }
-            _ => {
+            Ok(_) => {
                 said.push("probed blank: it would be offered".to_string());
                 kept.push(planned);
             }

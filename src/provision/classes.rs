@@ -31,16 +31,6 @@ pub struct Classified {
     pub problems: Vec<DeviceProblem>,
 }
 
-impl Classified {
-    /// The device of the entry at `path`, in whichever class offers it.
-    pub fn device_at(&self, path: &std::path::Path) -> Option<&Device> {
-        self.devices
-            .iter()
-            .flatten()
-            .find(|device| device.path == path)
-    }
-}
-
 /// What one class makes of one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {

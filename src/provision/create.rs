@@ -192,7 +192,7 @@ impl Provisioning {
             problems: decided.problems.clone(),
             api_reachable: None,
         };
-        let candidates = self.due_candidates(&decided.create, inputs.classified, &mut outcome);
+        let candidates = self.due_candidates(&decided.create, &mut outcome);
         let devices: Vec<Device> = candidates.iter().map(|(d, _)| d.clone()).collect();
         self.offers.retain(&devices);
         let waiting = self.unreachable().remaining(&(), Instant::now()).is_some();
@@ -275,7 +275,7 @@ impl Provisioning {
                     });
                     let created = match &judged {
                         Ok((_, Verdict::Offer)) if !unreachable.load(Ordering::Relaxed) => {
-                            let pv = planned.pv(facts, &spec.classes, &device);
+                            let pv = planned.pv(facts, &spec.classes);
                             let pv = with_history(ctx, &device, pv);
                             let created = ctx.api.create_pv(&pv, &ctx.pvs, &ctx.label_value).await;
                             if matches!(created, CreateOutcome::Unreachable(_)) {
@@ -318,7 +318,7 @@ impl Provisioning {
             created,
         } in results
         {
-            let (class, path) = (planned.class, planned.path.clone());
+            let (class, path) = (planned.class, planned.device.path.clone());
             let class_name = classes[class].class.as_str();
             let (result, verdict) = match judged {
                 Ok(judged) => judged,
@@ -386,37 +386,29 @@ impl Provisioning {
     fn due_candidates<'a>(
         &mut self,
         planned: &'a [Planned],
-        classified: &Classified,
         outcome: &mut Provisioned,
     ) -> Vec<(Device, &'a Planned)> {
         let now = Instant::now();
-        let paths: BTreeSet<PathBuf> = planned.iter().map(|planned| planned.path.clone()).collect();
+        let paths: BTreeSet<PathBuf> = planned
+            .iter()
+            .map(|planned| planned.device.path.clone())
+            .collect();
         self.refused.retain(|path, _| paths.contains(path));
         self.first_seen.retain(|path, _| paths.contains(path));
         for path in &paths {
             self.first_seen.entry(path.clone()).or_insert(now);
         }
         self.refused_backoff().retain(|path| paths.contains(path));
-        let devices: HashMap<&std::path::Path, &Device> = classified
-            .devices
-            .iter()
-            .flatten()
-            .map(|device| (device.path.as_path(), device))
-            .collect();
         let mut due = Vec::new();
         for planned in planned {
-            let path = planned.path.clone();
-            let waiting = self.refused_backoff().remaining(&path, now).is_some();
-            match self.refused.get(&path) {
+            let path = &planned.device.path;
+            let waiting = self.refused_backoff().remaining(path, now).is_some();
+            match self.refused.get(path) {
                 Some(problem) if waiting => {
                     outcome.not_available(planned.class);
                     outcome.problems.push(problem.clone());
                 }
-                _ => {
-                    if let Some(device) = devices.get(path.as_path()) {
-                        due.push(((*device).clone(), planned));
-                    }
-                }
+                _ => due.push((planned.device.clone(), planned)),
             }
         }
         due

@@ -93,15 +93,15 @@ pub struct Planned {
     pub class: usize,
     /// The PV's name.
     pub name: String,
-    /// The device entry's path.
-    pub path: PathBuf,
+    /// The device.
+    pub device: Device,
 }
 
 impl Planned {
-    /// The PV to create for `device` (the entry at [`Planned::path`]) on
-    /// `node`, of the class at [`Planned::class`] in `classes`.
-    pub fn pv(&self, node: &NodeFacts, classes: &[PvSpec], device: &Device) -> PersistentVolume {
-        build_pv(node, &classes[self.class], device, &self.name)
+    /// The PV to create on `node`, of the class at [`Planned::class`] in
+    /// `classes`.
+    pub fn pv(&self, node: &NodeFacts, classes: &[PvSpec]) -> PersistentVolume {
+        build_pv(node, &classes[self.class], &self.device, &self.name)
     }
 }
 
@@ -312,7 +312,7 @@ pub fn plan(
                     result.create.push(Planned {
                         class: index,
                         name: name.to_string(),
-                        path: device.path.clone(),
+                        device: device.clone(),
                     });
                     result.available += 1;
                     result.available_by_class[index] += 1;

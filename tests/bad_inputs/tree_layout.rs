@@ -203,13 +203,9 @@ pub fn plan_one_class(node: &str, spec: &PvSpec, scan: &Scan, existing: &[Existi
 pub fn planned_names(node: &str, dir: &Path, scan: &Scan) -> BTreeMap<String, String> {
     let classes = [spec_for(dir, ".*")];
     let decided = plan_one_class(node, &classes[0], scan, &[]);
-    let classified = classify(&classes, std::slice::from_ref(scan));
     let mut names = BTreeMap::new();
     for planned in &decided.create {
-        let device = classified
-            .device_at(&planned.path)
-            .expect("a planned device");
-        let pv = planned.pv(&facts(node), &classes, device);
+        let pv = planned.pv(&facts(node), &classes);
         let name = pv.metadata.name.clone().unwrap();
         assert!(is_dns1123_subdomain(&name), "{name}");
         let path = PathBuf::from(&pv.spec.as_ref().unwrap().local.as_ref().unwrap().path);

@@ -185,10 +185,7 @@ proptest! {
         let built: Vec<PersistentVolume> = decided
             .create
             .iter()
-            .map(|planned| {
-                let device = classified.device_at(&planned.path).expect("a planned device");
-                planned.pv(&facts(&node), &classes, device)
-            })
+            .map(|planned| planned.pv(&facts(&node), &classes))
             .collect();
         decision_holds(&node, &devices, &existing, &decided, &built)?;
     }
