@@ -7,8 +7,9 @@
 //! flat. One heap rather than two costs some CPU when the runtime's threads
 //! allocate at once (a cold start: about 0.3 CPU-s more for 1000 devices)
 //! and saves about 1 MiB at 1000 PVs (BENCH.md, issue 19's third round):
-//! the steady cost of every node is memory, the start-up burst is once. musl's allocator (the container image) has none of these habits,
-//! and there these functions do nothing.
+//! the steady cost of every node is memory, the start-up burst is once.
+//! musl's allocator (the container image) has none of these habits, and
+//! there these functions do nothing.
 
 /// Tunes the allocator; call before any thread starts.
 pub fn limit_allocator_caches() {
