@@ -142,7 +142,7 @@ async fn client() -> Result<kube::Client, String> {
     let config = kube::Config::infer()
         .await
         .map_err(|error| format!("cannot find the cluster configuration (in-cluster, KUBECONFIG or ~/.kube/config): {error}"))?;
-    kube::Client::try_from(config)
+    local_pv_provisioner::api::client::with_bounded_pool(config)
         .map_err(|error| format!("cannot build the Kubernetes client: {error}"))
 }
 
