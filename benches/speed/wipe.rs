@@ -138,7 +138,7 @@ pub fn request_for(device: &Path, dir: &Path, extra: &[(&str, &str)]) -> WipeReq
         node_name: "bench",
         label_value: "bench",
     };
-    WipeRequest::from_pv(&pv, &owner).expect("request")
+    WipeRequest::from_pv(&pv.into(), &owner).expect("request")
 }
 
 /// `dd` writing zeros over `region` of `device`, 1 MiB at a time.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::reflector::Store;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -16,6 +15,7 @@ use crate::api::requests::ApiRequests;
 use crate::backoff::{BackoffTable, CLEANUP_RETRY};
 use crate::config::ControllerSettings;
 use crate::device::blockdev::DeviceNumber;
+use crate::objects::pv::LeanPv;
 use crate::observe::history::DeviceHistory;
 use crate::observe::report::Reporter;
 
@@ -48,7 +48,7 @@ pub struct Context {
     /// Events, logs and metrics of single happenings.
     pub reporter: Reporter,
     /// This node's PVs, kept current by the shared PV watch.
-    pub pvs: Store<PersistentVolume>,
+    pub pvs: Store<LeanPv>,
     /// Wakes the provisioning loop.
     pub trigger: Arc<Notify>,
     /// Devices with a wipe in flight.
@@ -82,7 +82,7 @@ impl Context {
         settings: ControllerSettings,
         api: ApiRequests,
         reporter: Reporter,
-        pvs: Store<PersistentVolume>,
+        pvs: Store<LeanPv>,
         pv_relists: Arc<AtomicU64>,
         trigger: Arc<Notify>,
     ) -> Self {
@@ -147,7 +147,7 @@ impl Context {
     }
 
     /// Keeps the history of the device of `pv` (which goes) for its next PV.
-    pub fn keep_history(&self, pv: &PersistentVolume, history: DeviceHistory) {
+    pub fn keep_history(&self, pv: &LeanPv, history: DeviceHistory) {
         if let Some(key) = crate::observe::history::device_key_of(pv) {
             self.histories
                 .lock()

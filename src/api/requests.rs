@@ -15,7 +15,7 @@ use kube::{Api, Client};
 
 use crate::api::watch::trim_pv;
 use crate::error::{ApiError, Operation, status_code};
-use crate::objects::pv::NODE_LABEL;
+use crate::objects::pv::{LeanPv, NODE_LABEL};
 use crate::observe::metrics::Metrics;
 
 /// How a PV create ended.
@@ -23,7 +23,7 @@ use crate::observe::metrics::Metrics;
 pub enum CreateOutcome {
     /// Created; the object as the API server returned it, trimmed like the
     /// PV store's ([`trim_pv`]).
-    Created(Box<PersistentVolume>),
+    Created(Box<LeanPv>),
     /// A PV of this node already holds the name (the watch lags behind).
     AlreadyOurs,
     /// The API server will not take this PV; the reason, for the device's report.
@@ -54,7 +54,7 @@ pub fn classify_create_error(error: &kube::Error) -> CreateFailure {
 }
 
 /// Whether the PV holding a taken name is this node's (by its node label).
-pub fn held_by_this_node(holder: &PersistentVolume, label_value: &str) -> bool {
+pub fn held_by_this_node(holder: &LeanPv, label_value: &str) -> bool {
     holder
         .metadata
         .labels
@@ -66,7 +66,9 @@ pub fn held_by_this_node(holder: &PersistentVolume, label_value: &str) -> bool {
 /// The client side of every PV and Node request.
 #[derive(Clone)]
 pub struct ApiRequests {
-    pvs: Api<PersistentVolume>,
+    pvs: Api<LeanPv>,
+    /// The same API, for creates: a new PV is sent whole.
+    new_pvs: Api<PersistentVolume>,
     nodes: Api<Node>,
     metrics: Metrics,
 }
@@ -76,6 +78,7 @@ impl ApiRequests {
     pub fn new(client: Client, metrics: Metrics) -> Self {
         ApiRequests {
             pvs: Api::all(client.clone()),
+            new_pvs: Api::all(client.clone()),
             nodes: Api::all(client),
             metrics,
         }
@@ -104,7 +107,7 @@ impl ApiRequests {
     }
 
     /// Reads a PV fresh from the API server (the watch may lag).
-    pub async fn get_pv(&self, name: &str) -> Result<Option<PersistentVolume>, ApiError> {
+    pub async fn get_pv(&self, name: &str) -> Result<Option<LeanPv>, ApiError> {
         let read = self.pvs.get_opt(name).await;
         read.map_err(|error| self.failed(Operation::GetPv, error))
     }
@@ -115,15 +118,16 @@ impl ApiRequests {
     pub async fn create_pv(
         &self,
         pv: &PersistentVolume,
-        store: &Store<PersistentVolume>,
+        store: &Store<LeanPv>,
         label_value: &str,
     ) -> CreateOutcome {
         let name = pv.metadata.name.clone().unwrap_or_default();
-        let error = match self.pvs.create(&PostParams::default(), pv).await {
-            Ok(mut created) => {
+        let error = match self.new_pvs.create(&PostParams::default(), pv).await {
+            Ok(created) => {
                 // Kept until the whole pass is settled: a cold start holds
                 // a thousand of these at once, each with the server's
                 // managedFields.
+                let mut created = LeanPv::from(created);
                 trim_pv(&mut created);
                 return CreateOutcome::Created(Box::new(created));
             }
@@ -158,7 +162,7 @@ impl ApiRequests {
     }
 
     /// The PV API, for kube-runtime's finalizer helper.
-    pub fn pv_api(&self) -> &Api<PersistentVolume> {
+    pub fn pv_api(&self) -> &Api<LeanPv> {
         &self.pvs
     }
 
@@ -167,9 +171,9 @@ impl ApiRequests {
     /// changed meanwhile.
     pub async fn annotate_pv(
         &self,
-        current: &PersistentVolume,
+        current: &LeanPv,
         annotations: &BTreeMap<String, String>,
-    ) -> Result<Option<PersistentVolume>, ApiError> {
+    ) -> Result<Option<LeanPv>, ApiError> {
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": current.metadata.resource_version,
@@ -252,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_taken_name_is_ours_only_with_our_node_label() {
-        let mut holder = PersistentVolume::default();
+        let mut holder = LeanPv::default();
         assert!(!held_by_this_node(&holder, "n1"), "no label: foreign");
         holder.metadata.labels = Some([(NODE_LABEL.to_string(), "n2".to_string())].into());
         assert!(!held_by_this_node(&holder, "n1"), "another node's");

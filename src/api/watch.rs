@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use futures::SinkExt;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::objects::pv::LeanPv;
 use crate::observe::health::{Health, WatchHealth};
 
 /// How often a failing watch checks whether the API server answers again.
@@ -334,22 +335,13 @@ pub fn trim_node(node: &mut Node) {
     node.status = None;
 }
 
-/// Keeps of a PV what the program reads, without what only costs memory
-/// in a store of hundreds: `managedFields`, which a real server sends with
-/// every object and event (about as large as the rest of a PV), and the
-/// parts the program writes once at create and never reads again (its
-/// owner reference, node affinity, access modes, reclaim policy and mount
-/// options). Everything sent back to the API server is built afresh or
-/// patched by field, never taken from the store.
-pub fn trim_pv(pv: &mut PersistentVolume) {
+/// Keeps of a PV what the program reads: a [`LeanPv`] (decoded without
+/// the spec the program never reads) without `managedFields`, which a real
+/// server sends with every object and event (about as large as the rest of
+/// a PV), and without its owner reference (written at create, never read).
+pub fn trim_pv(pv: &mut LeanPv) {
     pv.metadata.managed_fields = None;
     pv.metadata.owner_references = None;
-    if let Some(spec) = pv.spec.as_mut() {
-        spec.node_affinity = None;
-        spec.access_modes = None;
-        spec.persistent_volume_reclaim_policy = None;
-        spec.mount_options = None;
-    }
 }
 
 /// Where a shared watch hands its objects on, and the store it reads them
@@ -494,7 +486,7 @@ mod tests {
 
     use super::*;
 
-    fn pv(name: &str, version: &str) -> PersistentVolume {
+    fn pv(name: &str, version: &str) -> LeanPv {
         serde_json::from_value(json!({
             "metadata": {"name": name, "uid": format!("uid-{name}"), "resourceVersion": version},
         }))
@@ -541,7 +533,7 @@ mod tests {
 
     #[test]
     fn a_stored_pv_keeps_what_the_program_reads() {
-        let mut stored: PersistentVolume = serde_json::from_value(json!({
+        let object = json!({
             "metadata": {
                 "name": "local-n1-disk0", "uid": "u1", "resourceVersion": "7",
                 "labels": {"local-pv-provisioner.cybozu.io/node": "n1"},
@@ -562,29 +554,39 @@ mod tests {
                     {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}},
             },
             "status": {"phase": "Bound"},
-        }))
-        .expect("a PV");
-        let mut kept = stored.clone();
+        });
+        let mut stored: LeanPv = serde_json::from_value(object.clone()).expect("a PV");
         trim_pv(&mut stored);
+        let full: PersistentVolume = serde_json::from_value(object).expect("a PV");
+        let mut kept = LeanPv::from(full);
         kept.metadata.managed_fields = None;
         kept.metadata.owner_references = None;
-        let spec = kept.spec.as_mut().expect("spec");
-        spec.node_affinity = None;
-        spec.access_modes = None;
-        spec.persistent_volume_reclaim_policy = None;
-        spec.mount_options = None;
-        assert_eq!(stored, kept, "only the unread parts go");
+        assert_eq!(
+            stored, kept,
+            "decoded lean, the PV keeps what the conversion keeps"
+        );
         let spec = stored.spec.as_ref().expect("spec");
         assert!(spec.local.is_some() && spec.claim_ref.is_some() && spec.capacity.is_some());
         assert_eq!(spec.volume_mode.as_deref(), Some("Block"));
+        assert_eq!(spec.storage_class_name.as_deref(), Some("local"));
         assert!(stored.metadata.finalizers.is_some() && stored.metadata.annotations.is_some());
+        assert_eq!(
+            stored.status.and_then(|status| status.phase).as_deref(),
+            Some("Bound")
+        );
+        let sent = serde_json::to_value(&kept.spec).expect("JSON");
+        assert_eq!(
+            sent.as_object().map(|spec| spec.len()),
+            Some(5),
+            "the five fields read, under their API names: {sent}"
+        );
     }
 
     /// Applies `event` to the store as the reflector does, then hands it on.
     async fn watch_sees(
-        writer: &mut Writer<PersistentVolume>,
-        forward: &mut Forward<PersistentVolume>,
-        event: watcher::Event<PersistentVolume>,
+        writer: &mut Writer<LeanPv>,
+        forward: &mut Forward<LeanPv>,
+        event: watcher::Event<LeanPv>,
     ) {
         writer.apply_watcher_event(&event);
         assert!(forward.hand_on(&event).await, "the subscriber is there");
@@ -604,7 +606,7 @@ mod tests {
         let (reconciled, mut names) = tokio::sync::mpsc::unbounded_channel();
         let controller = Controller::for_stream(subscription.map(Ok), store)
             .run(
-                |pv: Arc<PersistentVolume>,
+                |pv: Arc<LeanPv>,
                  seen: Arc<tokio::sync::mpsc::UnboundedSender<String>>| async move {
                     let name = pv.metadata.name.clone().unwrap_or_default();
                     seen.send(name).expect("the test listens");

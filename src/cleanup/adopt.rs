@@ -13,11 +13,10 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use regex::Regex;
 
 use crate::device::blockdev::{self, DeviceNumber};
-use crate::objects::pv::{self, NODE_LABEL};
+use crate::objects::pv::{self, LeanPv, NODE_LABEL};
 use crate::objects::quantity;
 use crate::provision::plan::ExistingPv;
 
@@ -30,7 +29,7 @@ pub const UPSTREAM_DEVICE_NAME_FILTER_ANNOTATION: &str =
 pub const ADOPTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/adopted-at";
 
 /// Whether `pv` was made by the Go upstream for this node and not adopted yet.
-pub fn is_upstream_pv(pv: &PersistentVolume, node_name: &str) -> bool {
+pub fn is_upstream_pv(pv: &LeanPv, node_name: &str) -> bool {
     let labelled = pv
         .metadata
         .labels
@@ -46,7 +45,7 @@ pub fn is_upstream_pv(pv: &PersistentVolume, node_name: &str) -> bool {
 /// it resolves the path and reads the size). `others` are this node's other
 /// PVs. Returns the annotations to record, or why it cannot be adopted.
 pub fn check(
-    pv: &PersistentVolume,
+    pv: &LeanPv,
     others: &[ExistingPv],
     wipe_bytes: u64,
 ) -> Result<BTreeMap<String, String>, String> {
@@ -113,7 +112,7 @@ pub fn check(
     Ok(adopted)
 }
 
-fn node_name_of(pv: &PersistentVolume) -> String {
+fn node_name_of(pv: &LeanPv) -> String {
     pv.metadata
         .labels
         .as_ref()
@@ -159,8 +158,8 @@ fn block_device(path: &Path) -> Result<(DeviceNumber, u64), String> {
 mod tests {
     use super::*;
 
-    fn upstream(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PersistentVolume {
-        let mut pv = PersistentVolume::default();
+    fn upstream(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> LeanPv {
+        let mut pv = LeanPv::default();
         let map = |pairs: &[(&str, &str)]| {
             pairs
                 .iter()

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::{Action, Config, Controller};
 use kube::runtime::finalizer::{self, Event};
@@ -44,7 +43,8 @@ use crate::cleanup::adopt;
 use crate::device::wipe::{self, Owner, WipeError, WipeReport, WipeRequest};
 use crate::error::{ApiError, Operation};
 use crate::objects::pv::{
-    self, CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, WIPE_SKIPPED_ANNOTATION,
+    self, CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CLEANUP_FINALIZER, LeanPv,
+    WIPE_SKIPPED_ANNOTATION,
 };
 use crate::objects::spec::WipeMode;
 use crate::observe::history::{self, WipeRecord};
@@ -87,7 +87,7 @@ pub enum CleanupError {
 /// in flight have stopped.
 pub async fn run(
     ctx: Arc<Context>,
-    pvs: Subscription<PersistentVolume>,
+    pvs: Subscription<LeanPv>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let resumed = futures::stream::unfold(ctx.paused.subscribe(), |mut paused| async move {
@@ -117,7 +117,7 @@ pub async fn run(
 
 /// Whether this program looks after `pv`: made by it for this node, or by
 /// the Go upstream for this node, or already carrying our finalizer.
-fn looked_after(pv: &PersistentVolume, ctx: &Context) -> bool {
+fn looked_after(pv: &LeanPv, ctx: &Context) -> bool {
     let node = ctx.settings.node_name.as_str();
     pv::annotation(pv, pv::NODE_NAME_ANNOTATION) == Some(node)
         || adopt::is_upstream_pv(pv, node)
@@ -125,7 +125,7 @@ fn looked_after(pv: &PersistentVolume, ctx: &Context) -> bool {
 }
 
 /// One PV: through kube-runtime's finalizer helper to [`apply`] or [`clean`].
-async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action, CleanupError> {
+async fn reconcile(pv: Arc<LeanPv>, ctx: Arc<Context>) -> Result<Action, CleanupError> {
     let released = pv
         .metadata
         .uid
@@ -172,7 +172,7 @@ async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// A PV that is not being deleted.
-async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+async fn apply(pv: &LeanPv, ctx: &Context) -> Result<Action, CleanupError> {
     let name = pv.metadata.name.as_deref().unwrap_or_default();
     match decide::apply_step(pv, &ctx.settings.node_name, ctx.is_paused()) {
         ApplyStep::Nothing => {}
@@ -217,10 +217,7 @@ async fn apply(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
 }
 
 /// The identity of an upstream PV, checked against its device off the runtime.
-async fn adoption(
-    pv: &PersistentVolume,
-    ctx: &Context,
-) -> Result<BTreeMap<String, String>, CleanupError> {
+async fn adoption(pv: &LeanPv, ctx: &Context) -> Result<BTreeMap<String, String>, CleanupError> {
     let others: Vec<ExistingPv> = ctx
         .pvs
         .state()
@@ -241,7 +238,7 @@ async fn adoption(
 }
 
 /// A PV being deleted that still carries our finalizer. `Ok` releases it.
-async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+async fn clean(pv: &LeanPv, ctx: &Context) -> Result<Action, CleanupError> {
     match decide::cleanup_step(pv) {
         CleanupStep::WaitForClaim(claim) => Err(CleanupError::ClaimInUse(claim)),
         CleanupStep::SkipWipe => {
@@ -264,7 +261,7 @@ async fn clean(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupEr
 }
 
 /// Wipes the device of a PV being deleted; `Ok` lets the finalizer go.
-async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action, CleanupError> {
+async fn wipe_and_release(pv: &LeanPv, ctx: &Context) -> Result<Action, CleanupError> {
     let uid = pv.metadata.uid.clone().unwrap_or_default();
     let backoff = ctx
         .cleanup_backoff
@@ -313,7 +310,7 @@ async fn wipe_and_release(pv: &PersistentVolume, ctx: &Context) -> Result<Action
 }
 
 /// Whether `fresh` is still the PV `uid`, being deleted and held by our finalizer.
-fn still_to_clean(fresh: &PersistentVolume, uid: &str) -> bool {
+fn still_to_clean(fresh: &LeanPv, uid: &str) -> bool {
     fresh.metadata.uid.as_deref() == Some(uid)
         && fresh.metadata.deletion_timestamp.is_some()
         && pv::has_cleanup_finalizer(fresh)
@@ -321,7 +318,7 @@ fn still_to_clean(fresh: &PersistentVolume, uid: &str) -> bool {
 
 /// What the wipe needs, from the PV (or, for a PV of the Go upstream not
 /// adopted yet, from the adoption check).
-async fn wipe_request(pv: &PersistentVolume, ctx: &Context) -> Result<WipeRequest, CleanupError> {
+async fn wipe_request(pv: &LeanPv, ctx: &Context) -> Result<WipeRequest, CleanupError> {
     let owner = Owner {
         node_name: &ctx.settings.node_name,
         label_value: &ctx.label_value,
@@ -343,7 +340,7 @@ async fn wipe_request(pv: &PersistentVolume, ctx: &Context) -> Result<WipeReques
 /// reported while it runs ([`progress`]).
 async fn wipe_off_runtime(
     request: WipeRequest,
-    pv: &PersistentVolume,
+    pv: &LeanPv,
     ctx: &Context,
 ) -> Result<WipeReport, WipeError> {
     let cancel = ctx.cancel.clone();
@@ -380,7 +377,7 @@ async fn wipe_off_runtime(
 }
 
 /// Decides the retry after a cleanup that did not complete, and reports it.
-fn error_policy(pv: Arc<PersistentVolume>, error: &CleanupError, ctx: Arc<Context>) -> Action {
+fn error_policy(pv: Arc<LeanPv>, error: &CleanupError, ctx: Arc<Context>) -> Action {
     let uid = pv.metadata.uid.clone().unwrap_or_default();
     let retry = match error {
         CleanupError::RetryLater(left) => return Action::requeue(*left),

@@ -1,11 +1,9 @@
 //! What the cleanup controller does with one PV, decided from the PV alone.
 //! Pure: the controller applies the decision.
 
-use k8s_openapi::api::core::v1::PersistentVolume;
-
 use crate::cleanup::adopt::is_upstream_pv;
 use crate::objects::pv::{
-    CLAIMED_BY_ANNOTATION, RELEASE_POLICY_ANNOTATION, WIPE_REQUESTED_ANNOTATION,
+    CLAIMED_BY_ANNOTATION, LeanPv, RELEASE_POLICY_ANNOTATION, WIPE_REQUESTED_ANNOTATION,
     WIPE_STARTED_AT_ANNOTATION, annotation,
 };
 use crate::objects::spec::ReleasePolicy;
@@ -38,14 +36,14 @@ pub enum CleanupStep {
     Wipe,
 }
 
-fn phase(pv: &PersistentVolume) -> Option<&str> {
+fn phase(pv: &LeanPv) -> Option<&str> {
     pv.status
         .as_ref()
         .and_then(|status| status.phase.as_deref())
 }
 
 /// The claim in `spec.claimRef`, as `namespace/name`.
-pub fn claim_of(pv: &PersistentVolume) -> Option<String> {
+pub fn claim_of(pv: &LeanPv) -> Option<String> {
     let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some(format!(
         "{}/{}",
@@ -56,7 +54,7 @@ pub fn claim_of(pv: &PersistentVolume) -> Option<String> {
 
 /// Whether a PV carries the mark of a wipe an older version started and
 /// did not finish.
-pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
+pub fn has_wipe_mark(pv: &LeanPv) -> bool {
     annotation(pv, WIPE_STARTED_AT_ANNOTATION).is_some()
 }
 
@@ -64,7 +62,7 @@ pub fn has_wipe_mark(pv: &PersistentVolume) -> bool {
 /// (PVs made before policies keep today's fate); `Keep` when the value is
 /// not a policy (data is never destroyed on a guess; a wipe request or
 /// deleting the PV still wipes it).
-pub fn release_policy(pv: &PersistentVolume) -> ReleasePolicy {
+pub fn release_policy(pv: &LeanPv) -> ReleasePolicy {
     match annotation(pv, RELEASE_POLICY_ANNOTATION) {
         None => ReleasePolicy::Wipe,
         Some(text) => ReleasePolicy::parse(text).unwrap_or(ReleasePolicy::Keep),
@@ -72,13 +70,13 @@ pub fn release_policy(pv: &PersistentVolume) -> ReleasePolicy {
 }
 
 /// Whether an admin asked for a kept PV's wipe (`wipe-requested: "true"`).
-pub fn wipe_requested(pv: &PersistentVolume) -> bool {
+pub fn wipe_requested(pv: &LeanPv) -> bool {
     annotation(pv, WIPE_REQUESTED_ANNOTATION) == Some("true")
 }
 
 /// Whether a PV is kept: Released under the policy `Keep`, no wipe asked
 /// for, not being deleted.
-pub fn is_kept(pv: &PersistentVolume) -> bool {
+pub fn is_kept(pv: &LeanPv) -> bool {
     pv.metadata.deletion_timestamp.is_none()
         && phase(pv) == Some("Released")
         && release_policy(pv) == ReleasePolicy::Keep
@@ -88,7 +86,7 @@ pub fn is_kept(pv: &PersistentVolume) -> bool {
 /// Whether a PV must be cleaned: Released (and not kept), or marked by an
 /// interrupted wipe and not bound to a claim; never while being deleted
 /// (that is the finalizer's cleanup).
-pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
+pub fn needs_cleanup(pv: &LeanPv) -> bool {
     pv.metadata.deletion_timestamp.is_none()
         && !is_kept(pv)
         && (phase(pv) == Some("Released") || (has_wipe_mark(pv) && phase(pv) != Some("Bound")))
@@ -96,7 +94,7 @@ pub fn needs_cleanup(pv: &PersistentVolume) -> bool {
 
 /// Whether a claim ever had the PV: a claim recorded, a claim reference, a
 /// phase only a claim gives, or the mark of an interrupted wipe.
-pub fn was_claimed(pv: &PersistentVolume) -> bool {
+pub fn was_claimed(pv: &LeanPv) -> bool {
     annotation(pv, CLAIMED_BY_ANNOTATION).is_some()
         || claim_of(pv).is_some()
         || matches!(phase(pv), Some("Bound" | "Released" | "Failed"))
@@ -105,7 +103,7 @@ pub fn was_claimed(pv: &PersistentVolume) -> bool {
 
 /// The next step for a PV that is not being deleted. `paused`: the node's
 /// spec is unusable or its Node is gone, so no cleanup is started.
-pub fn apply_step(pv: &PersistentVolume, node_name: &str, paused: bool) -> ApplyStep {
+pub fn apply_step(pv: &LeanPv, node_name: &str, paused: bool) -> ApplyStep {
     if is_upstream_pv(pv, node_name) {
         return ApplyStep::Adopt;
     }
@@ -125,7 +123,7 @@ pub fn apply_step(pv: &PersistentVolume, node_name: &str, paused: bool) -> Apply
 }
 
 /// The step for a PV being deleted.
-pub fn cleanup_step(pv: &PersistentVolume) -> CleanupStep {
+pub fn cleanup_step(pv: &LeanPv) -> CleanupStep {
     let released = matches!(phase(pv), Some("Released" | "Failed"));
     match claim_of(pv) {
         Some(claim) if !released => CleanupStep::WaitForClaim(claim),
@@ -140,7 +138,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
 
-    fn pv(phase: &str, claim: bool, annotations: &[(&str, &str)]) -> PersistentVolume {
+    fn pv(phase: &str, claim: bool, annotations: &[(&str, &str)]) -> LeanPv {
         let mut value = serde_json::json!({
             "metadata": {"name": "pv", "labels": {crate::objects::pv::NODE_LABEL: "n1"}},
             "spec": {},
@@ -157,7 +155,7 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn deleting(mut pv: PersistentVolume) -> PersistentVolume {
+    fn deleting(mut pv: LeanPv) -> LeanPv {
         pv.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         pv
     }

@@ -24,11 +24,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::objects::pv::{
-    CLEANUP_FINALIZER, DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION, NODE_GONE_SINCE_ANNOTATION,
+    CLEANUP_FINALIZER, DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION, LeanPv, NODE_GONE_SINCE_ANNOTATION,
     NODE_NAME_ANNOTATION, WIPE_SKIPPED_ANNOTATION, annotation, has_cleanup_finalizer,
 };
 use crate::observe::history::{self, HISTORY_ANNOTATION};
@@ -99,19 +98,19 @@ impl ClaimToDelete {
 }
 
 /// The node a PV of this program was made for.
-pub fn node_of(pv: &PersistentVolume) -> Option<&str> {
+pub fn node_of(pv: &LeanPv) -> Option<&str> {
     annotation(pv, NODE_NAME_ANNOTATION).filter(|node| !node.is_empty())
 }
 
 /// When the PV's Node was first seen absent, if it is marked (an
 /// unreadable mark counts as none).
-pub fn gone_since(pv: &PersistentVolume) -> Option<Timestamp> {
+pub fn gone_since(pv: &LeanPv) -> Option<Timestamp> {
     annotation(pv, NODE_GONE_SINCE_ANNOTATION)?.parse().ok()
 }
 
 /// Whether the PV was released by node-cleanup already (its wipe-skipped
 /// note says so).
-fn release_recorded(pv: &PersistentVolume) -> bool {
+fn release_recorded(pv: &LeanPv) -> bool {
     annotation(pv, WIPE_SKIPPED_ANNOTATION).is_some_and(|note| note.ends_with(NODE_GONE_NOTE))
 }
 
@@ -119,7 +118,7 @@ fn release_recorded(pv: &PersistentVolume) -> bool {
 /// ([`DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION`] `"true"`) and its `claimRef`
 /// names a claim with a UID (without one a claim made anew under the same
 /// name could be deleted).
-pub fn claim_to_delete(pv: &PersistentVolume) -> Option<ClaimToDelete> {
+pub fn claim_to_delete(pv: &LeanPv) -> Option<ClaimToDelete> {
     if annotation(pv, DELETE_CLAIMS_ON_NODE_GONE_ANNOTATION) != Some("true") {
         return None;
     }
@@ -137,7 +136,7 @@ pub fn claim_to_delete(pv: &PersistentVolume) -> Option<ClaimToDelete> {
 /// The annotations recording a release without a wipe at `now`: the
 /// wipe-skipped note and the device's history with this PV's claim
 /// (released now, unless the PV's deletion says when).
-pub fn release_annotations(pv: &PersistentVolume, now: Timestamp) -> BTreeMap<String, String> {
+pub fn release_annotations(pv: &LeanPv, now: Timestamp) -> BTreeMap<String, String> {
     let mut history = history::after_release(pv, None);
     if pv.metadata.deletion_timestamp.is_none()
         && let Some(last) = history.claims.last_mut()
@@ -161,7 +160,7 @@ pub fn release_annotations(pv: &PersistentVolume, now: Timestamp) -> BTreeMap<St
 /// The step for `pv`, given whether its Node exists (`node_exists` is asked
 /// only about the PV's own node), the time and the grace.
 pub fn step(
-    pv: &PersistentVolume,
+    pv: &LeanPv,
     node_exists: impl Fn(&str) -> bool,
     now: Timestamp,
     grace: Duration,
@@ -234,7 +233,7 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn pv(annotations: &[(&str, &str)], finalizers: &[&str]) -> PersistentVolume {
+    fn pv(annotations: &[(&str, &str)], finalizers: &[&str]) -> LeanPv {
         let mut map: serde_json::Map<String, serde_json::Value> = annotations
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
@@ -254,7 +253,7 @@ mod tests {
         .unwrap()
     }
 
-    fn ours(annotations: &[(&str, &str)]) -> PersistentVolume {
+    fn ours(annotations: &[(&str, &str)]) -> LeanPv {
         pv(
             annotations,
             &[CLEANUP_FINALIZER, "kubernetes.io/pv-protection"],

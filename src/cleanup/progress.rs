@@ -15,11 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use tokio::time::Instant;
 
 use crate::api::context::Context;
-use crate::objects::pv::WIPE_PROGRESS_ANNOTATION;
+use crate::objects::pv::{LeanPv, WIPE_PROGRESS_ANNOTATION};
 
 /// Least time between two `WipeProgress` Events about one PV.
 pub const EVENT_EVERY: Duration = Duration::from_secs(180);
@@ -28,7 +27,7 @@ pub const EVENT_EVERY: Duration = Duration::from_secs(180);
 pub struct Progress<'a> {
     ctx: &'a Context,
     /// The PV as last written (its resourceVersion guards the next write).
-    pv: PersistentVolume,
+    pv: LeanPv,
     name: String,
     total: u64,
     started: Instant,
@@ -38,7 +37,7 @@ pub struct Progress<'a> {
 
 impl<'a> Progress<'a> {
     /// The progress of wiping `pv`'s device of `total` bytes.
-    pub fn new(pv: &PersistentVolume, total: u64, ctx: &'a Context) -> Self {
+    pub fn new(pv: &LeanPv, total: u64, ctx: &'a Context) -> Self {
         let now = Instant::now();
         Progress {
             ctx,

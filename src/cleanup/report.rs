@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 
 use super::controller::CleanupError;
 use super::decide;
 use crate::device::wipe::{Guard, WipeError, WipeReport, WipeRequest};
+use crate::objects::pv::LeanPv;
 use crate::objects::reasons;
 use crate::objects::spec::WipeMode;
 use crate::observe::events::Severity;
@@ -44,7 +45,7 @@ pub fn release_by_hand(pv: &str) -> String {
 
 impl Reporter {
     /// A PV of the Go upstream got its device identity recorded.
-    pub fn adopted(&self, pv: &PersistentVolume, identity: &BTreeMap<String, String>) {
+    pub fn adopted(&self, pv: &LeanPv, identity: &BTreeMap<String, String>) {
         let device = identity
             .get(crate::objects::pv::DEVICE_NUMBER_ANNOTATION)
             .cloned()
@@ -61,7 +62,7 @@ impl Reporter {
 
     /// A Released PV is kept with its data (release policy `Keep`); said
     /// once per PV.
-    pub fn kept(&self, pv: &PersistentVolume) {
+    pub fn kept(&self, pv: &LeanPv) {
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
         if !self.first_time(uid, Topic::Standing, "kept") {
             return;
@@ -83,7 +84,7 @@ impl Reporter {
     }
 
     /// A PV never claimed was released without a wipe.
-    pub fn wipe_skipped(&self, pv: &PersistentVolume) {
+    pub fn wipe_skipped(&self, pv: &LeanPv) {
         tracing::info!("the PersistentVolume was never claimed: released without a wipe");
         self.metrics.wipes_skipped.inc();
         self.events.publish(
@@ -96,12 +97,7 @@ impl Reporter {
     }
 
     /// A cleanup did not complete; retried after `retry` (`None`: when the PV changes).
-    pub fn cleanup_failed(
-        &self,
-        pv: &PersistentVolume,
-        error: &CleanupError,
-        retry: Option<Duration>,
-    ) {
+    pub fn cleanup_failed(&self, pv: &LeanPv, error: &CleanupError, retry: Option<Duration>) {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
         let regarding = pv.object_ref(&());
@@ -170,7 +166,7 @@ impl Reporter {
     }
 
     /// A device was wiped and verified; its PV is released.
-    pub fn wipe_completed(&self, pv: &PersistentVolume, report: &WipeReport) {
+    pub fn wipe_completed(&self, pv: &LeanPv, report: &WipeReport) {
         self.forget(pv.metadata.uid.as_deref().unwrap_or_default());
         let regarding = pv.object_ref(&());
         let pv = &regarding;
@@ -206,7 +202,7 @@ impl Reporter {
     /// A PV carries this node's label but was not made by this node's
     /// program (its node-name annotation names another node): left alone,
     /// said once.
-    pub fn not_ours(&self, pv: &PersistentVolume) {
+    pub fn not_ours(&self, pv: &LeanPv) {
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
         if !self.first_time(uid, Topic::Standing, "not ours") {
             return;
@@ -229,7 +225,7 @@ impl Reporter {
     }
 
     /// A claim was seen bound to the PV for the first time.
-    pub fn claimed(&self, pv: &PersistentVolume, claim: &str) {
+    pub fn claimed(&self, pv: &LeanPv, claim: &str) {
         tracing::info!(%claim, "the PersistentVolume is bound to a claim");
         self.events.publish(
             &pv.object_ref(&()),
@@ -241,7 +237,7 @@ impl Reporter {
     }
 
     /// The PV's claim let go and its cleanup started (the PV was deleted).
-    pub fn released(&self, pv: &PersistentVolume) {
+    pub fn released(&self, pv: &LeanPv) {
         let claim = decide::claim_of(pv).unwrap_or_else(|| "(none)".into());
         tracing::info!(%claim, "the PersistentVolume is released; deleting it for its wipe");
         self.events.publish(
@@ -255,7 +251,7 @@ impl Reporter {
 
     /// A wipe starts (said once per PV): a full wipe resuming after a
     /// restart says from where.
-    pub fn wipe_started(&self, pv: &PersistentVolume, request: &WipeRequest) {
+    pub fn wipe_started(&self, pv: &LeanPv, request: &WipeRequest) {
         let uid = pv.metadata.uid.as_deref().unwrap_or_default();
         if !self.first_time(uid, Topic::Started, "") {
             return;
@@ -288,7 +284,7 @@ impl Reporter {
     }
 
     /// A full wipe's progress, for the Event at most every few minutes.
-    pub fn wipe_progress(&self, pv: &PersistentVolume, done: u64, total: u64, rate: f64) {
+    pub fn wipe_progress(&self, pv: &LeanPv, done: u64, total: u64, rate: f64) {
         let percent = if total == 0 {
             100.0
         } else {

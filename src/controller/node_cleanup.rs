@@ -39,7 +39,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
@@ -53,7 +53,7 @@ use tracing::Instrument;
 
 use crate::cleanup::node_gone::{self, NodeGoneStep, Release};
 use crate::config::NodeCleanupArgs;
-use crate::objects::pv::{NODE_GONE_SINCE_ANNOTATION, NODE_LABEL};
+use crate::objects::pv::{LeanPv, NODE_GONE_SINCE_ANNOTATION, NODE_LABEL};
 use crate::objects::reasons;
 use crate::observe::events::{EventPublisher, Severity};
 
@@ -440,11 +440,6 @@ where
     }
 }
 
-/// Keeps only what node-cleanup reads of a PV.
-fn trim_pv(pv: &mut PersistentVolume) {
-    pv.metadata.managed_fields = None;
-}
-
 impl Leader {
     /// Acts until this replica no longer leads or `shutdown` turns true.
     async fn lead(&self, mut leading: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) {
@@ -457,13 +452,13 @@ impl Leader {
             ),
             trigger.clone(),
         );
-        let pvs = Watching::<PersistentVolume>::spawn(
+        let pvs = Watching::<LeanPv>::spawn(
             "persistentvolumes",
             watcher(
                 Api::all(self.client.clone()),
                 watcher::Config::default().labels(NODE_LABEL),
             )
-            .modify(trim_pv),
+            .modify(crate::api::watch::trim_pv),
             trigger.clone(),
         );
         let mut resync = tokio::time::interval(RESYNC);
@@ -505,7 +500,7 @@ impl Leader {
     async fn pass(
         &self,
         nodes: &Store<PartialObjectMeta<Node>>,
-        pvs: &Store<PersistentVolume>,
+        pvs: &Store<LeanPv>,
         leading: &watch::Receiver<bool>,
     ) -> Option<Timestamp> {
         let present: HashSet<String> = nodes
@@ -597,7 +592,7 @@ impl Leader {
         name: &str,
         patch: &Patch<P>,
     ) -> bool {
-        let api = Api::<PersistentVolume>::all(self.client.clone());
+        let api = Api::<LeanPv>::all(self.client.clone());
         match api.patch(name, &PatchParams::default(), patch).await {
             Ok(_) => true,
             Err(error) if changed_meanwhile(&error) => {
@@ -614,14 +609,14 @@ impl Leader {
     /// Releases a PV of a Node gone for good: annotate, Event, delete the
     /// claim, delete the PV, remove the cleanup finalizer, in that order;
     /// a step that does not go through leaves the rest to the next pass.
-    async fn release(&self, pv: &PersistentVolume, release: &Release) {
+    async fn release(&self, pv: &LeanPv, release: &Release) {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let span = tracing::info_span!("node_gone", pv = name, node = %release.node);
         self.release_steps(pv, release).instrument(span).await;
     }
 
     /// The steps of [`Self::release`].
-    async fn release_steps(&self, pv: &PersistentVolume, release: &Release) {
+    async fn release_steps(&self, pv: &LeanPv, release: &Release) {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         if let Some(annotations) = &release.annotations {
             if !self.annotate(pv, annotations).await {
@@ -653,7 +648,7 @@ impl Leader {
                 Err(error) => return self.metrics.failed("delete_claim", &error),
             }
         }
-        let api = Api::<PersistentVolume>::all(self.client.clone());
+        let api = Api::<LeanPv>::all(self.client.clone());
         let uid = pv.metadata.uid.clone().unwrap_or_default();
         if release.delete_pv {
             match api.delete(name, &with_uid(&uid)).await {
@@ -687,11 +682,7 @@ impl Leader {
 
     /// Adds `annotations` only if the PV still has the snapshot's
     /// resourceVersion.
-    async fn annotate(
-        &self,
-        pv: &PersistentVolume,
-        annotations: &BTreeMap<String, String>,
-    ) -> bool {
+    async fn annotate(&self, pv: &LeanPv, annotations: &BTreeMap<String, String>) -> bool {
         let patch = serde_json::json!({"metadata": {
             "resourceVersion": pv.metadata.resource_version,
             "annotations": annotations,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
@@ -22,7 +22,7 @@ use crate::api::requests::ApiRequests;
 use crate::api::watch::{Subscription, WatchSetup, Watched};
 use crate::config::ControllerSettings;
 use crate::controller::reconcile::{Reconciler, Stores, Wake};
-use crate::objects::pv::NODE_LABEL;
+use crate::objects::pv::{LeanPv, NODE_LABEL};
 use crate::observe::events::EventPublisher;
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
@@ -43,7 +43,7 @@ const EVENTS_GRACE: Duration = Duration::from_secs(2);
 /// The three narrow watches of one node.
 struct NodeWatches {
     nodes: Watched<Node>,
-    pvs: Watched<PersistentVolume>,
+    pvs: Watched<LeanPv>,
     pods: Watched<Pod>,
 }
 
@@ -56,7 +56,7 @@ impl NodeWatches {
         node: &str,
         (trigger, volumes): (&Arc<Notify>, &Arc<Notify>),
         health: &Health,
-    ) -> (Self, Subscription<PersistentVolume>) {
+    ) -> (Self, Subscription<LeanPv>) {
         let setup = |what, trigger: &Arc<Notify>| WatchSetup {
             what,
             trigger: trigger.clone(),

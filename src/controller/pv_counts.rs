@@ -5,9 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
-
 use crate::cleanup::decide::{is_kept, needs_cleanup};
+use crate::objects::pv::LeanPv;
 use crate::observe::metrics::Metrics;
 
 /// The node's PVs that wait for their cleanup, and those kept, as gauges
@@ -20,7 +19,7 @@ pub struct PvCounts {
 
 impl PvCounts {
     /// Counts every PV of `pvs` (a pass).
-    pub fn set_all(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>]) {
+    pub fn set_all(&mut self, metrics: &Metrics, pvs: &[Arc<LeanPv>]) {
         self.released.clear();
         self.kept.clear();
         for pv in pvs {
@@ -30,18 +29,14 @@ impl PvCounts {
     }
 
     /// Counts the PVs `changed` again (by name, with the PV unless it went).
-    pub fn update(
-        &mut self,
-        metrics: &Metrics,
-        changed: &[(String, Option<Arc<PersistentVolume>>)],
-    ) {
+    pub fn update(&mut self, metrics: &Metrics, changed: &[(String, Option<Arc<LeanPv>>)]) {
         for (name, pv) in changed {
             self.count(name, pv.as_deref());
         }
         self.publish(metrics);
     }
 
-    fn count(&mut self, name: &str, pv: Option<&PersistentVolume>) {
+    fn count(&mut self, name: &str, pv: Option<&LeanPv>) {
         let mark = |set: &mut HashSet<String>, on: bool| {
             if on {
                 set.insert(name.to_string());

@@ -17,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource};
@@ -30,7 +30,7 @@ use crate::discover::devices::Scan;
 use crate::discover::scanner::Scanner;
 use crate::inventory::desired::{Sources, desired};
 use crate::inventory::writer::{Inventory, Owner};
-use crate::objects::pv::HOSTNAME_LABEL;
+use crate::objects::pv::{HOSTNAME_LABEL, LeanPv};
 use crate::objects::spec::NodeSpec;
 use crate::observe::health::{Health, ReconcileHealth};
 use crate::observe::volumes::VolumeMetrics;
@@ -150,7 +150,7 @@ impl Reconciler {
         if pods_changed {
             self.volumes.update_pods(metrics, &self.stores.pods.state());
         }
-        let changed: Vec<(String, Option<Arc<PersistentVolume>>)> = names
+        let changed: Vec<(String, Option<Arc<LeanPv>>)> = names
             .into_iter()
             .map(|name| {
                 let pv = ctx.pvs.get(&ObjectRef::new(&name));
@@ -171,8 +171,7 @@ impl Reconciler {
             return true;
         }
         self.counts.update(metrics, &changed);
-        let pvs: Vec<Arc<PersistentVolume>> =
-            changed.into_iter().filter_map(|(_, pv)| pv).collect();
+        let pvs: Vec<Arc<LeanPv>> = changed.into_iter().filter_map(|(_, pv)| pv).collect();
         self.inventory.refresh(&pvs, &self.missing);
         false
     }
@@ -218,7 +217,7 @@ impl Reconciler {
         ctx: &Context,
         node: &Node,
         (configmap, spec): (String, NodeSpec),
-        pvs: &[Arc<PersistentVolume>],
+        pvs: &[Arc<LeanPv>],
         wake: Wake,
     ) -> Option<Instant> {
         let node_ref = node.object_ref(&());
@@ -380,7 +379,7 @@ impl Reconciler {
     async fn handle_lost_devices(
         &mut self,
         ctx: &Context,
-        pvs: &[Arc<PersistentVolume>],
+        pvs: &[Arc<LeanPv>],
         existing: &[ExistingPv],
         missing: &BTreeSet<String>,
     ) -> Option<Instant> {

@@ -11,14 +11,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
-
 use crate::cleanup::decide::{claim_of, is_kept};
 use crate::discover::devices::{Device, DeviceProblem, ProblemKind, Scan};
 use crate::objects::localdisk::{DiskCondition, DiskState, LastWipe, LocalDiskStatus};
 use crate::objects::naming::{disk_name, hashed_disk_name};
 use crate::objects::pv::{
-    DEVICE_NUMBER_ANNOTATION, DEVICE_SIZE_ANNOTATION, DEVICE_STABLE_ID_ANNOTATION,
+    DEVICE_NUMBER_ANNOTATION, DEVICE_SIZE_ANNOTATION, DEVICE_STABLE_ID_ANNOTATION, LeanPv,
     NODE_NAME_ANNOTATION, WIPE_PROGRESS_ANNOTATION, WIPE_REQUESTED_ANNOTATION, annotation,
     class_of, local_path,
 };
@@ -51,7 +49,7 @@ pub struct Sources<'a> {
     /// Every device that gets no PV, and why (after probes and creates).
     pub problems: &'a [DeviceProblem],
     /// This node's PVs.
-    pub pvs: &'a [Arc<PersistentVolume>],
+    pub pvs: &'a [Arc<LeanPv>],
     /// PVs (by name) whose device is missing.
     pub missing: &'a BTreeSet<String>,
 }
@@ -124,7 +122,7 @@ pub fn desired(sources: &Sources<'_>, names: &HashMap<String, String>) -> Vec<De
 /// again, what the device says is kept. The object must stand for `pv`
 /// (its `persistentVolume`), or for none yet (a PV this process just
 /// created); `missing` is the last pass's missing PVs.
-pub fn refresh_from_pv(disk: &mut Desired, pv: &PersistentVolume, missing: &BTreeSet<String>) {
+pub fn refresh_from_pv(disk: &mut Desired, pv: &LeanPv, missing: &BTreeSet<String>) {
     let status = &mut disk.status;
     status.wipe_count = 0;
     status.last_wipe = None;
@@ -188,8 +186,8 @@ fn entries<'a>(sources: &Sources<'a>) -> BTreeMap<std::path::PathBuf, Entry<'a>>
 }
 
 /// This node's own PVs by path; of two for one path, the one not being deleted.
-fn pvs_by_path<'a>(sources: &Sources<'a>) -> HashMap<&'a Path, &'a PersistentVolume> {
-    let mut by_path: HashMap<&Path, &PersistentVolume> = HashMap::new();
+fn pvs_by_path<'a>(sources: &Sources<'a>) -> HashMap<&'a Path, &'a LeanPv> {
+    let mut by_path: HashMap<&Path, &LeanPv> = HashMap::new();
     for pv in sources.pvs {
         let ours = annotation(pv, NODE_NAME_ANNOTATION).is_none_or(|node| node == sources.node);
         let Some(path) = local_path(pv).filter(|_| ours) else {
@@ -208,12 +206,7 @@ fn pvs_by_path<'a>(sources: &Sources<'a>) -> HashMap<&'a Path, &'a PersistentVol
 
 /// What is known of the disk itself: from its device when the scan found
 /// one, else from what its PV recorded.
-fn facts(
-    node: &str,
-    path: &str,
-    entry: &Entry<'_>,
-    pv: Option<&PersistentVolume>,
-) -> LocalDiskStatus {
+fn facts(node: &str, path: &str, entry: &Entry<'_>, pv: Option<&LeanPv>) -> LocalDiskStatus {
     let mut status = LocalDiskStatus {
         node: node.to_string(),
         path: path.to_string(),
@@ -239,7 +232,7 @@ fn facts(
 }
 
 /// The state of a disk whose PV stands for it.
-fn from_pv(status: &mut LocalDiskStatus, pv: &PersistentVolume, missing: &BTreeSet<String>) {
+fn from_pv(status: &mut LocalDiskStatus, pv: &LeanPv, missing: &BTreeSet<String>) {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let claim = claim_of(pv);
     let history = history_of(pv);
@@ -409,7 +402,7 @@ mod tests {
         }
     }
 
-    fn pv(name: &str, entry: &str, phase: &str, extra: serde_json::Value) -> Arc<PersistentVolume> {
+    fn pv(name: &str, entry: &str, phase: &str, extra: serde_json::Value) -> Arc<LeanPv> {
         let mut value = json!({
             "metadata": {"name": name, "annotations": {
                 "local-pv-provisioner.cybozu.io/node-name": "n1",
@@ -480,7 +473,7 @@ mod tests {
             pv("local-n1-a", "a", "Released", deleting),
             pv("local-n1-a", "a", "Available", json!({})),
         ];
-        let pass = |pvs: &[Arc<PersistentVolume>], missing: &BTreeSet<String>| {
+        let pass = |pvs: &[Arc<LeanPv>], missing: &BTreeSet<String>| {
             let sources = Sources {
                 node: "n1",
                 spec: &spec,

@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -43,7 +42,7 @@ use crate::api::watch::{Touched, WatchSetup, Watched};
 use crate::backoff::INVENTORY_RETRY;
 use crate::error::{Operation, status_code};
 use crate::objects::localdisk::{GROUP, KIND, LocalDisk, LocalDiskStatus, VERSION};
-use crate::objects::pv::{DEVICE_CLASS_LABEL, NODE_LABEL, NODE_NAME_ANNOTATION};
+use crate::objects::pv::{DEVICE_CLASS_LABEL, LeanPv, NODE_LABEL, NODE_NAME_ANNOTATION};
 use crate::observe::health::Health;
 
 /// Writes in flight at once.
@@ -171,7 +170,7 @@ impl Inventory {
     /// after changes a pass would not act on (see
     /// [`refresh_from_pv`]); `missing` is the last pass's missing PVs. The
     /// writer looks at those objects only.
-    pub fn refresh(&self, pvs: &[Arc<PersistentVolume>], missing: &BTreeSet<String>) {
+    pub fn refresh(&self, pvs: &[Arc<LeanPv>], missing: &BTreeSet<String>) {
         let mut wanted = self.wanted.lock().expect("inventory wanted");
         let mut changed = false;
         for pv in pvs {

@@ -1,8 +1,17 @@
 //! The labels, annotations and finalizer this program puts on its
-//! PersistentVolumes to recognise them later, and readers of a PV's fields.
-//! The PV object itself is built by [`crate::provision::build`].
+//! PersistentVolumes to recognise them later, the PV as the program reads
+//! it ([`LeanPv`]) and readers of its fields. The PV object sent at
+//! create is built by [`crate::provision::build`].
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    LocalVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeSpec,
+    PersistentVolumeStatus,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Serialize};
 
 use crate::objects::classes::DEFAULT_CLASS;
 
@@ -70,8 +79,98 @@ pub const WIPE_STARTED_AT_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/wip
 /// Node label the scheduler matches local PVs' affinity against.
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
+/// A PersistentVolume as this program reads it: what every watch, list,
+/// get and patch of PVs is decoded into. The same JSON as a
+/// `PersistentVolume`, with the parts of its spec the program reads; the
+/// rest (node affinity, access modes, reclaim policy, mount options and the
+/// two dozen volume sources besides `local`) is skipped while decoding.
+/// k8s-openapi's `PersistentVolume` is about 3.5 KB before any string
+/// (every volume source is inline), this is a few hundred bytes: the PV
+/// store holds one per PV of the node.
+///
+/// Never sent back whole (a `PUT` of it would drop what it skips): PVs are
+/// created from a full `PersistentVolume` and changed by patches of the
+/// fields concerned.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct LeanPv {
+    /// The PV's metadata.
+    pub metadata: ObjectMeta,
+    /// The parts of its spec the program reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<LeanPvSpec>,
+    /// Its status (phase, reason, message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<PersistentVolumeStatus>,
+}
+
+/// The parts of a PV's spec the program reads; the fields keep the names
+/// and meaning of `PersistentVolumeSpec`'s.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeanPvSpec {
+    /// `capacity`: the PV's size (`storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<BTreeMap<String, Quantity>>,
+    /// `claimRef`: the claim the PV is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_ref: Option<ObjectReference>,
+    /// `local`: the device's path, for a local PV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalVolumeSource>,
+    /// `storageClassName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// `volumeMode` (`Block` or `Filesystem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<String>,
+}
+
+impl k8s_openapi::Resource for LeanPv {
+    const API_VERSION: &'static str = <PersistentVolume as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <PersistentVolume as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <PersistentVolume as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <PersistentVolume as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str =
+        <PersistentVolume as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <PersistentVolume as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for LeanPv {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl From<PersistentVolume> for LeanPv {
+    fn from(pv: PersistentVolume) -> Self {
+        LeanPv {
+            metadata: pv.metadata,
+            spec: pv.spec.map(LeanPvSpec::from),
+            status: pv.status,
+        }
+    }
+}
+
+impl From<PersistentVolumeSpec> for LeanPvSpec {
+    fn from(spec: PersistentVolumeSpec) -> Self {
+        LeanPvSpec {
+            capacity: spec.capacity,
+            claim_ref: spec.claim_ref,
+            local: spec.local,
+            storage_class_name: spec.storage_class_name,
+            volume_mode: spec.volume_mode,
+        }
+    }
+}
+
 /// One annotation of a PV.
-pub fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+pub fn annotation<'a>(pv: &'a LeanPv, key: &str) -> Option<&'a str> {
     pv.metadata
         .annotations
         .as_ref()
@@ -80,7 +179,7 @@ pub fn annotation<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
 }
 
 /// Whether a PV carries this program's [`CLEANUP_FINALIZER`].
-pub fn has_cleanup_finalizer(pv: &PersistentVolume) -> bool {
+pub fn has_cleanup_finalizer(pv: &LeanPv) -> bool {
     pv.metadata
         .finalizers
         .iter()
@@ -89,7 +188,7 @@ pub fn has_cleanup_finalizer(pv: &PersistentVolume) -> bool {
 }
 
 /// A PV's `spec.local.path`, if it is a local PV.
-pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
+pub fn local_path(pv: &LeanPv) -> Option<&str> {
     pv.spec
         .as_ref()
         .and_then(|spec| spec.local.as_ref())
@@ -97,7 +196,7 @@ pub fn local_path(pv: &PersistentVolume) -> Option<&str> {
 }
 
 /// A PV's device class: its class label, else [`DEFAULT_CLASS`].
-pub fn class_of(pv: &PersistentVolume) -> &str {
+pub fn class_of(pv: &LeanPv) -> &str {
     pv.metadata
         .labels
         .as_ref()

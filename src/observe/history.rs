@@ -12,10 +12,9 @@
 
 use std::ops::Range;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use serde::{Deserialize, Serialize};
 
-use crate::objects::pv::{CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, annotation};
+use crate::objects::pv::{CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, LeanPv, annotation};
 
 /// Annotation holding a device's history on its PV.
 pub const HISTORY_ANNOTATION: &str = "local-pv-provisioner.cybozu.io/history";
@@ -63,7 +62,7 @@ pub struct ClaimRecord {
 }
 
 /// The history a PV carries (empty when it carries none or it is unreadable).
-pub fn history_of(pv: &PersistentVolume) -> DeviceHistory {
+pub fn history_of(pv: &LeanPv) -> DeviceHistory {
     annotation(pv, HISTORY_ANNOTATION)
         .and_then(|text| serde_json::from_str(text).ok())
         .unwrap_or_default()
@@ -81,7 +80,7 @@ pub fn regions_text(regions: &[Range<u64>]) -> String {
 /// The history the device of `pv` has once `pv` is gone: what it carried,
 /// plus the claim it had (from the claim recorded on it), plus `wipe` when
 /// it was wiped.
-pub fn after_release(pv: &PersistentVolume, wipe: Option<WipeRecord>) -> DeviceHistory {
+pub fn after_release(pv: &LeanPv, wipe: Option<WipeRecord>) -> DeviceHistory {
     let mut history = history_of(pv);
     if let Some(claim) = annotation(pv, CLAIMED_BY_ANNOTATION) {
         history.claims.push(ClaimRecord {
@@ -110,7 +109,7 @@ pub fn device_key(stable_id: Option<&str>, number: &str) -> String {
 }
 
 /// The device key recorded on a PV of ours.
-pub fn device_key_of(pv: &PersistentVolume) -> Option<String> {
+pub fn device_key_of(pv: &LeanPv) -> Option<String> {
     let number = annotation(pv, crate::objects::pv::DEVICE_NUMBER_ANNOTATION)?;
     Some(device_key(
         annotation(pv, crate::objects::pv::DEVICE_STABLE_ID_ANNOTATION),
@@ -128,8 +127,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn released(claim: &str, carried: Option<&DeviceHistory>) -> PersistentVolume {
-        let mut pv = PersistentVolume::default();
+    fn released(claim: &str, carried: Option<&DeviceHistory>) -> LeanPv {
+        let mut pv = LeanPv::default();
         let mut annotations = std::collections::BTreeMap::from([
             (CLAIMED_BY_ANNOTATION.to_string(), claim.to_string()),
             (
@@ -196,7 +195,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_history_counts_as_none() {
-        let mut pv = PersistentVolume::default();
+        let mut pv = LeanPv::default();
         pv.metadata.annotations =
             Some([(HISTORY_ANNOTATION.to_string(), "{not json".to_string())].into());
         assert_eq!(history_of(&pv), DeviceHistory::default());

@@ -16,11 +16,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, Pod, PodSpec, Volume};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, Volume};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 
-use crate::objects::pv::local_path;
+use crate::objects::pv::{LeanPv, local_path};
 use crate::objects::quantity;
 use crate::observe::metrics::{Metrics, VOLUME_CONSUMER_LABELS, VOLUME_INFO_LABELS};
 
@@ -219,7 +219,7 @@ fn mounts(pods: &[Arc<Pod>]) -> HashMap<ClaimKey, BTreeSet<String>> {
 }
 
 /// The `volume_info` labels of a PV, in [`crate::observe::metrics::VOLUME_INFO_LABELS`] order.
-fn info_labels(pv: &PersistentVolume) -> Labels {
+fn info_labels(pv: &LeanPv) -> Labels {
     let spec = pv.spec.as_ref();
     let claim = spec.and_then(|spec| spec.claim_ref.as_ref());
     vec![
@@ -237,19 +237,19 @@ fn info_labels(pv: &PersistentVolume) -> Labels {
     ]
 }
 
-fn capacity(pv: &PersistentVolume) -> Option<i64> {
+fn capacity(pv: &LeanPv) -> Option<i64> {
     let quantity = pv.spec.as_ref()?.capacity.as_ref()?.get("storage")?;
     quantity::bytes(&quantity.0).and_then(|bytes| i64::try_from(bytes).ok())
 }
 
-fn claim_key(pv: &PersistentVolume) -> Option<ClaimKey> {
+fn claim_key(pv: &LeanPv) -> Option<ClaimKey> {
     let claim = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some((claim.namespace.clone()?, claim.name.clone()?))
 }
 
 impl VolumeMetrics {
     /// Shows the series for `pvs` and `pods`, removing those that went away.
-    pub fn update(&mut self, metrics: &Metrics, pvs: &[Arc<PersistentVolume>], pods: &[Arc<Pod>]) {
+    pub fn update(&mut self, metrics: &Metrics, pvs: &[Arc<LeanPv>], pods: &[Arc<Pod>]) {
         self.mounts = mounts(pods);
         let live: HashSet<&str> = pvs
             .iter()
@@ -281,11 +281,7 @@ impl VolumeMetrics {
 
     /// Shows the series of the PVs `changed` (by name, with the PV unless
     /// it went): work for those PVs only.
-    pub fn update_pvs(
-        &mut self,
-        metrics: &Metrics,
-        changed: &[(String, Option<Arc<PersistentVolume>>)],
-    ) {
+    pub fn update_pvs(&mut self, metrics: &Metrics, changed: &[(String, Option<Arc<LeanPv>>)]) {
         for (name, pv) in changed {
             self.show(metrics, name, pv.as_deref());
         }
@@ -307,7 +303,7 @@ impl VolumeMetrics {
     }
 
     /// Makes the series of PV `name` what `pv` says (none when it went).
-    fn show(&mut self, metrics: &Metrics, name: &str, pv: Option<&PersistentVolume>) {
+    fn show(&mut self, metrics: &Metrics, name: &str, pv: Option<&LeanPv>) {
         match pv.and_then(claim_key) {
             Some(claim) => self.claims.insert(name.to_string(), claim),
             None => self.claims.remove(name),
@@ -350,7 +346,7 @@ impl VolumeMetrics {
 mod tests {
     use super::*;
 
-    fn pv(name: &str, phase: &str, claim: Option<(&str, &str)>) -> Arc<PersistentVolume> {
+    fn pv(name: &str, phase: &str, claim: Option<(&str, &str)>) -> Arc<LeanPv> {
         let mut value = serde_json::json!({
             "metadata": {"name": name},
             "spec": {"capacity": {"storage": "1Gi"}, "local": {"path": format!("/dev/disks/{name}")},

@@ -22,6 +22,7 @@ use crate::api::requests::CreateOutcome;
 use crate::backoff::{BackoffTable, REFUSED_CREATE_RETRY, UNREACHABLE_RETRY};
 use crate::device::probe::ProbeResult;
 use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
+use crate::objects::pv::LeanPv;
 use crate::objects::spec::{NodeSpec, PvSpec};
 use crate::observe::history;
 use crate::observe::metrics::{CREATE_REFUSED, CREATE_UNREACHABLE};
@@ -123,7 +124,7 @@ impl Provisioning {
 
     /// This node's PVs: those in the store, and those created that the
     /// watch has not shown yet.
-    pub fn existing(&mut self, pvs: &[Arc<PersistentVolume>]) -> Vec<ExistingPv> {
+    pub fn existing(&mut self, pvs: &[Arc<LeanPv>]) -> Vec<ExistingPv> {
         let now = Instant::now();
         let stored: HashSet<&str> = pvs
             .iter()

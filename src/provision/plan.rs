@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use crate::device::blockdev::DeviceNumber;
 use crate::discover::devices::{Device, DeviceProblem, ProblemKind};
 use crate::objects::naming::{NameAssignment, NameRequest, assign_pv_names};
-use crate::objects::pv;
+use crate::objects::pv::{self, LeanPv};
 use crate::objects::spec::PvSpec;
 use crate::provision::build::{NodeFacts, build_pv};
 use crate::provision::classes::{Classified, in_class};
@@ -62,7 +62,7 @@ impl ExistingPv {
     }
 
     /// Extracts the facts from a PV object.
-    pub fn from_pv(pv: &PersistentVolume) -> Self {
+    pub fn from_pv(pv: &LeanPv) -> Self {
         ExistingPv {
             name: pv.metadata.name.clone().unwrap_or_default(),
             path: pv::local_path(pv).map(PathBuf::from),

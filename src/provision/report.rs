@@ -7,11 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Resource;
 
 use crate::discover::devices::{DeviceProblem, ProblemKind};
-use crate::objects::pv::{class_of, local_path};
+use crate::objects::pv::{LeanPv, class_of, local_path};
 use crate::objects::reasons;
 use crate::objects::spec::NodeSpec;
 use crate::observe::events::Severity;
@@ -217,7 +217,7 @@ impl NodeReports {
 
 /// The note of a burst's one Node Event: how many PVs, of which classes,
 /// and the first few names.
-fn burst_note(created: &[PersistentVolume], classes: &BTreeMap<&str, usize>) -> String {
+fn burst_note(created: &[LeanPv], classes: &BTreeMap<&str, usize>) -> String {
     let by_class: Vec<String> = classes
         .iter()
         .map(|(class, count)| format!("{count} in class {class}"))
@@ -275,7 +275,7 @@ const BURST_NAMES_LISTED: usize = 5;
 impl Reporter {
     /// The PVs one pass created: counted and logged each, and told as
     /// Events by [`PROVISIONED_EVENTS_PER_PASS`]'s rule.
-    pub fn created(&self, node: &ObjectReference, created: &[PersistentVolume]) {
+    pub fn created(&self, node: &ObjectReference, created: &[LeanPv]) {
         let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
         for pv in created {
             let name = pv.metadata.name.as_deref().unwrap_or_default();
@@ -312,7 +312,7 @@ impl Reporter {
     }
 
     /// The unclaimed Available PV of a lost device was deleted.
-    pub fn lost_device_pv_deleted(&self, pv: &PersistentVolume) {
+    pub fn lost_device_pv_deleted(&self, pv: &LeanPv) {
         self.device_missing(
             pv,
             "Delete",
@@ -321,7 +321,7 @@ impl Reporter {
     }
 
     /// A PV in use lost its device and is kept.
-    pub fn lost_device_pv_kept(&self, pv: &PersistentVolume) {
+    pub fn lost_device_pv_kept(&self, pv: &LeanPv) {
         self.device_missing(
             pv,
             "Discover",
@@ -329,7 +329,7 @@ impl Reporter {
         );
     }
 
-    fn device_missing(&self, pv: &PersistentVolume, action: &str, outcome: &str) {
+    fn device_missing(&self, pv: &LeanPv, action: &str, outcome: &str) {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         let path = local_path(pv).unwrap_or_default();
         let note = format!("Device {path} is missing; {outcome}");
@@ -345,7 +345,7 @@ impl Reporter {
     }
 
     /// A kept PV's device is present again.
-    pub fn device_returned(&self, pv: &PersistentVolume) {
+    pub fn device_returned(&self, pv: &LeanPv) {
         let name = pv.metadata.name.as_deref().unwrap_or_default();
         tracing::info!(pv = %name, "the PersistentVolume's device is back");
         self.events.publish(

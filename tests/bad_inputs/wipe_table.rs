@@ -7,11 +7,10 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use local_pv_provisioner::device::wipe::{
     Guard, Owner, WipeError, WipeRequest, ZeroMethod, wipe_device,
 };
-use local_pv_provisioner::objects::pv;
+use local_pv_provisioner::objects::pv::{self, LeanPv};
 use serde_json::{Value, json};
 
 use crate::catalogue::{DEVICE_BYTES, assert_untouched, device, root_disk, run_rows};
@@ -169,7 +168,7 @@ fn check(edit: &Edit, guard: Guard, says: &str, dir: &Path, device: &LoopDevice)
     if !apply(edit, &mut pv, dir) {
         return;
     }
-    let pv: PersistentVolume = serde_json::from_value(pv).unwrap();
+    let pv: LeanPv = serde_json::from_value(pv).unwrap();
     let owner = Owner {
         node_name: NODE,
         label_value: NODE,
@@ -211,7 +210,7 @@ fn wipe_request_table() {
 
     // The unedited PV is accepted (its wipe would run): each row's refusal
     // comes from its edit alone.
-    let unedited: PersistentVolume = serde_json::from_value(our_pv(dir.path(), &device)).unwrap();
+    let unedited: LeanPv = serde_json::from_value(our_pv(dir.path(), &device)).unwrap();
     let owner = Owner {
         node_name: NODE,
         label_value: NODE,

@@ -65,7 +65,7 @@ pub fn request_for(dir: &Path, name: &str) -> WipeRequest {
         device,
         &plain_pv_name("node-a", name).unwrap(),
     );
-    WipeRequest::from_pv(&pv, &owner()).expect("our own PV is accepted")
+    WipeRequest::from_pv(&pv.into(), &owner()).expect("our own PV is accepted")
 }
 
 /// A directory holding a link `name` to the device.

@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::Pod;
+use local_pv_provisioner::objects::pv::LeanPv;
 use local_pv_provisioner::observe::metrics::Metrics;
 use local_pv_provisioner::observe::volumes::{VolumeMetrics, strip_pod};
 
@@ -77,7 +78,7 @@ async fn a_live_metrics_page_after_a_lifecycle_passes_promtool() {
 #[test]
 fn every_metric_family_with_a_sample_passes_promtool() {
     let metrics = Metrics::new("node-a");
-    let pv: PersistentVolume = serde_json::from_value(serde_json::json!({
+    let pv: LeanPv = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "local-node-a-sda"},
         "spec": {"capacity": {"storage": "1Gi"}, "local": {"path": "/dev/disk/by-path/sda"},
                  "storageClassName": "local-storage", "volumeMode": "Block",

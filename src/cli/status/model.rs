@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
@@ -15,8 +15,8 @@ use crate::objects::localdisk::LocalDisk;
 use crate::objects::naming::node_label_value;
 use crate::objects::pv::{
     CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, DEVICE_NUMBER_ANNOTATION,
-    DEVICE_STABLE_ID_ANNOTATION, NODE_LABEL, NODE_NAME_ANNOTATION, WIPE_PROGRESS_ANNOTATION,
-    WIPE_SKIPPED_ANNOTATION, class_of, local_path,
+    DEVICE_STABLE_ID_ANNOTATION, LeanPv, NODE_LABEL, NODE_NAME_ANNOTATION,
+    WIPE_PROGRESS_ANNOTATION, WIPE_SKIPPED_ANNOTATION, class_of, local_path,
 };
 use crate::objects::spec::PV_SPEC_CONFIGMAP_ANNOTATION;
 use crate::observe::history::{DeviceHistory, history_of};
@@ -110,7 +110,7 @@ pub struct VolumeStatus {
 }
 
 /// One annotation of a PV, owned.
-fn annotation(pv: &PersistentVolume, key: &str) -> Option<String> {
+fn annotation(pv: &LeanPv, key: &str) -> Option<String> {
     crate::objects::pv::annotation(pv, key).map(str::to_string)
 }
 
@@ -153,7 +153,7 @@ fn pod_index(pods: &[Pod]) -> PodIndex<'_> {
     index
 }
 
-fn volume(pv: &PersistentVolume, node: &str, pods: &PodIndex<'_>) -> VolumeStatus {
+fn volume(pv: &LeanPv, node: &str, pods: &PodIndex<'_>) -> VolumeStatus {
     let spec = pv.spec.as_ref();
     let capacity = spec
         .and_then(|spec| spec.capacity.as_ref())
@@ -207,7 +207,7 @@ fn volume(pv: &PersistentVolume, node: &str, pods: &PodIndex<'_>) -> VolumeStatu
 
 /// The node a PV belongs to: its node-name annotation, else the Node whose
 /// label value its label holds, else that label value.
-fn node_of(pv: &PersistentVolume, by_label: &BTreeMap<String, &str>) -> String {
+fn node_of(pv: &LeanPv, by_label: &BTreeMap<String, &str>) -> String {
     if let Some(name) = annotation(pv, NODE_NAME_ANNOTATION) {
         return name;
     }
@@ -235,7 +235,7 @@ pub fn build_report(state: &ClusterState, only: Option<&str>) -> Result<Report, 
         .keys()
         .map(|name| (node_label_value(name), *name))
         .collect();
-    let mut pvs: BTreeMap<String, Vec<&PersistentVolume>> = BTreeMap::new();
+    let mut pvs: BTreeMap<String, Vec<&LeanPv>> = BTreeMap::new();
     for pv in &state.pvs {
         pvs.entry(node_of(pv, &by_label)).or_default().push(pv);
     }
@@ -333,7 +333,7 @@ fn not_offered(disks: Option<&[&LocalDisk]>) -> Vec<ErrorDevice> {
 /// A node's status from its PVs and Events (found and spec ConfigMap unset).
 fn node_status(
     name: &str,
-    pvs: &[&PersistentVolume],
+    pvs: &[&LeanPv],
     events: &[NodeEvent],
     pods: &PodIndex<'_>,
 ) -> NodeStatus {

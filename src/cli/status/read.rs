@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::config::StatusArgs;
 use crate::objects::localdisk::LocalDisk;
 use crate::objects::naming::node_label_value;
-use crate::objects::pv::NODE_LABEL;
+use crate::objects::pv::{LeanPv, NODE_LABEL};
 
 /// Items per page of a list.
 const PAGE: u32 = 500;
@@ -29,7 +29,7 @@ pub struct ClusterState {
     /// The Nodes (with `--node`, that one if it exists).
     pub nodes: Vec<Node>,
     /// The PersistentVolumes carrying [`NODE_LABEL`].
-    pub pvs: Vec<PersistentVolume>,
+    pub pvs: Vec<LeanPv>,
     /// The Pods (with `--node`, those on it).
     pub pods: Vec<Pod>,
     /// The `events.k8s.io/v1` Events regarding Nodes.

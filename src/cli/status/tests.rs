@@ -1,7 +1,7 @@
 //! Unit tests of the pure parts of `status`: units, ages, the Event notes
 //! and the rules deciding which error devices still stand.
 
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
@@ -9,6 +9,7 @@ use super::model::build_report;
 use super::node_events::{NodeEvent, device_of, summarize};
 use super::read::ClusterState;
 use super::render::human_duration;
+use crate::objects::pv::LeanPv;
 use crate::objects::quantity::human as format_capacity;
 
 fn at(text: &str) -> Timestamp {
@@ -138,7 +139,7 @@ fn object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> K {
 fn volumes_find_their_node_and_the_pods_using_them_there() {
     let long = "n".repeat(70);
     let label = crate::objects::naming::node_label_value(&long);
-    let pv = |name: &str, label: &str, node_name: Option<&str>| -> PersistentVolume {
+    let pv = |name: &str, label: &str, node_name: Option<&str>| -> LeanPv {
         let mut annotations = serde_json::Map::new();
         if let Some(node) = node_name {
             annotations.insert(crate::objects::pv::NODE_NAME_ANNOTATION.into(), json!(node));

@@ -4,12 +4,10 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
-
 use super::{Guard, WipeError, refuse};
 use crate::device::blockdev::DeviceNumber;
 use crate::device::regions::DEFAULT_HEAD_BYTES;
-use crate::objects::pv;
+use crate::objects::pv::{self, LeanPv};
 use crate::objects::spec::WipeMode;
 
 /// Everything a wipe needs, taken from the PV and checked by the
@@ -49,14 +47,14 @@ pub struct Owner<'a> {
 
 impl WipeRequest {
     /// Reads a PV of ours into a request, or refuses it.
-    pub fn from_pv(pv: &PersistentVolume, owner: &Owner<'_>) -> Result<Self, WipeError> {
+    pub fn from_pv(pv: &LeanPv, owner: &Owner<'_>) -> Result<Self, WipeError> {
         check_owner(pv, owner)?;
         read_identity(pv)
     }
 }
 
 /// Guard [`Guard::OwnedByThisNode`]: our node label and node-name annotation.
-fn check_owner(pv: &PersistentVolume, owner: &Owner<'_>) -> Result<(), WipeError> {
+fn check_owner(pv: &LeanPv, owner: &Owner<'_>) -> Result<(), WipeError> {
     let label = pv
         .metadata
         .labels
@@ -89,7 +87,7 @@ fn check_owner(pv: &PersistentVolume, owner: &Owner<'_>) -> Result<(), WipeError
 
 /// Guard [`Guard::RecordedIdentity`]: the path, device dir, number, size
 /// and wipe size recorded on the PV.
-fn read_identity(pv: &PersistentVolume) -> Result<WipeRequest, WipeError> {
+fn read_identity(pv: &LeanPv) -> Result<WipeRequest, WipeError> {
     let name = pv.metadata.name.clone().unwrap_or_default();
     let annotations = pv.metadata.annotations.clone().unwrap_or_default();
     let missing = |what: &str| {
