@@ -53,18 +53,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(settings.development);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            match runtime.block_on(run_node_cleanup(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("{error}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_to_the_end(run_node_cleanup(settings))
         }
         None => {
             let settings = match cli.controller.into_settings() {
@@ -75,22 +64,39 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(settings.development);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(32)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            match runtime.block_on(run_controller(settings)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    tracing::error!("{error}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_to_the_end(run_controller(settings))
         }
     }
 }
+
+/// Runs a long-running mode to its end on one runtime thread. Its work is
+/// waiting on the API server and on devices; what is slow or CPU-bound
+/// runs off it on the blocking pool (scans, probes, adoption checks,
+/// wipes; at most [`BLOCKING_THREADS`] at once), which exits when idle.
+/// One thread rather than two workers keeps a quiet node smaller and a
+/// start cheaper (BENCH.md, issue 19's fourth round: 13.9 MiB instead of
+/// 15.1 idle at 200 PVs; at 1000 devices 1.16 CPU-s instead of 1.89 in the
+/// 30 s after the start, all PVs in 1.17 s instead of 1.46): one stack and
+/// the scheduler's per-worker state less, and no two threads contending
+/// for the one malloc heap ([`local_pv_provisioner::controller::memory`]).
+fn run_to_the_end(mode: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Threads of the blocking pool: the cold start probes 16 devices at once,
+/// wipes run up to `LP_MAX_CONCURRENT_WIPES`.
+const BLOCKING_THREADS: usize = 32;
 
 /// The command line; run as `kubectl-local_pv` (`kubectl local-pv`), the
 /// program is `local-pv-provisioner status` with the same flags.

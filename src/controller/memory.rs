@@ -4,10 +4,10 @@
 //! hundreds of devices, a batch of probes) tens of MiB would stay resident
 //! for good. One heap, a fixed threshold (large buffers are mapped and
 //! unmapped at once) and a trim after each burst keep a node's controller
-//! flat. One heap rather than two costs some CPU when the runtime's threads
-//! allocate at once (a cold start: about 0.3 CPU-s more for 1000 devices)
-//! and saves about 1 MiB at 1000 PVs (BENCH.md, issue 19's third round):
-//! the steady cost of every node is memory, the start-up burst is once.
+//! flat. One heap rather than two saves about 1 MiB at 1000 PVs (BENCH.md,
+//! issue 19's third round); it cost CPU while two runtime workers allocated
+//! at once, which ended with the one-thread runtime (fourth round): only
+//! the blocking pool's probes and wipes allocate beside it.
 //! musl's allocator (the container image) has none of these habits, and
 //! there these functions do nothing.
 
