@@ -21,6 +21,8 @@
 //! - `history`: two tenants of one device in a row, in the third PV's history;
 //! - `burst`: a pass that creates many PVs tells it in one Node Event, a
 //!   single new disk on its PV;
+//! - `connections`: after a start's burst of requests the program keeps
+//!   its watches and a few idle connections open, not every one it opened;
 //! - `healthy`: a healthy node's page (and node-cleanup's) has every family
 //!   the dashboard and the alert rules read, the failure counters at 0;
 //! - `proportional`: a claim binding is shown per PV without a reconcile
@@ -39,6 +41,7 @@ mod clean_offer;
 
 mod burst;
 mod common;
+mod connections;
 mod device_loss;
 mod failures;
 mod healthy;
