@@ -82,7 +82,6 @@ fn with_history(ctx: &Context, device: &Device, mut pv: PersistentVolume) -> Per
 
 /// One candidate after its check (and create).
 struct Checked<'a> {
-    device: Device,
     planned: &'a Planned,
     /// The probe's result and the verdict on it, or why it could not probe.
     judged: Result<(ProbeResult, Verdict), String>,
@@ -194,8 +193,8 @@ impl Provisioning {
             api_reachable: None,
         };
         let candidates = self.due_candidates(&decided.create, &mut outcome);
-        let devices: Vec<Device> = candidates.iter().map(|(d, _)| d.clone()).collect();
-        self.offers.retain(&devices);
+        self.offers
+            .retain(candidates.iter().map(|planned| &planned.device));
         let waiting = self.unreachable().remaining(&(), Instant::now()).is_some();
         if !candidates.is_empty() && !waiting {
             outcome.api_reachable = Some(match self.confirm_node(ctx, inputs.facts).await {
@@ -252,7 +251,7 @@ impl Provisioning {
         ctx: &Context,
         facts: &NodeFacts,
         spec: &NodeSpec,
-        candidates: Vec<(Device, &'a Planned)>,
+        candidates: Vec<&'a Planned>,
     ) -> Vec<Checked<'a>> {
         let rules: Vec<OfferRules> = spec
             .classes
@@ -262,22 +261,23 @@ impl Provisioning {
         let unreachable = AtomicBool::new(false);
         let unreachable = &unreachable;
         futures::stream::iter(candidates)
-            .map(|(device, planned)| {
+            .map(|planned| {
+                let device = &planned.device;
                 let rules = rules[planned.class].clone();
-                let known = self.offers.known(&device, &rules);
+                let known = self.offers.known(device, &rules);
                 async move {
                     let probe = match known {
                         Some(result) => Ok(result),
                         None => check(device.clone(), rules, ctx.cancel.clone()).await,
                     };
                     let judged = probe.map(|result| {
-                        let verdict = verdict(&device, &result);
+                        let verdict = verdict(device, &result);
                         (result, verdict)
                     });
                     let created = match &judged {
                         Ok((_, Verdict::Offer)) if !unreachable.load(Ordering::Relaxed) => {
                             let pv = planned.pv(facts, &spec.classes);
-                            let pv = with_history(ctx, &device, pv);
+                            let pv = with_history(ctx, device, pv);
                             let created = ctx.api.create_pv(&pv, &ctx.pvs, &ctx.label_value).await;
                             if matches!(created, CreateOutcome::Unreachable(_)) {
                                 unreachable.store(true, Ordering::Relaxed);
@@ -287,7 +287,6 @@ impl Provisioning {
                         _ => None,
                     };
                     Checked {
-                        device,
                         planned,
                         judged,
                         created,
@@ -313,13 +312,13 @@ impl Provisioning {
         let mut reachable = true;
         let mut made = Vec::new();
         for Checked {
-            device,
             planned,
             judged,
             created,
         } in results
         {
-            let (class, path) = (planned.class, planned.device.path.clone());
+            let (class, device) = (planned.class, &planned.device);
+            let path = device.path.clone();
             let class_name = classes[class].class.as_str();
             let (result, verdict) = match judged {
                 Ok(judged) => judged,
@@ -328,7 +327,7 @@ impl Provisioning {
                     continue;
                 }
             };
-            self.offers.record(&device, &result);
+            self.offers.record(device, &result);
             if let Verdict::NotOffered(mut problem) = verdict {
                 outcome.not_available(class);
                 problem.class = Some(class_name.to_string());
@@ -339,7 +338,7 @@ impl Provisioning {
                 Some(CreateOutcome::Created(created)) => {
                     self.refused.remove(&path);
                     self.refused_backoff().clear(&path);
-                    ctx.forget_history(&device_key(&device));
+                    ctx.forget_history(&device_key(device));
                     if let Some(seen) = self.first_seen.remove(&path) {
                         let waited = Instant::now().duration_since(seen).as_secs_f64();
                         ctx.reporter.metrics.pv_create_duration.observe(waited);
@@ -382,13 +381,13 @@ impl Provisioning {
         reachable
     }
 
-    /// The planned PVs whose device is not waiting after a refusal, with
-    /// their devices; the waiting ones are counted as problems.
+    /// The planned PVs whose device is not waiting after a refusal; the
+    /// waiting ones are counted as problems.
     fn due_candidates<'a>(
         &mut self,
         planned: &'a [Planned],
         outcome: &mut Provisioned,
-    ) -> Vec<(Device, &'a Planned)> {
+    ) -> Vec<&'a Planned> {
         let now = Instant::now();
         let paths: BTreeSet<PathBuf> = planned
             .iter()
@@ -409,7 +408,7 @@ impl Provisioning {
                     outcome.not_available(planned.class);
                     outcome.problems.push(problem.clone());
                 }
-                _ => due.push((planned.device.clone(), planned)),
+                _ => due.push(planned),
             }
         }
         due

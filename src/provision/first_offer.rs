@@ -71,8 +71,8 @@ impl FirstOffers {
     }
 
     /// Keeps only the results of `candidates`.
-    pub fn retain(&mut self, candidates: &[Device]) {
-        let keep: Vec<Identity> = candidates.iter().map(identity).collect();
+    pub fn retain<'a>(&mut self, candidates: impl IntoIterator<Item = &'a Device>) {
+        let keep: Vec<Identity> = candidates.into_iter().map(identity).collect();
         self.holding_data.retain(|key, _| keep.contains(key));
     }
 
