@@ -73,12 +73,14 @@ fn main() -> ExitCode {
 /// waiting on the API server and on devices; what is slow or CPU-bound
 /// runs off it on the blocking pool (scans, probes, adoption checks,
 /// wipes; at most [`BLOCKING_THREADS`] at once), which exits when idle.
-/// One thread rather than two workers keeps a quiet node smaller and a
-/// start cheaper (BENCH.md, issue 19's fourth round: 13.9 MiB instead of
-/// 15.1 idle at 200 PVs; at 1000 devices 1.16 CPU-s instead of 1.89 in the
-/// 30 s after the start, all PVs in 1.17 s instead of 1.46): one stack and
-/// the scheduler's per-worker state less, and no two threads contending
-/// for the one malloc heap ([`local_pv_provisioner::controller::memory`]).
+/// One thread rather than two workers keeps a quiet node smaller: one
+/// stack and the scheduler's per-worker state less, and no two threads
+/// contending for the one malloc heap
+/// ([`local_pv_provisioner::controller::memory`]). BENCH.md, issue 19's
+/// fourth round: 13.9 MiB instead of 15.1 idle at 200 PVs for this step
+/// alone; the start did not get slower (1.16 CPU-s in the 30 s after 1000
+/// devices, all PVs in 1.17 s, measured after the round's three changes
+/// together).
 fn run_to_the_end(mode: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(BLOCKING_THREADS)
